@@ -1,0 +1,842 @@
+//! The client library: connect to `qcopd`, subscribe, send, receive, call and answer.
+//!
+//! ```no_run
+//! use qcop::{Connection, ConnectOptions};
+//! use std::time::Duration;
+//!
+//! let mut conn = Connection::connect(&ConnectOptions::new().name("volume-ui"))?;
+//! conn.subscribe("QPE/Audio")?;
+//! conn.send("QPE/Audio", "setVolume(int)", &42i32.to_be_bytes())?;
+//! conn.flush()?;
+//! if let Some(msg) = conn.recv_timeout(Duration::from_secs(1))? {
+//!     println!("{} {} {:?}", msg.channel, msg.message, msg.data);
+//! }
+//! # Ok::<(), qcop::Error>(())
+//! ```
+//!
+//! Requests that need an answer (`subscribe`, `is_registered`, `call`, `flush`) block for at
+//! most the connection's timeout. Sends are buffered and written as soon as the socket takes
+//! them; [`Connection::flush`] waits until the daemon has routed every earlier send and
+//! reports any that it refused.
+//!
+//! To drive a connection from a poll loop (a Qt `QSocketNotifier`, glib, mio), watch
+//! [`Connection::as_raw_fd`] for readability and call [`Connection::try_recv`] until it
+//! returns `None`: messages may already be buffered when the descriptor is not readable.
+//! After an automatic reconnect the descriptor changes; [`Connection::reconnects`] counts
+//! them so a loop can re-register.
+
+mod error;
+
+pub use error::Error;
+
+use crate::pattern::{check_name, is_pattern};
+use crate::wire::{ChannelInfo, ErrorCode, Frame, FrameReader, StatsReport, PROTOCOL_VERSION};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Sends carry sequence numbers with the top bit set so errors about them can be told
+/// apart from answers a request is waiting for.
+const SEND_SEQ_BIT: u32 = 0x8000_0000;
+/// Buffered outgoing bytes beyond which `send` blocks until the socket drains.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Errors about unacknowledged sends kept for `flush` to report.
+const MAX_SEND_ERRORS: usize = 64;
+/// Extra time a caller waits past the call timeout for the daemon's own timeout answer.
+const CALL_GRACE: Duration = Duration::from_secs(1);
+
+/// How to reach the daemon.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    socket: PathBuf,
+    timeout: Duration,
+    name: String,
+    reconnect: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions::new()
+    }
+}
+
+impl ConnectOptions {
+    /// Defaults: the socket from `$QCOP_SOCKET` or the built-in path, a 5 s timeout, the
+    /// program name as client name, no automatic reconnect.
+    pub fn new() -> Self {
+        let name = std::env::args_os()
+            .next()
+            .map(PathBuf::from)
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        ConnectOptions {
+            socket: crate::paths::default_socket_path(),
+            timeout: Duration::from_secs(5),
+            name,
+            reconnect: false,
+        }
+    }
+
+    /// Socket path of the daemon.
+    pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.socket = path.into();
+        self
+    }
+
+    /// Time allowed for connecting and for each request's answer.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Name shown for this client in `qcop stats --clients`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Reconnect automatically when the daemon goes away (restart, upgrade), re-registering
+    /// every subscription. Waits up to the timeout per attempt inside blocking calls.
+    pub fn reconnect(mut self, on: bool) -> Self {
+        self.reconnect = on;
+        self
+    }
+
+    /// The socket path in use.
+    pub fn socket_path(&self) -> &std::path::Path {
+        &self.socket
+    }
+}
+
+/// A message received on a subscribed channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The channel it was sent to (also when received through a pattern).
+    pub channel: String,
+    /// The message signature, e.g. `setVolume(int)`.
+    pub message: String,
+    /// The payload (QDataStream-encoded arguments by convention).
+    pub data: Vec<u8>,
+    /// Set when the sender waits for a reply ([`Connection::reply`]).
+    pub call_token: Option<u32>,
+}
+
+impl Message {
+    /// Whether the sender waits for a reply.
+    pub fn is_call(&self) -> bool {
+        self.call_token.is_some()
+    }
+}
+
+/// The answer to a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Reply signature chosen by the responder.
+    pub message: String,
+    /// Reply payload.
+    pub data: Vec<u8>,
+}
+
+/// Limits the daemon announced in its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest payload.
+    pub max_payload: u32,
+    /// Longest channel name in bytes.
+    pub max_channel: u16,
+    /// Longest message name in bytes.
+    pub max_message: u16,
+    /// Subscriptions allowed per connection.
+    pub max_subscriptions: u32,
+}
+
+enum Answer {
+    Ok(u32),
+    Error(ErrorCode, String),
+    Registered(u32),
+    Channels(Vec<ChannelInfo>),
+    Stats(StatsReport),
+    Reply { error: bool, message: String, data: Vec<u8> },
+}
+
+/// A connection to `qcopd`.
+pub struct Connection {
+    opts: ConnectOptions,
+    stream: UnixStream,
+    reader: FrameReader,
+    wbuf: Vec<u8>,
+    /// Bytes at the start of `wbuf` already written.
+    wpos: usize,
+    inbox: VecDeque<Message>,
+    answers: HashMap<u32, Answer>,
+    send_errors: VecDeque<(ErrorCode, String)>,
+    send_errors_overflow: u64,
+    /// A fatal error frame from the daemon, reported when the stream ends.
+    fatal: Option<(ErrorCode, String)>,
+    subscriptions: BTreeMap<String, usize>,
+    seq: u32,
+    limits: Limits,
+    client_id: u32,
+    lost: u64,
+    reconnects: u64,
+}
+
+impl Connection {
+    /// Connects and performs the handshake, within the options' timeout.
+    pub fn connect(opts: &ConnectOptions) -> Result<Connection, Error> {
+        let (stream, reader, client_id, limits) = handshake(opts)?;
+        Ok(Connection {
+            opts: opts.clone(),
+            stream,
+            reader,
+            wbuf: Vec::new(),
+            wpos: 0,
+            inbox: VecDeque::new(),
+            answers: HashMap::new(),
+            send_errors: VecDeque::new(),
+            send_errors_overflow: 0,
+            fatal: None,
+            subscriptions: BTreeMap::new(),
+            seq: 0,
+            limits,
+            client_id,
+            lost: 0,
+            reconnects: 0,
+        })
+    }
+
+    /// Connects with default options (socket from `$QCOP_SOCKET` or the built-in path).
+    pub fn connect_default() -> Result<Connection, Error> {
+        Connection::connect(&ConnectOptions::new())
+    }
+
+    /// The daemon's limits for this connection.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The id the daemon gave this connection (as shown by `qcop stats --clients`).
+    pub fn client_id(&self) -> u32 {
+        self.client_id
+    }
+
+    /// Messages the daemon dropped for this connection because it read too slowly.
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// How many times the connection was re-established.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
+    /// The options this connection was made with.
+    pub fn options(&self) -> &ConnectOptions {
+        &self.opts
+    }
+
+    // ----- subscriptions -----------------------------------------------------------------
+
+    /// Subscribes to a channel, or to a pattern (`QPE/*`, `sensor?`, `cam[0-3]`).
+    ///
+    /// Subscriptions are counted per connection, as Qt did per process: subscribing twice
+    /// needs two `unsubscribe` calls, and only the first and last talk to the daemon.
+    pub fn subscribe(&mut self, channel: &str) -> Result<(), Error> {
+        check_name(channel, self.limits.max_channel as usize).map_err(Error::BadName)?;
+        if let Some(n) = self.subscriptions.get_mut(channel) {
+            *n += 1;
+            return Ok(());
+        }
+        self.request_ok(|seq| Frame::Subscribe { seq, channel })?;
+        self.subscriptions.insert(channel.to_owned(), 1);
+        Ok(())
+    }
+
+    /// Drops one subscription; the daemon is told when the count reaches zero.
+    pub fn unsubscribe(&mut self, channel: &str) -> Result<(), Error> {
+        match self.subscriptions.get_mut(channel) {
+            None => Err(Error::NotSubscribed(channel.to_owned())),
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                Ok(())
+            }
+            Some(_) => {
+                self.subscriptions.remove(channel);
+                self.request_ok(|seq| Frame::Unsubscribe { seq, channel })
+                    .map(|_| ())
+            }
+        }
+    }
+
+    /// Channels and patterns this connection is subscribed to.
+    pub fn subscriptions(&self) -> impl Iterator<Item = &str> {
+        self.subscriptions.keys().map(String::as_str)
+    }
+
+    // ----- sending -----------------------------------------------------------------------
+
+    fn check_send(&self, channel: &str, message: &str, data: &[u8]) -> Result<(), Error> {
+        check_name(channel, self.limits.max_channel as usize).map_err(Error::BadName)?;
+        if is_pattern(channel) {
+            return Err(Error::WildcardSend(channel.to_owned()));
+        }
+        check_name(message, self.limits.max_message as usize).map_err(Error::BadName)?;
+        if data.len() > self.limits.max_payload as usize {
+            return Err(Error::TooLarge {
+                size: data.len(),
+                max: self.limits.max_payload,
+            });
+        }
+        Ok(())
+    }
+
+    /// Broadcasts `message` with payload `data` to every subscriber of `channel` (including
+    /// this connection if it is subscribed). A channel without subscribers drops it, as
+    /// QCOP did; the daemon counts such drops.
+    ///
+    /// Returns once the frame is buffered; see [`Connection::flush`].
+    pub fn send(&mut self, channel: &str, message: &str, data: &[u8]) -> Result<(), Error> {
+        self.check_send(channel, message, data)?;
+        let seq = self.next_seq() | SEND_SEQ_BIT;
+        Frame::Send {
+            seq,
+            ack: false,
+            channel,
+            message,
+            payload: data,
+        }
+        .encode(&mut self.wbuf);
+        self.write_some(self.wbuf.len() > WRITE_HIGH_WATER)
+    }
+
+    /// Sends and waits for the daemon's acknowledgement; returns how many subscribers the
+    /// message was queued for.
+    pub fn send_acked(&mut self, channel: &str, message: &str, data: &[u8]) -> Result<u32, Error> {
+        self.check_send(channel, message, data)?;
+        self.request_ok(|seq| Frame::Send {
+            seq,
+            ack: true,
+            channel,
+            message,
+            payload: data,
+        })
+    }
+
+    /// Writes all buffered sends and waits until the daemon has routed them. Returns the
+    /// first error the daemon reported for a send since the last flush, if any.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        self.request_ok(|seq| Frame::Sync { seq })?;
+        if let Some((code, text)) = self.send_errors.pop_front() {
+            self.send_errors.clear();
+            return Err(Error::Refused { code, text });
+        }
+        Ok(())
+    }
+
+    // ----- queries -----------------------------------------------------------------------
+
+    /// Whether `channel` has at least one (exact) subscriber. Waits at most the timeout.
+    pub fn is_registered(&mut self, channel: &str) -> Result<bool, Error> {
+        Ok(self.registered_count(channel)? > 0)
+    }
+
+    /// Number of connections subscribed exactly to `channel`.
+    pub fn registered_count(&mut self, channel: &str) -> Result<u32, Error> {
+        check_name(channel, self.limits.max_channel as usize).map_err(Error::BadName)?;
+        let deadline = self.deadline(self.opts.timeout);
+        let seq = self.start(|seq| Frame::IsRegistered { seq, channel })?;
+        match self.wait_answer(seq, deadline)? {
+            Answer::Registered(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Channels and patterns known to the daemon with their subscriber counts.
+    pub fn channels(&mut self) -> Result<Vec<ChannelInfo>, Error> {
+        let deadline = self.deadline(self.opts.timeout);
+        let seq = self.start(|seq| Frame::ListChannels { seq })?;
+        match self.wait_answer(seq, deadline)? {
+            Answer::Channels(list) => Ok(list),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The daemon's counters, with one record per client if `clients` is set.
+    pub fn stats(&mut self, clients: bool) -> Result<StatsReport, Error> {
+        let deadline = self.deadline(self.opts.timeout);
+        let seq = self.start(|seq| Frame::Stats { seq, clients })?;
+        match self.wait_answer(seq, deadline)? {
+            Answer::Stats(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    // ----- request / response ------------------------------------------------------------
+
+    /// Sends a request to the subscribers of `channel` and waits for the first reply.
+    ///
+    /// Fails with [`Error::NoResponder`] if nobody is subscribed, [`Error::Timeout`] if no
+    /// reply comes within `timeout`, [`Error::ResponderGone`] if every recipient left, and
+    /// [`Error::Remote`] if the responder answered with an error.
+    pub fn call(
+        &mut self,
+        channel: &str,
+        message: &str,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<Reply, Error> {
+        self.check_send(channel, message, data)?;
+        let timeout_ms = timeout.as_millis().clamp(1, u32::MAX as u128) as u32;
+        let deadline = self.deadline(timeout + CALL_GRACE);
+        let seq = self.start(|seq| Frame::Call {
+            seq,
+            timeout_ms,
+            channel,
+            message,
+            payload: data,
+        })?;
+        match self.wait_answer(seq, deadline)? {
+            Answer::Reply {
+                error: false,
+                message,
+                data,
+            } => Ok(Reply { message, data }),
+            Answer::Reply { error: true, message, .. } => Err(Error::Remote(message)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Answers a call received with [`Connection::recv`].
+    pub fn reply(&mut self, call: &Message, message: &str, data: &[u8]) -> Result<(), Error> {
+        self.respond(call, false, message, data)
+    }
+
+    /// Answers a call with an error; the caller's `call` returns [`Error::Remote`].
+    pub fn reply_error(&mut self, call: &Message, text: &str) -> Result<(), Error> {
+        self.respond(call, true, text, &[])
+    }
+
+    fn respond(
+        &mut self,
+        call: &Message,
+        error: bool,
+        message: &str,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        let token = call.call_token.ok_or(Error::NotACall)?;
+        if data.len() > self.limits.max_payload as usize {
+            return Err(Error::TooLarge {
+                size: data.len(),
+                max: self.limits.max_payload,
+            });
+        }
+        let max = self.limits.max_message as usize;
+        let mut end = message.len().min(max);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        Frame::Respond {
+            token,
+            error,
+            message: &message[..end],
+            payload: data,
+        }
+        .encode(&mut self.wbuf);
+        self.write_some(true)
+    }
+
+    // ----- receiving ---------------------------------------------------------------------
+
+    /// The next message, waiting as long as it takes.
+    pub fn recv(&mut self) -> Result<Message, Error> {
+        loop {
+            if let Some(m) = self.recv_until(None)? {
+                return Ok(m);
+            }
+        }
+    }
+
+    /// The next message, or `None` after `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Message>, Error> {
+        let deadline = self.deadline(timeout);
+        self.recv_until(Some(deadline))
+    }
+
+    /// A message if one is available now; never blocks (except to reconnect).
+    pub fn try_recv(&mut self) -> Result<Option<Message>, Error> {
+        if let Some(m) = self.inbox.pop_front() {
+            return Ok(Some(m));
+        }
+        self.recv_until(Some(Instant::now()))
+    }
+
+    fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Option<Message>, Error> {
+        loop {
+            if let Some(m) = self.inbox.pop_front() {
+                return Ok(Some(m));
+            }
+            match self.pump(deadline) {
+                Ok(true) => {}
+                Ok(false) => return Ok(self.inbox.pop_front()),
+                Err(e) => self.recover(e, deadline)?,
+            }
+        }
+    }
+
+    // ----- internals ---------------------------------------------------------------------
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = (self.seq + 1) & !SEND_SEQ_BIT;
+        if self.seq == 0 {
+            self.seq = 1;
+        }
+        self.seq
+    }
+
+    fn deadline(&self, d: Duration) -> Instant {
+        let now = Instant::now();
+        now.checked_add(d)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+    }
+
+    /// Encodes a request with a fresh sequence number and writes it.
+    fn start<'f>(&mut self, build: impl FnOnce(u32) -> Frame<'f>) -> Result<u32, Error> {
+        let seq = self.next_seq();
+        build(seq).encode(&mut self.wbuf);
+        self.write_some(true)?;
+        Ok(seq)
+    }
+
+    fn request_ok<'f>(&mut self, build: impl FnOnce(u32) -> Frame<'f>) -> Result<u32, Error> {
+        let deadline = self.deadline(self.opts.timeout);
+        let seq = self.start(build)?;
+        match self.wait_answer(seq, deadline)? {
+            Answer::Ok(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn wait_answer(&mut self, seq: u32, deadline: Instant) -> Result<Answer, Error> {
+        loop {
+            if let Some(a) = self.answers.remove(&seq) {
+                return match a {
+                    Answer::Error(code, text) => Err(Error::from_daemon(code, text)),
+                    a => Ok(a),
+                };
+            }
+            if !self.pump(Some(deadline))? {
+                if Instant::now() >= deadline {
+                    return Err(Error::Timeout);
+                }
+            }
+        }
+    }
+
+    /// Writes buffered bytes; with `all`, blocks (reading meanwhile) until they are out.
+    fn write_some(&mut self, all: bool) -> Result<(), Error> {
+        let deadline = self.deadline(self.opts.timeout);
+        loop {
+            while self.wpos < self.wbuf.len() {
+                match send_nosignal(&self.stream, &self.wbuf[self.wpos..]) {
+                    Ok(n) => self.wpos += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.wbuf.clear();
+                        self.wpos = 0;
+                        return Err(Error::Io(e));
+                    }
+                }
+            }
+            if self.wpos == self.wbuf.len() {
+                self.wbuf.clear();
+                self.wpos = 0;
+                return Ok(());
+            }
+            if !all {
+                return Ok(());
+            }
+            if !self.pump(Some(deadline))? && Instant::now() >= deadline {
+                return Err(Error::Timeout);
+            }
+        }
+    }
+
+    /// Waits until the socket is readable (or writable with pending output) or the deadline
+    /// passes, then reads and decodes what arrived. Returns whether anything happened.
+    fn pump(&mut self, deadline: Option<Instant>) -> Result<bool, Error> {
+        let mut flags = PollFlags::POLLIN;
+        if self.wpos < self.wbuf.len() {
+            flags |= PollFlags::POLLOUT;
+        }
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let ms = d.saturating_duration_since(Instant::now()).as_millis();
+                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [PollFd::new(self.stream.as_fd(), flags)];
+        let ready = match nix::poll::poll(&mut fds, timeout) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => return Ok(true),
+            Err(e) => return Err(Error::Io(e.into())),
+        };
+        if ready == 0 {
+            return Ok(false);
+        }
+        let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+        if revents.contains(PollFlags::POLLOUT) {
+            let pending = self.wbuf.len() - self.wpos;
+            self.write_some(false)?;
+            if self.wbuf.len() - self.wpos != pending {
+                return Ok(true);
+            }
+        }
+        if revents.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            self.read_available()?;
+        }
+        Ok(true)
+    }
+
+    fn read_available(&mut self) -> Result<(), Error> {
+        loop {
+            match (&self.stream).read(self.reader.buffer_mut(16 * 1024)) {
+                Ok(0) => {
+                    return Err(match self.fatal.take() {
+                        Some((code, text)) => Error::from_daemon(code, text),
+                        None => Error::Disconnected,
+                    })
+                }
+                Ok(n) => {
+                    self.reader.filled(n);
+                    self.decode_frames()?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+    }
+
+    fn decode_frames(&mut self) -> Result<(), Error> {
+        while let Some(frame) = self.reader.next_frame().map_err(Error::Protocol)? {
+            match frame {
+                Frame::Message {
+                    token,
+                    call,
+                    channel,
+                    message,
+                    payload,
+                } => self.inbox.push_back(Message {
+                    channel: channel.to_owned(),
+                    message: message.to_owned(),
+                    data: payload.to_vec(),
+                    call_token: call.then_some(token),
+                }),
+                Frame::Lost { count } => {
+                    self.lost += count;
+                    log::warn!("qcopd dropped {count} messages for this slow reader");
+                }
+                Frame::Ok { seq, value } => {
+                    self.answers.insert(seq, Answer::Ok(value));
+                }
+                Frame::Error {
+                    seq,
+                    fatal,
+                    code,
+                    text,
+                } => {
+                    if fatal {
+                        self.fatal = Some((code, text.to_owned()));
+                    } else if seq & SEND_SEQ_BIT != 0 {
+                        if self.send_errors.len() >= MAX_SEND_ERRORS {
+                            self.send_errors.pop_front();
+                            self.send_errors_overflow += 1;
+                        }
+                        self.send_errors.push_back((code, text.to_owned()));
+                    } else {
+                        self.answers.insert(seq, Answer::Error(code, text.to_owned()));
+                    }
+                }
+                Frame::Registered { seq, count } => {
+                    self.answers.insert(seq, Answer::Registered(count));
+                }
+                Frame::Channels { seq, list } => {
+                    self.answers.insert(seq, Answer::Channels(list));
+                }
+                Frame::StatsReport { seq, report } => {
+                    self.answers.insert(seq, Answer::Stats(report));
+                }
+                Frame::Reply {
+                    seq,
+                    error,
+                    message,
+                    payload,
+                } => {
+                    self.answers.insert(
+                        seq,
+                        Answer::Reply {
+                            error,
+                            message: message.to_owned(),
+                            data: payload.to_vec(),
+                        },
+                    );
+                }
+                other => log::debug!("ignoring unexpected {:?} frame", other.kind()),
+            }
+        }
+        Ok(())
+    }
+
+    /// After a receive error: reconnect if enabled and the error is a lost connection.
+    fn recover(&mut self, err: Error, deadline: Option<Instant>) -> Result<(), Error> {
+        if !self.opts.reconnect || !err.is_disconnect() {
+            return Err(err);
+        }
+        log::info!("lost qcopd ({err}); reconnecting");
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.reestablish() {
+                Ok(()) => return Ok(()),
+                Err(e) if !e.is_disconnect() => return Err(e),
+                Err(_) => {}
+            }
+            if let Some(d) = deadline {
+                let now = Instant::now();
+                if now >= d {
+                    return Err(Error::Disconnected);
+                }
+                backoff = backoff.min(d - now);
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Connects anew and re-registers every subscription.
+    fn reestablish(&mut self) -> Result<(), Error> {
+        let (stream, reader, client_id, limits) = handshake(&self.opts)?;
+        self.stream = stream;
+        self.reader = reader;
+        self.client_id = client_id;
+        self.limits = limits;
+        self.wbuf.clear();
+        self.wpos = 0;
+        self.answers.clear();
+        self.fatal = None;
+        self.reconnects += 1;
+        let names: Vec<String> = self.subscriptions.keys().cloned().collect();
+        for channel in names {
+            self.request_ok(|seq| Frame::Subscribe {
+                seq,
+                channel: &channel,
+            })?;
+        }
+        log::info!(
+            "reconnected to qcopd; {} subscriptions restored",
+            self.subscriptions.len()
+        );
+        Ok(())
+    }
+}
+
+impl AsRawFd for Connection {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+}
+
+impl AsFd for Connection {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+fn unexpected(a: Answer) -> Error {
+    let what = match a {
+        Answer::Ok(_) => "Ok",
+        Answer::Error(..) => "Error",
+        Answer::Registered(_) => "Registered",
+        Answer::Channels(_) => "Channels",
+        Answer::Stats(_) => "Stats",
+        Answer::Reply { .. } => "Reply",
+    };
+    Error::Handshake(format!("unexpected {what} answer"))
+}
+
+fn send_nosignal(stream: &UnixStream, bytes: &[u8]) -> io::Result<usize> {
+    nix::sys::socket::send(
+        stream.as_raw_fd(),
+        bytes,
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Connects, says Hello and reads Welcome within the options' timeout.
+fn handshake(opts: &ConnectOptions) -> Result<(UnixStream, FrameReader, u32, Limits), Error> {
+    let deadline = Instant::now() + opts.timeout;
+    let stream =
+        UnixStream::connect(&opts.socket).map_err(|e| Error::Connect(opts.socket.clone(), e))?;
+    let hello = Frame::Hello {
+        version_min: PROTOCOL_VERSION,
+        version_max: PROTOCOL_VERSION,
+        name: &opts.name,
+    }
+    .to_vec();
+    stream.set_write_timeout(Some(opts.timeout.max(Duration::from_millis(1))))?;
+    std::io::Write::write_all(&mut &stream, &hello)?;
+    stream.set_nonblocking(true)?;
+    let mut reader = FrameReader::new(crate::wire::MAX_FRAME_BODY);
+    loop {
+        if let Some(frame) = reader.next_frame().map_err(Error::Protocol)? {
+            return match frame {
+                Frame::Welcome {
+                    version: PROTOCOL_VERSION,
+                    client_id,
+                    max_payload,
+                    max_channel,
+                    max_message,
+                    max_subscriptions,
+                } => {
+                    let limits = Limits {
+                        max_payload,
+                        max_channel,
+                        max_message,
+                        max_subscriptions,
+                    };
+                    Ok((stream, reader, client_id, limits))
+                }
+                Frame::Error { code, text, .. } => Err(Error::from_daemon(code, text.to_owned())),
+                other => Err(Error::Handshake(format!(
+                    "expected Welcome, got {:?}",
+                    other.kind()
+                ))),
+            };
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout);
+        }
+        let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        match nix::poll::poll(&mut fds, ms) {
+            Ok(0) => return Err(Error::Timeout),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::Io(e.into())),
+        }
+        match (&stream).read(reader.buffer_mut(4096)) {
+            Ok(0) => return Err(Error::Disconnected),
+            Ok(n) => reader.filled(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Io(e)),
+        }
+    }
+}

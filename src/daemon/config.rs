@@ -1,0 +1,241 @@
+//! The daemon's configuration: embedded defaults, optionally overridden by a TOML file.
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// What the daemon does with a subscriber whose outgoing queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowConsumerPolicy {
+    /// Drop the oldest queued messages to make room, count them, and tell the subscriber how
+    /// many it lost (a `Lost` frame at the place of the gap).
+    DropOldest,
+    /// Send a `SlowConsumer` error and close the connection.
+    Disconnect,
+}
+
+/// Daemon settings. Every field has an embedded default; see `docs/qcopd.toml` for a
+/// commented example.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Socket path (overridden by `--socket` and `$QCOP_SOCKET`).
+    pub socket: Option<PathBuf>,
+    /// Group allowed to connect. Sets the socket directory to 0750 and the socket to 0660.
+    pub socket_group: Option<String>,
+    /// Socket file mode as an octal string; default "0600", or "0660" with `socket_group`.
+    pub socket_mode: Option<String>,
+    /// Maximum connected clients.
+    pub max_clients: u32,
+    /// Maximum subscriptions (channels and patterns) per client.
+    pub max_subscriptions_per_client: u32,
+    /// Longest channel name or pattern, in bytes.
+    pub max_channel_len: u16,
+    /// Longest message name, in bytes.
+    pub max_message_len: u16,
+    /// Largest message payload, in bytes.
+    pub max_payload: u32,
+    /// Bytes queued for one client before the slow-consumer policy applies.
+    pub max_queue_bytes: u32,
+    /// Bytes queued for all clients together; past it, messages are dropped and counted.
+    pub max_total_queue_bytes: u64,
+    /// Policy for subscribers that do not keep up.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Default and maximum time a call waits for its reply, in milliseconds.
+    pub call_timeout_ms: u32,
+    /// Upper bound on the timeout a caller may ask for, in milliseconds.
+    pub max_call_timeout_ms: u32,
+    /// Calls one client may have in flight.
+    pub max_calls_per_client: u32,
+    /// Time a new connection has to complete its handshake, in milliseconds.
+    pub handshake_timeout_ms: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: None,
+            socket_group: None,
+            socket_mode: None,
+            max_clients: 256,
+            max_subscriptions_per_client: 1024,
+            max_channel_len: 255,
+            max_message_len: 255,
+            max_payload: 64 * 1024,
+            max_queue_bytes: 256 * 1024,
+            max_total_queue_bytes: 16 * 1024 * 1024,
+            slow_consumer: SlowConsumerPolicy::DropOldest,
+            call_timeout_ms: 5_000,
+            max_call_timeout_ms: 300_000,
+            max_calls_per_client: 64,
+            handshake_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Io(PathBuf, std::io::Error),
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    Parse(PathBuf, String),
+    /// A value is out of range.
+    Invalid(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Io(p, e) => write!(f, "cannot read {}: {e}", p.display()),
+            ConfigError::Parse(p, e) => write!(f, "{}: {e}", p.display()),
+            ConfigError::Invalid(e) => write!(f, "invalid configuration: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Largest payload that can be configured (64 MiB less room for names and headers).
+pub const MAX_CONFIGURABLE_PAYLOAD: u32 = 63 * 1024 * 1024;
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Io(path.to_owned(), e))?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse(_, m) => ConfigError::Parse(path.to_owned(), m),
+            other => other,
+        })
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = basic_toml::from_str(text)
+            .map_err(|e| ConfigError::Parse(PathBuf::new(), e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and the relations between limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.max_clients == 0 {
+            return bad("max_clients must be at least 1".into());
+        }
+        if self.max_channel_len == 0 || self.max_message_len == 0 {
+            return bad("max_channel_len and max_message_len must be at least 1".into());
+        }
+        if self.max_payload > MAX_CONFIGURABLE_PAYLOAD {
+            return bad(format!(
+                "max_payload {} exceeds the ceiling of {MAX_CONFIGURABLE_PAYLOAD}",
+                self.max_payload
+            ));
+        }
+        let frame = self.max_frame_body() as u64 + crate::wire::HEADER_LEN as u64;
+        if (self.max_queue_bytes as u64) < frame {
+            return bad(format!(
+                "max_queue_bytes ({}) must hold at least one largest frame ({frame} bytes)",
+                self.max_queue_bytes
+            ));
+        }
+        if self.max_total_queue_bytes < self.max_queue_bytes as u64 {
+            return bad("max_total_queue_bytes must be at least max_queue_bytes".into());
+        }
+        if self.call_timeout_ms == 0 || self.call_timeout_ms > self.max_call_timeout_ms {
+            return bad("call_timeout_ms must be between 1 and max_call_timeout_ms".into());
+        }
+        if self.handshake_timeout_ms == 0 {
+            return bad("handshake_timeout_ms must be at least 1".into());
+        }
+        if let Some(m) = &self.socket_mode {
+            parse_mode(m).map_err(ConfigError::Invalid)?;
+        }
+        Ok(())
+    }
+
+    /// Largest frame body a client may send under this configuration.
+    pub fn max_frame_body(&self) -> u32 {
+        let overhead = crate::wire::frame_overhead(
+            self.max_channel_len as usize,
+            self.max_message_len as usize,
+        );
+        self.max_payload.saturating_add(overhead as u32)
+    }
+
+    /// The socket file mode.
+    pub fn socket_mode(&self) -> u32 {
+        match &self.socket_mode {
+            Some(m) => parse_mode(m).unwrap_or(0o600),
+            None if self.socket_group.is_some() => 0o660,
+            None => 0o600,
+        }
+    }
+
+    /// The mode given to a socket directory the daemon creates.
+    pub fn dir_mode(&self) -> u32 {
+        if self.socket_group.is_some() || self.socket_mode() & 0o077 != 0 {
+            0o750 | (self.socket_mode() & 0o005)
+        } else {
+            0o700
+        }
+    }
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.trim_start_matches("0o");
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(format!("socket_mode {text:?} is not an octal mode like \"0660\"")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_embedded_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn values_and_policy_parse() {
+        let c = Config::parse(
+            "max_payload = 1048576\nmax_queue_bytes = 4194304\nslow_consumer = \"disconnect\"\nsocket_group = \"qcop\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.max_payload, 1 << 20);
+        assert_eq!(c.slow_consumer, SlowConsumerPolicy::Disconnect);
+        assert_eq!(c.socket_mode(), 0o660);
+        assert_eq!(c.dir_mode(), 0o750);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(matches!(
+            Config::parse("max_clientz = 3"),
+            Err(ConfigError::Parse(..))
+        ));
+        assert!(matches!(
+            Config::parse("max_clients = -1"),
+            Err(ConfigError::Parse(..))
+        ));
+        assert!(matches!(
+            Config::parse("max_payload = 16777216"),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(Config::parse("max_payload = 16777216\nmax_queue_bytes = 33554432\nmax_total_queue_bytes = 67108864").is_ok());
+        assert!(matches!(
+            Config::parse("socket_mode = \"999\""),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::parse("max_payload = 4294967295"),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,273 @@
+//! A client's bounded outgoing queue.
+//!
+//! Frames are shared between receivers (`Rc<[u8]>`: a broadcast to eight subscribers holds
+//! one copy of the bytes) and written with one `sendmsg` of up to [`MAX_IOV`] slices. The
+//! byte count charged to a queue is the full length of each queued frame, so the bound holds
+//! however the frames are shared.
+
+use crate::wire::Frame;
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::rc::Rc;
+
+/// Slices gathered into one `sendmsg`.
+pub const MAX_IOV: usize = 64;
+
+/// Encoded length of a `Lost` frame.
+const LOST_LEN: usize = 20;
+
+enum Out {
+    Frame(Rc<[u8]>),
+    /// A gap notice: `count` messages were dropped at this point of the stream.
+    Lost { count: u64, bytes: [u8; LOST_LEN] },
+}
+
+impl Out {
+    fn lost(count: u64) -> Out {
+        let mut bytes = [0u8; LOST_LEN];
+        let v = Frame::Lost { count }.to_vec();
+        bytes.copy_from_slice(&v);
+        Out::Lost { count, bytes }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Out::Frame(b) => b,
+            Out::Lost { bytes, .. } => bytes,
+        }
+    }
+}
+
+/// What happened to a frame offered to a full queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// The new frame was queued.
+    pub queued: bool,
+    /// Messages dropped to make room, or the new one if it could not be queued.
+    pub dropped: u64,
+    /// Change in queued bytes (may be negative when old frames were dropped).
+    pub delta: i64,
+}
+
+/// The queue. Invariant: `bytes` is the sum of the lengths of the queued items, and the
+/// first `head_written` bytes of the front item have already gone to the socket.
+#[derive(Default)]
+pub struct OutQueue {
+    items: VecDeque<Out>,
+    head_written: usize,
+    bytes: usize,
+}
+
+impl OutQueue {
+    /// Bytes charged to this queue.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Nothing left to write.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Appends a frame if it fits in `limit` bytes; never drops anything.
+    pub fn try_push(&mut self, frame: Rc<[u8]>, limit: usize) -> bool {
+        if self.bytes + frame.len() > limit {
+            return false;
+        }
+        self.bytes += frame.len();
+        self.items.push_back(Out::Frame(frame));
+        true
+    }
+
+    /// Appends a frame, dropping the oldest unsent messages to stay within `limit` bytes.
+    ///
+    /// The dropped messages are replaced by one `Lost` notice at the place of the gap, so the
+    /// receiver learns exactly how many it missed and where. A partly written frame is never
+    /// dropped (that would corrupt the stream).
+    pub fn push_drop_oldest(&mut self, frame: Rc<[u8]>, limit: usize) -> Pushed {
+        let before = self.bytes as i64;
+        let first = usize::from(self.head_written > 0);
+        let mut dropped = 0u64;
+        let mut carried = 0u64;
+        while self.bytes + frame.len() + LOST_LEN > limit && self.items.len() > first {
+            if let Some(old) = self.items.remove(first) {
+                self.bytes -= old.bytes().len();
+                match old {
+                    Out::Frame(_) => dropped += 1,
+                    Out::Lost { count, .. } => carried += count,
+                }
+            }
+        }
+        let queued = self.bytes + frame.len() + LOST_LEN <= limit;
+        if !queued {
+            dropped += 1;
+        }
+        if dropped + carried > 0 {
+            self.bytes += LOST_LEN;
+            self.items.insert(first, Out::lost(dropped + carried));
+        }
+        if queued {
+            self.bytes += frame.len();
+            self.items.push_back(Out::Frame(frame));
+        }
+        Pushed {
+            queued,
+            dropped,
+            delta: self.bytes as i64 - before,
+        }
+    }
+
+    /// Records that one message was dropped for this receiver at the current end of the
+    /// queue (used when the daemon-wide memory budget is exhausted). Returns the change in
+    /// queued bytes.
+    pub fn note_lost(&mut self) -> i64 {
+        let partly_written_tail = self.items.len() == 1 && self.head_written > 0;
+        if let (Some(Out::Lost { count, .. }), false) = (self.items.back(), partly_written_tail) {
+            let n = *count + 1;
+            if let Some(last) = self.items.back_mut() {
+                *last = Out::lost(n);
+            }
+            return 0;
+        }
+        self.items.push_back(Out::lost(1));
+        self.bytes += LOST_LEN;
+        LOST_LEN as i64
+    }
+
+    /// Hands up to [`MAX_IOV`] slices, starting at the unsent part of the head, to `write`
+    /// (one `sendmsg`), then consumes what it wrote. Returns the bytes released from the
+    /// queue.
+    pub fn write_with(
+        &mut self,
+        write: impl FnOnce(&[IoSlice<'_>]) -> nix::Result<usize>,
+    ) -> nix::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let mut n = 0;
+        for (i, item) in self.items.iter().take(MAX_IOV).enumerate() {
+            let b = item.bytes();
+            slices[i] = IoSlice::new(if i == 0 { &b[self.head_written..] } else { b });
+            n += 1;
+        }
+        let written = write(&slices[..n])?;
+        Ok(self.advance(written))
+    }
+
+    /// Consumes `n` written bytes; returns the number of bytes released from the queue.
+    pub fn advance(&mut self, mut n: usize) -> usize {
+        let mut released = 0;
+        while n > 0 {
+            let Some(front) = self.items.front() else {
+                break;
+            };
+            let left = front.bytes().len() - self.head_written;
+            if n >= left {
+                n -= left;
+                released += front.bytes().len();
+                self.bytes -= front.bytes().len();
+                self.items.pop_front();
+                self.head_written = 0;
+            } else {
+                self.head_written += n;
+                n = 0;
+            }
+        }
+        released
+    }
+
+    /// Empties the queue; returns the bytes released.
+    pub fn clear(&mut self) -> usize {
+        let b = self.bytes;
+        self.items.clear();
+        self.head_written = 0;
+        self.bytes = 0;
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::FrameReader;
+
+    fn msg(i: u32) -> Rc<[u8]> {
+        Frame::Message {
+            token: 0,
+            call: false,
+            channel: "c",
+            message: "m()",
+            payload: &i.to_be_bytes(),
+        }
+        .to_vec()
+        .into()
+    }
+
+    /// Concatenates what the queue would write and decodes it like a client.
+    fn drain(q: &mut OutQueue) -> Vec<String> {
+        let mut stream = Vec::new();
+        while !q.is_empty() {
+            q.write_with(|slices| {
+                for s in slices {
+                    stream.extend_from_slice(s);
+                }
+                Ok(slices.iter().map(|s| s.len()).sum())
+            })
+            .unwrap();
+        }
+        let mut r = FrameReader::new(1 << 16);
+        r.buffer_mut(stream.len())[..stream.len()].copy_from_slice(&stream);
+        r.filled(stream.len());
+        let mut out = Vec::new();
+        while let Some(f) = r.next_frame().unwrap() {
+            out.push(match f {
+                Frame::Message { payload, .. } => {
+                    format!("m{}", u32::from_be_bytes(payload.try_into().unwrap()))
+                }
+                Frame::Lost { count } => format!("lost{count}"),
+                other => format!("{other:?}"),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn drop_oldest_marks_the_gap_with_its_size() {
+        let len = msg(0).len();
+        let limit = len * 3 + LOST_LEN;
+        let mut q = OutQueue::default();
+        for i in 0..10 {
+            q.push_drop_oldest(msg(i), limit);
+            assert!(q.bytes() <= limit);
+        }
+        assert_eq!(drain(&mut q), ["lost7", "m7", "m8", "m9"]);
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn partly_written_head_is_kept() {
+        let len = msg(0).len();
+        let limit = len * 2 + LOST_LEN;
+        let mut q = OutQueue::default();
+        q.push_drop_oldest(msg(0), limit);
+        q.advance(3);
+        for i in 1..5 {
+            q.push_drop_oldest(msg(i), limit);
+        }
+        // Finish the head by hand, then decode the rest.
+        q.write_with(|slices| {
+            assert_eq!(slices[0].len(), len - 3);
+            Ok(slices[0].len())
+        })
+        .unwrap();
+        assert_eq!(drain(&mut q), ["lost3", "m4"]);
+    }
+
+    #[test]
+    fn memory_budget_losses_merge_at_the_tail() {
+        let mut q = OutQueue::default();
+        assert!(q.try_push(msg(1), 1000));
+        q.note_lost();
+        q.note_lost();
+        assert!(q.try_push(msg(2), 1000));
+        assert_eq!(drain(&mut q), ["m1", "lost2", "m2"]);
+    }
+}

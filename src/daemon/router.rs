@@ -1,0 +1,236 @@
+//! Who is subscribed to what: exact channels and wildcard patterns, keyed by client slot.
+//!
+//! Pure bookkeeping with no I/O, so routing rules are unit-tested without sockets.
+
+use crate::pattern::{is_pattern, NameError, Pattern};
+use std::collections::HashMap;
+
+/// A client's position in the daemon's client table.
+pub type Slot = usize;
+
+struct PatternEntry {
+    text: Box<str>,
+    pattern: Pattern,
+    subscribers: Vec<Slot>,
+}
+
+/// Result of a subscribe call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Subscribed {
+    /// The subscription was added; `new_channel` is set when an exact channel got its first
+    /// subscriber.
+    Added {
+        /// The channel had no exact subscriber before.
+        new_channel: bool,
+    },
+    /// The client already had this subscription (nothing changed).
+    Already,
+}
+
+/// Result of an unsubscribe call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unsubscribed {
+    /// Removed; `removed_channel` is set when an exact channel lost its last subscriber.
+    Removed {
+        /// The channel has no exact subscriber left.
+        removed_channel: bool,
+    },
+    /// The client had no such subscription.
+    NotSubscribed,
+}
+
+/// The subscription table.
+#[derive(Default)]
+pub struct Router {
+    channels: HashMap<Box<str>, Vec<Slot>>,
+    patterns: Vec<PatternEntry>,
+    subscriptions: usize,
+}
+
+impl Router {
+    /// Adds `slot` as a subscriber of `name` (a channel or a pattern).
+    pub fn subscribe(&mut self, slot: Slot, name: &str) -> Result<Subscribed, NameError> {
+        if is_pattern(name) {
+            let pattern = Pattern::new(name)?;
+            match self.patterns.iter_mut().find(|p| &*p.text == name) {
+                Some(entry) if entry.subscribers.contains(&slot) => return Ok(Subscribed::Already),
+                Some(entry) => entry.subscribers.push(slot),
+                None => self.patterns.push(PatternEntry {
+                    text: name.into(),
+                    pattern,
+                    subscribers: vec![slot],
+                }),
+            }
+            self.subscriptions += 1;
+            return Ok(Subscribed::Added { new_channel: false });
+        }
+        let subs = match self.channels.get_mut(name) {
+            Some(s) => s,
+            None => self.channels.entry(name.into()).or_default(),
+        };
+        if subs.contains(&slot) {
+            return Ok(Subscribed::Already);
+        }
+        subs.push(slot);
+        self.subscriptions += 1;
+        Ok(Subscribed::Added {
+            new_channel: subs.len() == 1,
+        })
+    }
+
+    /// Removes one subscription of `slot`.
+    pub fn unsubscribe(&mut self, slot: Slot, name: &str) -> Unsubscribed {
+        if is_pattern(name) {
+            let Some(i) = self.patterns.iter().position(|p| &*p.text == name) else {
+                return Unsubscribed::NotSubscribed;
+            };
+            let subs = &mut self.patterns[i].subscribers;
+            let Some(j) = subs.iter().position(|&s| s == slot) else {
+                return Unsubscribed::NotSubscribed;
+            };
+            subs.swap_remove(j);
+            if subs.is_empty() {
+                self.patterns.swap_remove(i);
+            }
+            self.subscriptions -= 1;
+            return Unsubscribed::Removed {
+                removed_channel: false,
+            };
+        }
+        let Some(subs) = self.channels.get_mut(name) else {
+            return Unsubscribed::NotSubscribed;
+        };
+        let Some(j) = subs.iter().position(|&s| s == slot) else {
+            return Unsubscribed::NotSubscribed;
+        };
+        subs.swap_remove(j);
+        self.subscriptions -= 1;
+        let removed_channel = subs.is_empty();
+        if removed_channel {
+            self.channels.remove(name);
+        }
+        Unsubscribed::Removed { removed_channel }
+    }
+
+    /// Appends to `out` every slot that should receive a message on `channel`, each once
+    /// (a client subscribed exactly and by one or more matching patterns gets one copy).
+    pub fn recipients(&self, channel: &str, out: &mut Vec<Slot>) {
+        out.clear();
+        if let Some(subs) = self.channels.get(channel) {
+            out.extend_from_slice(subs);
+        }
+        let exact = out.len();
+        for p in &self.patterns {
+            if p.pattern.matches(channel) {
+                out.extend_from_slice(&p.subscribers);
+            }
+        }
+        if out.len() > exact {
+            out.sort_unstable();
+            out.dedup();
+        }
+    }
+
+    /// Exact subscribers of `channel`.
+    pub fn exact_count(&self, channel: &str) -> usize {
+        self.channels.get(channel).map_or(0, Vec::len)
+    }
+
+    /// Channels and patterns with their subscriber counts, sorted by name.
+    pub fn list(&self) -> Vec<(String, u32, bool)> {
+        let mut v: Vec<(String, u32, bool)> = self
+            .channels
+            .iter()
+            .map(|(k, s)| (k.to_string(), s.len() as u32, false))
+            .chain(
+                self.patterns
+                    .iter()
+                    .map(|p| (p.text.to_string(), p.subscribers.len() as u32, true)),
+            )
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Number of channels with exact subscribers.
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Number of distinct patterns.
+    pub fn pattern_count(&self) -> usize {
+        self.patterns.len()
+    }
+
+    /// Total subscriptions of all clients.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rcpt(r: &Router, ch: &str) -> Vec<Slot> {
+        let mut v = Vec::new();
+        r.recipients(ch, &mut v);
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn exact_and_pattern_subscribers_get_one_copy() {
+        let mut r = Router::default();
+        assert_eq!(
+            r.subscribe(1, "QPE/System"),
+            Ok(Subscribed::Added { new_channel: true })
+        );
+        assert_eq!(
+            r.subscribe(2, "QPE/System"),
+            Ok(Subscribed::Added { new_channel: false })
+        );
+        r.subscribe(1, "QPE/*").unwrap();
+        r.subscribe(1, "*").unwrap();
+        r.subscribe(3, "QPE/Sys?em").unwrap();
+        assert_eq!(r.subscribe(3, "QPE/Sys?em"), Ok(Subscribed::Already));
+        assert_eq!(rcpt(&r, "QPE/System"), vec![1, 2, 3]);
+        assert_eq!(rcpt(&r, "Other"), vec![1]);
+        assert_eq!(r.exact_count("QPE/System"), 2);
+        assert_eq!(r.exact_count("QPE/*"), 0);
+        assert_eq!(r.subscription_count(), 5);
+    }
+
+    #[test]
+    fn last_unsubscribe_removes_the_channel() {
+        let mut r = Router::default();
+        r.subscribe(1, "a").unwrap();
+        r.subscribe(2, "a").unwrap();
+        assert_eq!(
+            r.unsubscribe(1, "a"),
+            Unsubscribed::Removed {
+                removed_channel: false
+            }
+        );
+        assert_eq!(r.unsubscribe(1, "a"), Unsubscribed::NotSubscribed);
+        assert_eq!(
+            r.unsubscribe(2, "a"),
+            Unsubscribed::Removed {
+                removed_channel: true
+            }
+        );
+        assert_eq!(r.channel_count(), 0);
+        r.subscribe(4, "x*").unwrap();
+        assert_eq!(r.pattern_count(), 1);
+        r.unsubscribe(4, "x*");
+        assert_eq!(r.pattern_count(), 0);
+        assert_eq!(r.subscription_count(), 0);
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        let mut r = Router::default();
+        assert_eq!(r.subscribe(1, "a[b"), Err(NameError::UnclosedClass));
+        assert_eq!(r.subscription_count(), 0);
+    }
+}

@@ -1,0 +1,1113 @@
+//! The single-threaded event loop: accept, read frames, route, write, time out.
+
+use super::config::{Config, SlowConsumerPolicy};
+use super::listen::{sd_notify, Listening};
+use super::outq::OutQueue;
+use super::router::{Router, Slot, Subscribed, Unsubscribed};
+use super::stats::{Counters, Gauges};
+use crate::datastream::Value;
+use crate::pattern::{check_name, is_pattern};
+use crate::wire::{
+    ChannelInfo, ClientInfo, DecodeError, ErrorCode, Frame, FrameReader, StatsReport,
+    PROTOCOL_VERSION,
+};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{sendmsg, MsgFlags, UnixAddr};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::{self, IoSlice, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Channel on which the daemon announces channel lifecycle events.
+pub const SYSTEM_CHANNEL: &str = "qcop/daemon";
+
+const TOKEN_LISTENER: u64 = 0;
+const TOKEN_SIGNAL: u64 = 1;
+const FIRST_CLIENT_TOKEN: u64 = 2;
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 16 * 1024;
+/// Bytes read from one client before others get their turn.
+const READ_BUDGET: usize = 256 * 1024;
+/// A read buffer larger than this is released when idle.
+const READ_KEEP: usize = 64 * 1024;
+
+struct Client {
+    id: u32,
+    stream: UnixStream,
+    reader: FrameReader,
+    pid: u32,
+    uid: u32,
+    gid: u32,
+    name: String,
+    greeted: bool,
+    /// Set once a fatal error was queued: nothing more is read, the queue is flushed once
+    /// and the connection closed.
+    closing: bool,
+    subscriptions: Vec<Box<str>>,
+    out: OutQueue,
+    /// EPOLLOUT is registered (the queue could not be written completely).
+    want_write: bool,
+    /// Listed in `Server::dirty`.
+    dirty: bool,
+    delivered: u64,
+    dropped: u64,
+    calls_in_flight: u32,
+    max_payload: u32,
+}
+
+struct PendingCall {
+    caller: Slot,
+    caller_id: u32,
+    seq: u32,
+    /// Client ids that received the call and have not left.
+    recipients: Vec<u32>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Call(u32),
+    Handshake { slot: Slot, id: u32 },
+}
+
+/// Why a client is being closed; drives logging and counters.
+enum CloseReason {
+    Eof,
+    IoError(io::Error),
+    Protocol,
+    SlowConsumer,
+    HandshakeTimeout,
+}
+
+/// The daemon's state.
+pub struct Server {
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    epoll: Epoll,
+    listener: UnixListener,
+    owned_path: Option<PathBuf>,
+    signal_rx: UnixStream,
+    terminate: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+    clients: Vec<Option<Client>>,
+    free_slots: Vec<Slot>,
+    client_count: usize,
+    router: Router,
+    counters: Counters,
+    calls: HashMap<u32, PendingCall>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    next_token: u32,
+    next_client_id: u32,
+    dirty: Vec<Slot>,
+    to_close: Vec<(Slot, CloseReason)>,
+    scratch: Vec<Slot>,
+    queued_total: u64,
+    started: Instant,
+}
+
+/// Error starting the event loop.
+#[derive(Debug)]
+pub struct SetupError(pub String);
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+impl Server {
+    /// Prepares the loop around a bound listener and installs the signal handlers.
+    pub fn new(
+        cfg: Config,
+        config_path: Option<PathBuf>,
+        listening: Listening,
+    ) -> Result<Server, SetupError> {
+        let err = |what: &str, e: &dyn std::fmt::Display| SetupError(format!("{what}: {e}"));
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| err("epoll", &e))?;
+        let (signal_rx, signal_tx) = UnixStream::pair().map_err(|e| err("socketpair", &e))?;
+        signal_rx
+            .set_nonblocking(true)
+            .map_err(|e| err("socketpair", &e))?;
+        signal_tx
+            .set_nonblocking(true)
+            .map_err(|e| err("socketpair", &e))?;
+        let terminate = Arc::new(AtomicBool::new(false));
+        let reload = Arc::new(AtomicBool::new(false));
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        for (sig, flag) in [(SIGTERM, &terminate), (SIGINT, &terminate), (SIGHUP, &reload)] {
+            // The flag is set before the wake-up byte is written (registration order), so
+            // the loop sees the flag when it wakes.
+            signal_hook::flag::register(sig, Arc::clone(flag)).map_err(|e| err("signal", &e))?;
+            let tx = signal_tx.try_clone().map_err(|e| err("signal", &e))?;
+            signal_hook::low_level::pipe::register(sig, tx).map_err(|e| err("signal", &e))?;
+        }
+        let ev = |t| EpollEvent::new(EpollFlags::EPOLLIN, t);
+        epoll
+            .add(&listening.listener, ev(TOKEN_LISTENER))
+            .map_err(|e| err("epoll", &e))?;
+        epoll
+            .add(&signal_rx, ev(TOKEN_SIGNAL))
+            .map_err(|e| err("epoll", &e))?;
+        Ok(Server {
+            cfg,
+            config_path,
+            epoll,
+            listener: listening.listener,
+            owned_path: listening.owned_path,
+            signal_rx,
+            terminate,
+            reload,
+            clients: Vec::new(),
+            free_slots: Vec::new(),
+            client_count: 0,
+            router: Router::default(),
+            counters: Counters::default(),
+            calls: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_token: 1,
+            next_client_id: 1,
+            dirty: Vec::new(),
+            to_close: Vec::new(),
+            scratch: Vec::new(),
+            queued_total: 0,
+            started: Instant::now(),
+        })
+    }
+
+    /// Runs until SIGTERM or SIGINT; then says goodbye to clients and removes the socket.
+    pub fn run(&mut self) -> Result<(), SetupError> {
+        sd_notify(&format!("READY=1\nMAINPID={}", std::process::id()));
+        log::info!("ready, accepting connections");
+        let mut events = vec![EpollEvent::empty(); 256];
+        while !self.terminate.load(Ordering::Relaxed) {
+            let timeout = self.next_timeout();
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => 0,
+                Err(e) => return Err(SetupError(format!("epoll_wait: {e}"))),
+            };
+            for ev in &events[..n] {
+                match ev.data() {
+                    TOKEN_LISTENER => self.accept_all(),
+                    TOKEN_SIGNAL => self.drain_signal_pipe(),
+                    token => {
+                        let slot = (token - FIRST_CLIENT_TOKEN) as Slot;
+                        let flags = ev.events();
+                        if flags.intersects(EpollFlags::EPOLLOUT) {
+                            self.mark_dirty(slot);
+                        }
+                        if flags.intersects(
+                            EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR,
+                        ) {
+                            self.read_client(slot);
+                        }
+                    }
+                }
+                self.close_pending();
+            }
+            if self.reload.swap(false, Ordering::Relaxed) {
+                self.reload_config();
+            }
+            self.expire_timers();
+            self.flush_dirty();
+            self.close_pending();
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn next_timeout(&self) -> EpollTimeout {
+        match self.timers.peek() {
+            None => EpollTimeout::NONE,
+            Some(Reverse((at, _))) => {
+                let ms = at.saturating_duration_since(Instant::now()).as_millis() + 1;
+                EpollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(EpollTimeout::NONE)
+            }
+        }
+    }
+
+    fn drain_signal_pipe(&mut self) {
+        let mut buf = [0u8; 64];
+        while matches!((&self.signal_rx).read(&mut buf), Ok(n) if n > 0) {}
+    }
+
+    fn reload_config(&mut self) {
+        sd_notify("RELOADING=1");
+        match &self.config_path {
+            None => log::info!("SIGHUP: no configuration file in use, nothing to reload"),
+            Some(path) => match Config::load(path) {
+                Ok(new) => {
+                    if new.socket != self.cfg.socket
+                        || new.socket_mode != self.cfg.socket_mode
+                        || new.socket_group != self.cfg.socket_group
+                    {
+                        log::warn!("socket settings changed; they take effect after a restart");
+                    }
+                    log::info!("configuration reloaded from {}", path.display());
+                    self.cfg = new;
+                    self.counters.reloads += 1;
+                }
+                Err(e) => {
+                    log::error!("reload failed, keeping the previous configuration: {e}");
+                    self.counters.reload_failures += 1;
+                }
+            },
+        }
+        sd_notify("READY=1");
+    }
+
+    // ----- connections -------------------------------------------------------------------
+
+    fn accept_all(&mut self) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: log and retry on the next wake-up.
+                    log::error!("accept failed: {e}");
+                    return;
+                }
+            };
+            self.admit(stream);
+        }
+    }
+
+    fn admit(&mut self, stream: UnixStream) {
+        if self.client_count >= self.cfg.max_clients as usize {
+            self.counters.clients_refused += 1;
+            log::warn!("refusing a client: limit of {} reached", self.cfg.max_clients);
+            let text = format!("the daemon serves at most {} clients", self.cfg.max_clients);
+            let frame = Frame::Error {
+                seq: 0,
+                fatal: true,
+                code: ErrorCode::TooManyClients,
+                text: &text,
+            };
+            let _ = stream.set_nonblocking(true);
+            let _ = send_nosignal(&stream, &[IoSlice::new(&frame.to_vec())]);
+            return;
+        }
+        if let Err(e) = stream.set_nonblocking(true) {
+            log::error!("cannot configure a new connection: {e}");
+            return;
+        }
+        let (pid, uid, gid) = peer_credentials(&stream);
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.clients.push(None);
+            self.clients.len() - 1
+        });
+        let event = EpollEvent::new(
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
+            slot as u64 + FIRST_CLIENT_TOKEN,
+        );
+        if let Err(e) = self.epoll.add(&stream, event) {
+            log::error!("epoll_ctl(ADD) failed: {e}");
+            self.free_slots.push(slot);
+            return;
+        }
+        let id = self.next_client_id;
+        self.next_client_id = self.next_client_id.wrapping_add(1).max(1);
+        self.clients[slot] = Some(Client {
+            id,
+            stream,
+            reader: FrameReader::new(self.cfg.max_frame_body()),
+            pid,
+            uid,
+            gid,
+            name: String::new(),
+            greeted: false,
+            closing: false,
+            subscriptions: Vec::new(),
+            out: OutQueue::default(),
+            want_write: false,
+            dirty: false,
+            delivered: 0,
+            dropped: 0,
+            calls_in_flight: 0,
+            max_payload: self.cfg.max_payload,
+        });
+        self.client_count += 1;
+        self.counters.clients_accepted += 1;
+        let deadline =
+            Instant::now() + Duration::from_millis(self.cfg.handshake_timeout_ms as u64);
+        self.timers
+            .push(Reverse((deadline, Timer::Handshake { slot, id })));
+        log::debug!("client {id} connected (pid {pid}, uid {uid}, gid {gid})");
+    }
+
+    fn read_client(&mut self, slot: Slot) {
+        let Some(client) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if client.closing {
+            return;
+        }
+        let mut reader = std::mem::replace(&mut client.reader, FrameReader::new(0));
+        let mut budget = READ_BUDGET;
+        let mut outcome = None;
+        while budget > 0 && outcome.is_none() {
+            let Some(client) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
+                return;
+            };
+            match (&client.stream).read(reader.buffer_mut(READ_CHUNK)) {
+                Ok(0) => outcome = Some(CloseReason::Eof),
+                Ok(n) => {
+                    reader.filled(n);
+                    budget = budget.saturating_sub(n);
+                    if let Err(e) = self.process_frames(slot, &mut reader) {
+                        self.fatal(slot, ErrorCode::Malformed, &e.to_string());
+                        log::warn!("client {}: {e}; closing", self.client_id(slot));
+                        self.counters.protocol_errors += 1;
+                        return;
+                    }
+                    if self.clients.get(slot).and_then(Option::as_ref).map_or(true, |c| c.closing) {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => outcome = Some(CloseReason::IoError(e)),
+            }
+        }
+        if let Some(reason) = outcome {
+            self.to_close.push((slot, reason));
+        }
+        reader.shrink_idle(READ_KEEP);
+        if let Some(client) = self.clients.get_mut(slot).and_then(Option::as_mut) {
+            client.reader = reader;
+        }
+    }
+
+    fn client_id(&self, slot: Slot) -> u32 {
+        self.clients
+            .get(slot)
+            .and_then(Option::as_ref)
+            .map_or(0, |c| c.id)
+    }
+
+    fn process_frames(&mut self, slot: Slot, reader: &mut FrameReader) -> Result<(), DecodeError> {
+        while let Some(frame) = reader.next_frame()? {
+            self.handle(slot, frame);
+            self.close_pending();
+            match self.clients.get(slot).and_then(Option::as_ref) {
+                Some(c) if !c.closing => {}
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
+    // ----- requests ----------------------------------------------------------------------
+
+    fn handle(&mut self, slot: Slot, frame: Frame<'_>) {
+        let Some(client) = self.clients[slot].as_mut() else {
+            return;
+        };
+        if !client.greeted {
+            let Frame::Hello {
+                version_min,
+                version_max,
+                name,
+            } = frame
+            else {
+                self.counters.protocol_errors += 1;
+                return self.fatal(slot, ErrorCode::HandshakeRequired, "send Hello first");
+            };
+            if !(version_min..=version_max).contains(&PROTOCOL_VERSION) {
+                self.counters.protocol_errors += 1;
+                let text = format!(
+                    "client speaks versions {version_min}..={version_max}, daemon speaks {PROTOCOL_VERSION}"
+                );
+                return self.fatal(slot, ErrorCode::UnsupportedVersion, &text);
+            }
+            client.greeted = true;
+            client.name = name.chars().take(64).collect();
+            let welcome = Frame::Welcome {
+                version: PROTOCOL_VERSION,
+                client_id: client.id,
+                max_payload: client.max_payload,
+                max_channel: self.cfg.max_channel_len,
+                max_message: self.cfg.max_message_len,
+                max_subscriptions: self.cfg.max_subscriptions_per_client,
+            };
+            return self.reply(slot, &welcome);
+        }
+        match frame {
+            Frame::Subscribe { seq, channel } => self.subscribe(slot, seq, channel),
+            Frame::Unsubscribe { seq, channel } => self.unsubscribe(slot, seq, channel),
+            Frame::Send {
+                seq,
+                ack,
+                channel,
+                message,
+                payload,
+            } => {
+                if let Err((code, text)) = self.check_message(slot, channel, message, payload) {
+                    return self.reject(slot, seq, code, &text);
+                }
+                self.counters.messages_received += 1;
+                let n = self.publish(channel, message, payload);
+                if ack {
+                    self.reply(slot, &Frame::Ok { seq, value: n });
+                }
+            }
+            Frame::Call {
+                seq,
+                timeout_ms,
+                channel,
+                message,
+                payload,
+            } => self.call(slot, seq, timeout_ms, channel, message, payload),
+            Frame::Respond {
+                token,
+                error,
+                message,
+                payload,
+            } => self.respond(slot, token, error, message, payload),
+            Frame::IsRegistered { seq, channel } => {
+                let count = self.router.exact_count(channel) as u32;
+                self.reply(slot, &Frame::Registered { seq, count });
+            }
+            Frame::ListChannels { seq } => {
+                let list = self
+                    .router
+                    .list()
+                    .into_iter()
+                    .map(|(name, subscribers, pattern)| ChannelInfo {
+                        name,
+                        subscribers,
+                        pattern,
+                    })
+                    .collect();
+                self.reply(slot, &Frame::Channels { seq, list });
+            }
+            Frame::Stats { seq, clients } => {
+                let report = self.stats_report(clients);
+                self.reply(slot, &Frame::StatsReport { seq, report });
+            }
+            Frame::Sync { seq } => self.reply(slot, &Frame::Ok { seq, value: 0 }),
+            other => {
+                self.counters.protocol_errors += 1;
+                let text = format!("unexpected {:?} frame from a client", other.kind());
+                self.fatal(slot, ErrorCode::Malformed, &text);
+            }
+        }
+    }
+
+    fn check_message(
+        &self,
+        slot: Slot,
+        channel: &str,
+        message: &str,
+        payload: &[u8],
+    ) -> Result<(), (ErrorCode, String)> {
+        check_name(channel, self.cfg.max_channel_len as usize)
+            .map_err(|e| (ErrorCode::BadName, format!("channel: {e}")))?;
+        if is_pattern(channel) {
+            return Err((
+                ErrorCode::WildcardSend,
+                format!("{channel:?} is a pattern; messages go to plain channel names"),
+            ));
+        }
+        check_name(message, self.cfg.max_message_len as usize)
+            .map_err(|e| (ErrorCode::BadName, format!("message: {e}")))?;
+        let max = self.clients[slot].as_ref().map_or(0, |c| c.max_payload);
+        if payload.len() > max as usize {
+            return Err((
+                ErrorCode::TooLarge,
+                format!("payload of {} bytes exceeds the limit of {max}", payload.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn subscribe(&mut self, slot: Slot, seq: u32, channel: &str) {
+        if let Err(e) = check_name(channel, self.cfg.max_channel_len as usize) {
+            return self.reject(slot, seq, ErrorCode::BadName, &e.to_string());
+        }
+        let Some(client) = self.clients[slot].as_mut() else {
+            return;
+        };
+        if client.subscriptions.iter().any(|s| &**s == channel) {
+            return self.reply(slot, &Frame::Ok { seq, value: 0 });
+        }
+        if client.subscriptions.len() >= self.cfg.max_subscriptions_per_client as usize {
+            let text = format!(
+                "a client may hold at most {} subscriptions",
+                self.cfg.max_subscriptions_per_client
+            );
+            return self.reject(slot, seq, ErrorCode::TooManySubscriptions, &text);
+        }
+        match self.router.subscribe(slot, channel) {
+            Err(e) => self.reject(slot, seq, ErrorCode::BadName, &e.to_string()),
+            Ok(outcome) => {
+                client.subscriptions.push(channel.into());
+                self.reply(slot, &Frame::Ok { seq, value: 0 });
+                if outcome == (Subscribed::Added { new_channel: true }) {
+                    self.announce("newChannel(QString)", channel);
+                }
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, slot: Slot, seq: u32, channel: &str) {
+        match self.router.unsubscribe(slot, channel) {
+            Unsubscribed::NotSubscribed => {
+                let text = format!("not subscribed to {channel:?}");
+                self.reject(slot, seq, ErrorCode::NotSubscribed, &text);
+            }
+            Unsubscribed::Removed { removed_channel } => {
+                if let Some(c) = self.clients[slot].as_mut() {
+                    c.subscriptions.retain(|s| &**s != channel);
+                }
+                self.reply(slot, &Frame::Ok { seq, value: 0 });
+                if removed_channel {
+                    self.announce("removedChannel(QString)", channel);
+                }
+            }
+        }
+    }
+
+    /// Publishes a lifecycle event on the system channel.
+    fn announce(&mut self, message: &str, channel: &str) {
+        if channel == SYSTEM_CHANNEL {
+            return;
+        }
+        let mut payload = Vec::with_capacity(4 + 2 * channel.len());
+        Value::QString(Some(channel.to_owned())).encode(&mut payload);
+        self.publish(SYSTEM_CHANNEL, message, &payload);
+    }
+
+    /// Queues a message for every subscriber of `channel`; returns how many got it.
+    fn publish(&mut self, channel: &str, message: &str, payload: &[u8]) -> u32 {
+        let mut recipients = std::mem::take(&mut self.scratch);
+        self.router.recipients(channel, &mut recipients);
+        let mut delivered = 0;
+        if recipients.is_empty() {
+            self.counters.dropped_no_subscriber += 1;
+        } else {
+            let frame: Rc<[u8]> = Frame::Message {
+                token: 0,
+                call: false,
+                channel,
+                message,
+                payload,
+            }
+            .to_vec()
+            .into();
+            for &r in &recipients {
+                delivered += u32::from(self.enqueue(r, &frame));
+            }
+        }
+        self.scratch = recipients;
+        delivered
+    }
+
+    fn call(
+        &mut self,
+        slot: Slot,
+        seq: u32,
+        timeout_ms: u32,
+        channel: &str,
+        message: &str,
+        payload: &[u8],
+    ) {
+        if let Err((code, text)) = self.check_message(slot, channel, message, payload) {
+            return self.reject(slot, seq, code, &text);
+        }
+        let Some(caller) = self.clients[slot].as_ref() else {
+            return;
+        };
+        let caller_id = caller.id;
+        if caller.calls_in_flight >= self.cfg.max_calls_per_client {
+            let text = format!(
+                "at most {} calls may be in flight per client",
+                self.cfg.max_calls_per_client
+            );
+            return self.reject(slot, seq, ErrorCode::TooManyCalls, &text);
+        }
+        self.counters.messages_received += 1;
+        self.counters.calls += 1;
+        let mut recipients = std::mem::take(&mut self.scratch);
+        self.router.recipients(channel, &mut recipients);
+        if recipients.is_empty() {
+            self.scratch = recipients;
+            self.counters.calls_no_responder += 1;
+            let text = format!("no subscriber on {channel:?}");
+            return self.reply(
+                slot,
+                &Frame::Error {
+                    seq,
+                    fatal: false,
+                    code: ErrorCode::NoResponder,
+                    text: &text,
+                },
+            );
+        }
+        let token = self.allocate_token();
+        let frame: Rc<[u8]> = Frame::Message {
+            token,
+            call: true,
+            channel,
+            message,
+            payload,
+        }
+        .to_vec()
+        .into();
+        let mut reached = Vec::with_capacity(recipients.len());
+        for &r in &recipients {
+            if self.enqueue(r, &frame) {
+                reached.push(self.client_id(r));
+            }
+        }
+        self.scratch = recipients;
+        if reached.is_empty() {
+            self.counters.calls_responder_gone += 1;
+            return self.reject(
+                slot,
+                seq,
+                ErrorCode::ResponderGone,
+                "the call could not be queued for any responder",
+            );
+        }
+        let timeout = match timeout_ms {
+            0 => self.cfg.call_timeout_ms,
+            t => t.min(self.cfg.max_call_timeout_ms),
+        };
+        self.calls.insert(
+            token,
+            PendingCall {
+                caller: slot,
+                caller_id,
+                seq,
+                recipients: reached,
+            },
+        );
+        if let Some(c) = self.clients[slot].as_mut() {
+            c.calls_in_flight += 1;
+        }
+        let deadline = Instant::now() + Duration::from_millis(timeout as u64);
+        self.timers.push(Reverse((deadline, Timer::Call(token))));
+    }
+
+    fn allocate_token(&mut self) -> u32 {
+        loop {
+            let t = self.next_token;
+            self.next_token = self.next_token.wrapping_add(1).max(1);
+            if !self.calls.contains_key(&t) {
+                return t;
+            }
+        }
+    }
+
+    fn respond(&mut self, slot: Slot, token: u32, error: bool, message: &str, payload: &[u8]) {
+        let responder = self.client_id(slot);
+        let addressed = self
+            .calls
+            .get(&token)
+            .is_some_and(|c| c.recipients.contains(&responder));
+        if !addressed {
+            self.counters.replies_unmatched += 1;
+            return;
+        }
+        let max_payload = self.clients[slot].as_ref().map_or(0, |c| c.max_payload);
+        if message.len() > self.cfg.max_message_len as usize || payload.len() > max_payload as usize
+        {
+            let text = "reply exceeds the message name or payload limit";
+            return self.reject(slot, token, ErrorCode::TooLarge, text);
+        }
+        let Some(call) = self.calls.remove(&token) else {
+            return;
+        };
+        self.counters.calls_answered += 1;
+        let reply: Rc<[u8]> = Frame::Reply {
+            seq: call.seq,
+            error,
+            message,
+            payload,
+        }
+        .to_vec()
+        .into();
+        self.finish_call(&call, reply);
+    }
+
+    /// Sends a call's outcome to its caller (replies are never dropped by the slow-consumer
+    /// policy: the caller is waiting for exactly this frame).
+    fn finish_call(&mut self, call: &PendingCall, frame: Rc<[u8]>) {
+        let Some(c) = self.clients.get_mut(call.caller).and_then(Option::as_mut) else {
+            return;
+        };
+        if c.id != call.caller_id {
+            return;
+        }
+        c.calls_in_flight = c.calls_in_flight.saturating_sub(1);
+        self.push_reply(call.caller, frame);
+    }
+
+    fn call_error(&mut self, call: &PendingCall, code: ErrorCode, text: &str) {
+        let frame: Rc<[u8]> = Frame::Error {
+            seq: call.seq,
+            fatal: false,
+            code,
+            text,
+        }
+        .to_vec()
+        .into();
+        self.finish_call(call, frame);
+    }
+
+    fn stats_report(&self, with_clients: bool) -> StatsReport {
+        let gauges = Gauges {
+            clients: self.client_count as u64,
+            channels: self.router.channel_count() as u64,
+            patterns: self.router.pattern_count() as u64,
+            subscriptions: self.router.subscription_count() as u64,
+            calls_pending: self.calls.len() as u64,
+            bytes_queued: self.queued_total,
+            uptime_s: self.started.elapsed().as_secs(),
+        };
+        let clients = if with_clients {
+            self.clients
+                .iter()
+                .flatten()
+                .map(|c| ClientInfo {
+                    id: c.id,
+                    pid: c.pid,
+                    uid: c.uid,
+                    gid: c.gid,
+                    subscriptions: c.subscriptions.len() as u32,
+                    queued_bytes: c.out.bytes() as u64,
+                    delivered: c.delivered,
+                    dropped: c.dropped,
+                    name: c.name.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        StatsReport {
+            counters: self.counters.report(&gauges),
+            clients,
+        }
+    }
+
+    // ----- output ------------------------------------------------------------------------
+
+    /// Queues a delivered message under the slow-consumer policy; true if it was queued.
+    fn enqueue(&mut self, slot: Slot, frame: &Rc<[u8]>) -> bool {
+        let limit = self.cfg.max_queue_bytes as usize;
+        let budget_full = self.queued_total + frame.len() as u64 > self.cfg.max_total_queue_bytes;
+        let policy = self.cfg.slow_consumer;
+        let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
+            return false;
+        };
+        if c.closing || !c.greeted {
+            return false;
+        }
+        let (queued, delta) = if budget_full {
+            c.dropped += 1;
+            self.counters.dropped_memory_budget += 1;
+            (false, c.out.note_lost())
+        } else {
+            match policy {
+                SlowConsumerPolicy::DropOldest => {
+                    let p = c.out.push_drop_oldest(Rc::clone(frame), limit);
+                    c.dropped += p.dropped;
+                    self.counters.dropped_slow_consumer += p.dropped;
+                    (p.queued, p.delta)
+                }
+                SlowConsumerPolicy::Disconnect => {
+                    if c.out.try_push(Rc::clone(frame), limit) {
+                        (true, frame.len() as i64)
+                    } else {
+                        self.counters.slow_consumer_disconnects += 1;
+                        self.to_close.push((slot, CloseReason::SlowConsumer));
+                        c.closing = true;
+                        return false;
+                    }
+                }
+            }
+        };
+        if queued {
+            c.delivered += 1;
+            self.counters.messages_delivered += 1;
+        }
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(slot);
+        }
+        self.adjust_queued(delta);
+        queued
+    }
+
+    /// Queues a frame the client asked for (answers, errors); these are bounded by the
+    /// client's own requests and bypass the drop policy.
+    fn push_reply(&mut self, slot: Slot, frame: Rc<[u8]>) {
+        let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let len = frame.len() as i64;
+        if c.out.try_push(frame, usize::MAX) {
+            self.adjust_queued(len);
+            self.mark_dirty(slot);
+        }
+    }
+
+    fn reply(&mut self, slot: Slot, frame: &Frame<'_>) {
+        self.push_reply(slot, frame.to_vec().into());
+    }
+
+    fn reject(&mut self, slot: Slot, seq: u32, code: ErrorCode, text: &str) {
+        self.counters.requests_rejected += 1;
+        log::debug!("client {}: request {seq} refused: {code}: {text}", self.client_id(slot));
+        let frame = Frame::Error {
+            seq,
+            fatal: false,
+            code,
+            text,
+        };
+        self.reply(slot, &frame);
+    }
+
+    /// Queues a fatal error, writes what can be written now, and schedules the close.
+    fn fatal(&mut self, slot: Slot, code: ErrorCode, text: &str) {
+        let frame = Frame::Error {
+            seq: 0,
+            fatal: true,
+            code,
+            text,
+        };
+        self.reply(slot, &frame);
+        if let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) {
+            c.closing = true;
+        }
+        self.flush(slot);
+        self.to_close.push((slot, CloseReason::Protocol));
+    }
+
+    fn adjust_queued(&mut self, delta: i64) {
+        self.queued_total = self.queued_total.saturating_add_signed(delta);
+        self.counters.bytes_queued_peak = self.counters.bytes_queued_peak.max(self.queued_total);
+    }
+
+    fn mark_dirty(&mut self, slot: Slot) {
+        if let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(slot);
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &slot in &dirty {
+            if let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) {
+                c.dirty = false;
+            }
+            self.flush(slot);
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Writes as much of a client's queue as the socket takes, and (un)registers EPOLLOUT.
+    fn flush(&mut self, slot: Slot) {
+        let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut released = 0usize;
+        let mut failure = None;
+        while !c.out.is_empty() {
+            let stream = &c.stream;
+            match c.out.write_with(|slices| send_nosignal(stream, slices)) {
+                Ok(n) => released += n,
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    failure = Some(io::Error::from(e));
+                    break;
+                }
+            }
+        }
+        let want_write = !c.out.is_empty() && failure.is_none();
+        if want_write != c.want_write {
+            c.want_write = want_write;
+            let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+            if want_write {
+                flags |= EpollFlags::EPOLLOUT;
+            }
+            let mut ev = EpollEvent::new(flags, slot as u64 + FIRST_CLIENT_TOKEN);
+            if let Err(e) = self.epoll.modify(&c.stream, &mut ev) {
+                log::error!("epoll_ctl(MOD) failed: {e}");
+            }
+        }
+        self.adjust_queued(-(released as i64));
+        if let Some(e) = failure {
+            self.to_close.push((slot, CloseReason::IoError(e)));
+        }
+    }
+
+    // ----- timers and teardown -----------------------------------------------------------
+
+    fn expire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Call(token) => {
+                    if let Some(call) = self.calls.remove(&token) {
+                        self.counters.calls_timed_out += 1;
+                        self.call_error(&call, ErrorCode::Timeout, "no reply before the timeout");
+                    }
+                }
+                Timer::Handshake { slot, id } => {
+                    let stale = self
+                        .clients
+                        .get(slot)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|c| c.id == id && !c.greeted);
+                    if stale {
+                        self.counters.handshake_timeouts += 1;
+                        self.fatal(slot, ErrorCode::HandshakeRequired, "handshake timed out");
+                        if let Some(last) = self.to_close.last_mut() {
+                            last.1 = CloseReason::HandshakeTimeout;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn close_pending(&mut self) {
+        while let Some((slot, reason)) = self.to_close.pop() {
+            self.close(slot, reason);
+        }
+    }
+
+    fn close(&mut self, slot: Slot, reason: CloseReason) {
+        let Some(mut c) = self.clients.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        match &reason {
+            CloseReason::Eof => log::debug!("client {} disconnected", c.id),
+            CloseReason::IoError(e) => log::info!("client {} closed after I/O error: {e}", c.id),
+            CloseReason::Protocol => log::info!("client {} closed after a protocol error", c.id),
+            CloseReason::HandshakeTimeout => log::info!("client {} never said Hello", c.id),
+            CloseReason::SlowConsumer => {
+                log::warn!(
+                    "client {} (pid {}) disconnected as a slow consumer",
+                    c.id,
+                    c.pid
+                );
+                let frame = Frame::Error {
+                    seq: 0,
+                    fatal: true,
+                    code: ErrorCode::SlowConsumer,
+                    text: "outgoing queue limit exceeded",
+                };
+                let _ = send_nosignal(&c.stream, &[IoSlice::new(&frame.to_vec())]);
+            }
+        }
+        let _ = self.epoll.delete(&c.stream);
+        let lost_with_queue = c.out.clear();
+        self.adjust_queued(-(lost_with_queue as i64));
+        if matches!(reason, CloseReason::SlowConsumer) {
+            self.counters.dropped_disconnected += 1;
+        }
+        self.client_count -= 1;
+        self.free_slots.push(slot);
+        // Calls this client made are abandoned; calls it was asked to answer lose a responder.
+        let id = c.id;
+        let mut gone = Vec::new();
+        self.calls.retain(|token, call| {
+            if call.caller == slot && call.caller_id == id {
+                return false;
+            }
+            if let Some(i) = call.recipients.iter().position(|&r| r == id) {
+                call.recipients.swap_remove(i);
+                if call.recipients.is_empty() {
+                    gone.push(*token);
+                }
+            }
+            true
+        });
+        for token in gone {
+            if let Some(call) = self.calls.remove(&token) {
+                self.counters.calls_responder_gone += 1;
+                self.call_error(
+                    &call,
+                    ErrorCode::ResponderGone,
+                    "every responder disconnected without answering",
+                );
+            }
+        }
+        for name in std::mem::take(&mut c.subscriptions) {
+            if let Unsubscribed::Removed {
+                removed_channel: true,
+            } = self.router.unsubscribe(slot, &name)
+            {
+                self.announce("removedChannel(QString)", &name);
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        log::info!("shutting down");
+        sd_notify("STOPPING=1");
+        let bye = Frame::Error {
+            seq: 0,
+            fatal: true,
+            code: ErrorCode::ShuttingDown,
+            text: "qcopd is shutting down",
+        };
+        let bytes: Rc<[u8]> = bye.to_vec().into();
+        let slots: Vec<Slot> = (0..self.clients.len())
+            .filter(|&s| self.clients[s].is_some())
+            .collect();
+        for slot in slots {
+            self.push_reply(slot, Rc::clone(&bytes));
+            self.flush(slot);
+        }
+        if let Some(path) = &self.owned_path {
+            if let Err(e) = std::fs::remove_file(path) {
+                log::warn!("cannot remove {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+fn send_nosignal(stream: &UnixStream, slices: &[IoSlice<'_>]) -> nix::Result<usize> {
+    sendmsg::<UnixAddr>(
+        stream.as_raw_fd(),
+        slices,
+        &[],
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        None,
+    )
+}
+
+fn peer_credentials(stream: &UnixStream) -> (u32, u32, u32) {
+    match nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials) {
+        Ok(c) => (c.pid() as u32, c.uid(), c.gid()),
+        Err(e) => {
+            log::warn!("SO_PEERCRED failed: {e}");
+            (0, u32::MAX, u32::MAX)
+        }
+    }
+}

@@ -1,0 +1,1638 @@
+//! QCOP message signatures and the QDataStream argument encoding.
+//!
+//! A QCOP message is addressed to a channel and named by a *signature* such
+//! as `setVolume(int,QString)`: a method-like name followed by the argument
+//! types in parentheses. The arguments themselves travel as a single binary
+//! payload produced by Qt's `QDataStream` in its Qt 4 default configuration:
+//! big-endian byte order, doubles at full 64-bit precision, and each argument
+//! written back to back with no padding and no type tags. The receiver
+//! therefore needs the signature to know how to read the payload.
+//!
+//! # Wire format of each supported type
+//!
+//! | Type          | Bytes                                                        |
+//! |---------------|--------------------------------------------------------------|
+//! | `int`         | `i32`, 4 bytes                                               |
+//! | `uint`        | `u32`, 4 bytes                                               |
+//! | `long`        | `i64`, 8 bytes (see below)                                   |
+//! | `ulong`       | `u64`, 8 bytes (see below)                                   |
+//! | `qlonglong`   | `i64`, 8 bytes                                               |
+//! | `qulonglong`  | `u64`, 8 bytes                                               |
+//! | `bool`        | 1 byte, `0` or `1` (any nonzero byte reads as `true`)        |
+//! | `double`      | IEEE-754 binary64, 8 bytes                                   |
+//! | `QString`     | `u32` byte length, then UTF-16BE code units                  |
+//! | `QByteArray`  | `u32` byte length, then the raw bytes                        |
+//! | `QStringList` | `u32` element count, then that many `QString`s               |
+//!
+//! All integers are big-endian. For `QString` and `QByteArray` the length
+//! `0xFFFF_FFFF` marks a *null* value (distinct from an empty one), which is
+//! why [`Value::QString`] and [`Value::QByteArray`] hold an `Option`.
+//!
+//! Qt serialises C `long` with the platform's width, so a 32-bit ARM device
+//! and a 64-bit one would disagree about the payload. qcop fixes `long` and
+//! `ulong` at 64 bits so that armv7 and aarch64 peers always interoperate.
+//!
+//! # Safety against hostile payloads
+//!
+//! The decoding functions ([`decode_value`], [`decode_args`]) are meant for
+//! payloads received from other processes. They never panic and never
+//! allocate more than a small multiple of the input size: every length or
+//! count is checked against the bytes actually present before anything is
+//! allocated.
+
+use std::char::REPLACEMENT_CHARACTER;
+use std::error::Error;
+use std::fmt;
+use std::str::FromStr;
+
+/// Length prefix that QDataStream uses for a null `QString` or `QByteArray`.
+const NULL_MARKER: u32 = 0xFFFF_FFFF;
+
+/// Hex digits for [`hex`]; a table avoids going through the formatter per byte.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+// ---------------------------------------------------------------------------
+// Argument types
+// ---------------------------------------------------------------------------
+
+/// An argument type that qcop knows how to encode and decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ArgType {
+    /// `int`: 32-bit signed integer.
+    Int,
+    /// `uint` (also `unsigned int`): 32-bit unsigned integer.
+    UInt,
+    /// `long`: signed integer, fixed at 64 bits on the wire by qcop so that
+    /// 32-bit (armv7) and 64-bit (aarch64) peers agree.
+    Long,
+    /// `ulong` (also `unsigned long`): unsigned integer, fixed at 64 bits on
+    /// the wire by qcop for the same reason as [`ArgType::Long`].
+    ULong,
+    /// `qlonglong` (also `qint64`): 64-bit signed integer.
+    LongLong,
+    /// `qulonglong` (also `quint64`): 64-bit unsigned integer.
+    ULongLong,
+    /// `bool`: one byte.
+    Bool,
+    /// `double`: IEEE-754 binary64.
+    Double,
+    /// `QString`: length-prefixed UTF-16BE text, possibly null.
+    QString,
+    /// `QByteArray`: length-prefixed bytes, possibly null.
+    QByteArray,
+    /// `QStringList`: count-prefixed list of `QString`s.
+    QStringList,
+}
+
+impl ArgType {
+    /// Every supported type, in declaration order.
+    pub const ALL: [ArgType; 11] = [
+        ArgType::Int,
+        ArgType::UInt,
+        ArgType::Long,
+        ArgType::ULong,
+        ArgType::LongLong,
+        ArgType::ULongLong,
+        ArgType::Bool,
+        ArgType::Double,
+        ArgType::QString,
+        ArgType::QByteArray,
+        ArgType::QStringList,
+    ];
+
+    /// Looks up a type by its Qt name.
+    ///
+    /// Accepts the canonical names returned by [`ArgType::name`] plus the
+    /// aliases `unsigned int`, `unsigned long`, `qint64` and `quint64`
+    /// (spelled with exactly one space where there is one). Use
+    /// [`parse_signature`] for full Qt-style normalisation of messier input
+    /// such as `const QString &`.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<ArgType> {
+        let ty = match name {
+            "int" => ArgType::Int,
+            "uint" | "unsigned int" => ArgType::UInt,
+            "long" => ArgType::Long,
+            "ulong" | "unsigned long" => ArgType::ULong,
+            "qlonglong" | "qint64" => ArgType::LongLong,
+            "qulonglong" | "quint64" => ArgType::ULongLong,
+            "bool" => ArgType::Bool,
+            "double" => ArgType::Double,
+            "QString" => ArgType::QString,
+            "QByteArray" => ArgType::QByteArray,
+            "QStringList" => ArgType::QStringList,
+            _ => return None,
+        };
+        Some(ty)
+    }
+
+    /// The canonical (normalised) Qt name of the type, as it appears in a
+    /// normalised signature, e.g. `"uint"` or `"QString"`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            ArgType::Int => "int",
+            ArgType::UInt => "uint",
+            ArgType::Long => "long",
+            ArgType::ULong => "ulong",
+            ArgType::LongLong => "qlonglong",
+            ArgType::ULongLong => "qulonglong",
+            ArgType::Bool => "bool",
+            ArgType::Double => "double",
+            ArgType::QString => "QString",
+            ArgType::QByteArray => "QByteArray",
+            ArgType::QStringList => "QStringList",
+        }
+    }
+
+    /// Inclusive value range of the integer types, for range checks and
+    /// error messages; `None` for non-integer types.
+    fn int_range(self) -> Option<(i128, i128)> {
+        let range = match self {
+            ArgType::Int => (i32::MIN.into(), i32::MAX.into()),
+            ArgType::UInt => (0, u32::MAX.into()),
+            ArgType::Long | ArgType::LongLong => (i64::MIN.into(), i64::MAX.into()),
+            ArgType::ULong | ArgType::ULongLong => (0, u64::MAX.into()),
+            _ => return None,
+        };
+        Some(range)
+    }
+}
+
+impl fmt::Display for ArgType {
+    /// Writes the canonical name (see [`ArgType::name`]).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Signatures
+// ---------------------------------------------------------------------------
+
+/// A parsed, normalised QCOP message signature such as `setVolume(int,QString)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Signature {
+    /// The message name, e.g. `setVolume`.
+    pub name: String,
+    /// The argument types, in order.
+    pub types: Vec<ArgType>,
+}
+
+impl Signature {
+    /// The normalised signature text, e.g. `setVolume(int,QString)`.
+    ///
+    /// This is the form peers compare messages by, so it must be used
+    /// whenever a message name goes on the wire.
+    #[must_use]
+    pub fn normalized(&self) -> String {
+        let names: Vec<&str> = self.types.iter().map(|t| t.name()).collect();
+        format!("{}({})", self.name, names.join(","))
+    }
+}
+
+impl fmt::Display for Signature {
+    /// Writes the normalised signature (see [`Signature::normalized`]).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.normalized())
+    }
+}
+
+impl FromStr for Signature {
+    type Err = SignatureError;
+
+    /// Same as [`parse_signature`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_signature(s)
+    }
+}
+
+/// Why a signature could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureError {
+    /// The signature is empty or only whitespace.
+    Empty,
+    /// There is no `(` … `)` argument list; QCOP messages always carry one,
+    /// even when empty (`ping()`).
+    MissingParens,
+    /// The message name is empty, or contains something other than ASCII
+    /// letters, digits and `_`, or starts with a digit.
+    BadName,
+    /// An argument type is blank, as in `f(int,)`.
+    EmptyArgument,
+    /// An argument type is not one qcop can encode; holds the normalised
+    /// type name.
+    UnknownType(String),
+    /// Something other than whitespace follows the closing `)`.
+    TrailingGarbage,
+}
+
+impl fmt::Display for SignatureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignatureError::Empty => f.write_str("empty message signature"),
+            SignatureError::MissingParens => f.write_str(
+                "message signature needs an argument list in parentheses, e.g. \"ping()\"",
+            ),
+            SignatureError::BadName => f.write_str(
+                "message name must be non-empty, made of ASCII letters, digits and '_', \
+                 and must not start with a digit",
+            ),
+            SignatureError::EmptyArgument => {
+                f.write_str("message signature has an empty argument type")
+            }
+            SignatureError::UnknownType(name) => write!(
+                f,
+                "unsupported argument type \"{name}\" (supported: int, uint, long, ulong, \
+                 qlonglong, qulonglong, bool, double, QString, QByteArray, QStringList)"
+            ),
+            SignatureError::TrailingGarbage => {
+                f.write_str("unexpected text after the closing ')' of the message signature")
+            }
+        }
+    }
+}
+
+impl Error for SignatureError {}
+
+/// Parses and normalises a message signature, requiring every argument type
+/// to be supported.
+///
+/// Normalisation follows Qt's `QMetaObject::normalizedSignature` for the
+/// supported types: whitespace around the name, parentheses and commas is
+/// dropped, `const T&`, `const T &`, `const T` and `T const &` become `T`,
+/// `unsigned int` (and bare `unsigned`) becomes `uint`, `unsigned long`
+/// becomes `ulong`, `qint64` becomes `qlonglong` and `quint64` becomes
+/// `qulonglong`.
+///
+/// ```text
+/// " setVolume ( int , const QString & ) "  ->  setVolume(int,QString)
+/// ```
+///
+/// # Errors
+///
+/// See [`SignatureError`]; in particular a name without parentheses
+/// (`ping`) is rejected, and an unsupported type yields
+/// [`SignatureError::UnknownType`] naming it.
+pub fn parse_signature(sig: &str) -> Result<Signature, SignatureError> {
+    let (name, tokens) = split_signature(sig)?;
+    let types = tokens
+        .into_iter()
+        .map(|token| ArgType::parse(&token).ok_or(SignatureError::UnknownType(token)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Signature { name, types })
+}
+
+/// Parses and normalises a signature received from a peer, tolerating
+/// unsupported argument types.
+///
+/// Returns the normalised signature text (unknown types appear in their
+/// normalised spelling, e.g. `f(int,QVariant)`) and one entry per argument:
+/// `Some` for supported types, `None` for the rest, whose bytes the caller
+/// cannot interpret (and typically prints with [`hex`]). Commas nested in
+/// template arguments, as in `QMap<QString,int>`, do not split arguments.
+///
+/// # Errors
+///
+/// The same structural errors as [`parse_signature`], but never
+/// [`SignatureError::UnknownType`].
+pub fn parse_signature_lenient(
+    sig: &str,
+) -> Result<(String, Vec<Option<ArgType>>), SignatureError> {
+    let (name, tokens) = split_signature(sig)?;
+    let types = tokens.iter().map(|token| ArgType::parse(token)).collect();
+    let normalized = format!("{}({})", name, tokens.join(","));
+    Ok((normalized, types))
+}
+
+/// Splits a signature into its validated name and its normalised argument
+/// type tokens (known types already in canonical spelling).
+fn split_signature(sig: &str) -> Result<(String, Vec<String>), SignatureError> {
+    let sig = sig.trim();
+    if sig.is_empty() {
+        return Err(SignatureError::Empty);
+    }
+    let (name, after_open) = sig.split_once('(').ok_or(SignatureError::MissingParens)?;
+    let name = name.trim();
+    if !is_valid_name(name) {
+        return Err(SignatureError::BadName);
+    }
+    // Types never contain ')', so the first one closes the argument list.
+    let (inner, rest) = after_open
+        .split_once(')')
+        .ok_or(SignatureError::MissingParens)?;
+    if !rest.trim().is_empty() {
+        return Err(SignatureError::TrailingGarbage);
+    }
+    let tokens = if inner.trim().is_empty() {
+        Vec::new()
+    } else {
+        split_top_level_commas(inner)
+            .into_iter()
+            .map(normalize_type)
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    Ok((name.to_owned(), tokens))
+}
+
+/// Whether `name` is a C identifier made of ASCII characters.
+fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) if first.is_ascii_alphabetic() || first == '_' => {
+            chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }
+        _ => false,
+    }
+}
+
+/// Whether `c` can be part of a C identifier (for whitespace collapsing).
+fn is_ident_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// Splits an argument list on commas that are not inside `<…>`, so that a
+/// peer's `QMap<QString,int>` stays one (unsupported) type.
+fn split_top_level_commas(inner: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (i, c) in inner.char_indices() {
+        match c {
+            '<' => depth += 1,
+            // Saturate so that a stray '>' cannot hide later commas forever.
+            '>' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(&inner[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&inner[start..]);
+    parts
+}
+
+/// Normalises one argument type the way Qt does, returning the canonical
+/// name for supported types and the normalised text otherwise.
+fn normalize_type(raw: &str) -> Result<String, SignatureError> {
+    let collapsed = collapse_whitespace(raw);
+    if collapsed.is_empty() {
+        return Err(SignatureError::EmptyArgument);
+    }
+    let unqualified = strip_const(&collapsed);
+    // Qt treats bare "unsigned" as "unsigned int".
+    let unqualified = if unqualified == "unsigned" {
+        "uint"
+    } else {
+        unqualified
+    };
+    Ok(match ArgType::parse(unqualified) {
+        Some(ty) => ty.name().to_owned(),
+        None => unqualified.to_owned(),
+    })
+}
+
+/// Drops whitespace except a single space between two identifier
+/// characters, where it separates words (`unsigned int`).
+fn collapse_whitespace(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut pending_space = false;
+    for c in raw.trim().chars() {
+        if c.is_whitespace() {
+            pending_space = true;
+            continue;
+        }
+        let after_ident = out.chars().next_back().is_some_and(is_ident_char);
+        if pending_space && after_ident && is_ident_char(c) {
+            out.push(' ');
+        }
+        pending_space = false;
+        out.push(c);
+    }
+    out
+}
+
+/// Turns `const T&`, `const T`, `T const&` and `T const` into `T`, as Qt
+/// passes const references and const values the same way as plain values.
+/// A non-const reference (`T&`) is a different type and is left alone.
+fn strip_const(ty: &str) -> &str {
+    let base = ty
+        .strip_prefix("const ")
+        .or_else(|| ty.strip_suffix(" const&"))
+        .or_else(|| ty.strip_suffix(" const"));
+    match base {
+        Some(base) => base.strip_suffix('&').unwrap_or(base),
+        None => ty,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Values and encoding
+// ---------------------------------------------------------------------------
+
+/// One argument value of a QCOP message.
+///
+/// [`Display`](fmt::Display) renders it for a command-line line (used by
+/// `qcop watch`): integers, booleans and doubles plainly (doubles in Rust's
+/// shortest round-trip form, e.g. `1.0`, `1e300`, `NaN`, `inf`); `QString`
+/// double-quoted with `"`, `\` and control characters backslash-escaped;
+/// `QByteArray` as lowercase hex with a `0x` prefix (`0x0a0b`, empty is
+/// `0x`); a null `QString` or `QByteArray` as `null`; `QStringList` as
+/// `["a", "b"]`. The text of integers, doubles, booleans and byte arrays is
+/// accepted back by [`parse_arg`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `int`.
+    Int(i32),
+    /// `uint`.
+    UInt(u32),
+    /// `long` (64 bits on the wire).
+    Long(i64),
+    /// `ulong` (64 bits on the wire).
+    ULong(u64),
+    /// `qlonglong`.
+    LongLong(i64),
+    /// `qulonglong`.
+    ULongLong(u64),
+    /// `bool`.
+    Bool(bool),
+    /// `double`.
+    Double(f64),
+    /// `QString`; `None` is a null string.
+    QString(Option<String>),
+    /// `QByteArray`; `None` is a null byte array.
+    QByteArray(Option<Vec<u8>>),
+    /// `QStringList`. Null elements received from a peer read as empty
+    /// strings; elements are always sent non-null.
+    QStringList(Vec<String>),
+}
+
+impl Value {
+    /// The type of this value.
+    #[must_use]
+    pub fn arg_type(&self) -> ArgType {
+        match self {
+            Value::Int(_) => ArgType::Int,
+            Value::UInt(_) => ArgType::UInt,
+            Value::Long(_) => ArgType::Long,
+            Value::ULong(_) => ArgType::ULong,
+            Value::LongLong(_) => ArgType::LongLong,
+            Value::ULongLong(_) => ArgType::ULongLong,
+            Value::Bool(_) => ArgType::Bool,
+            Value::Double(_) => ArgType::Double,
+            Value::QString(_) => ArgType::QString,
+            Value::QByteArray(_) => ArgType::QByteArray,
+            Value::QStringList(_) => ArgType::QStringList,
+        }
+    }
+
+    /// Appends the QDataStream encoding of this value to `out`.
+    ///
+    /// # Panics
+    ///
+    /// If a string or byte array is 4 GiB or longer, which QDataStream's
+    /// 32-bit length prefix cannot express (far beyond any QCOP message).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Int(v) => out.extend_from_slice(&v.to_be_bytes()),
+            Value::UInt(v) => out.extend_from_slice(&v.to_be_bytes()),
+            Value::Long(v) | Value::LongLong(v) => out.extend_from_slice(&v.to_be_bytes()),
+            Value::ULong(v) | Value::ULongLong(v) => out.extend_from_slice(&v.to_be_bytes()),
+            Value::Bool(v) => out.push(u8::from(*v)),
+            Value::Double(v) => out.extend_from_slice(&v.to_be_bytes()),
+            Value::QString(None) | Value::QByteArray(None) => {
+                out.extend_from_slice(&NULL_MARKER.to_be_bytes());
+            }
+            Value::QString(Some(s)) => encode_qstring(s, out),
+            Value::QByteArray(Some(bytes)) => {
+                out.extend_from_slice(&length_prefix(bytes.len()).to_be_bytes());
+                out.extend_from_slice(bytes);
+            }
+            Value::QStringList(list) => {
+                out.extend_from_slice(&length_prefix(list.len()).to_be_bytes());
+                for s in list {
+                    encode_qstring(s, out);
+                }
+            }
+        }
+    }
+}
+
+/// Encodes a non-null `QString`: byte length, then UTF-16BE code units.
+fn encode_qstring(s: &str, out: &mut Vec<u8>) {
+    let units = s.encode_utf16().count();
+    let byte_len = units.saturating_mul(2);
+    out.extend_from_slice(&length_prefix(byte_len).to_be_bytes());
+    out.reserve(byte_len);
+    for unit in s.encode_utf16() {
+        out.extend_from_slice(&unit.to_be_bytes());
+    }
+}
+
+/// Converts a length to the 32-bit prefix, refusing values that would be
+/// truncated or mistaken for the null marker.
+fn length_prefix(len: usize) -> u32 {
+    match u32::try_from(len) {
+        Ok(n) if n != NULL_MARKER => n,
+        _ => panic!("QDataStream cannot encode a length of {len} (limit is 4 GiB - 2)"),
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Int(v) => write!(f, "{v}"),
+            Value::UInt(v) => write!(f, "{v}"),
+            Value::Long(v) | Value::LongLong(v) => write!(f, "{v}"),
+            Value::ULong(v) | Value::ULongLong(v) => write!(f, "{v}"),
+            Value::Bool(v) => write!(f, "{v}"),
+            // Debug keeps a ".0" on whole numbers and switches to exponent
+            // notation for huge or tiny values instead of printing hundreds
+            // of digits; it still round-trips through str::parse.
+            Value::Double(v) => write!(f, "{v:?}"),
+            Value::QString(None) | Value::QByteArray(None) => f.write_str("null"),
+            Value::QString(Some(s)) => write_quoted(f, s),
+            Value::QByteArray(Some(bytes)) => write!(f, "0x{}", hex(bytes)),
+            Value::QStringList(list) => {
+                f.write_str("[")?;
+                for (i, s) in list.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write_quoted(f, s)?;
+                }
+                f.write_str("]")
+            }
+        }
+    }
+}
+
+/// Writes `s` in double quotes, escaping quotes, backslashes and control
+/// characters so that one value always stays on one terminal line and
+/// cannot inject terminal escape sequences.
+fn write_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    f.write_str("\"")?;
+    for c in s.chars() {
+        match c {
+            '"' => f.write_str("\\\"")?,
+            '\\' => f.write_str("\\\\")?,
+            '\n' => f.write_str("\\n")?,
+            '\r' => f.write_str("\\r")?,
+            '\t' => f.write_str("\\t")?,
+            '\0' => f.write_str("\\0")?,
+            c if c.is_control() => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+            c => write!(f, "{c}")?,
+        }
+    }
+    f.write_str("\"")
+}
+
+/// Quotes `s` like [`Value`]'s `QString` display, for error messages.
+fn quoted(s: &str) -> String {
+    struct Quoted<'a>(&'a str);
+    impl fmt::Display for Quoted<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write_quoted(f, self.0)
+        }
+    }
+    Quoted(s).to_string()
+}
+
+/// Lowercase hex of `bytes` with no prefix or separators, e.g. `0a0b`; for
+/// showing payloads whose types are unknown.
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().saturating_mul(2));
+    for &b in bytes {
+        out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(HEX_DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Command-line arguments
+// ---------------------------------------------------------------------------
+
+/// What is wrong with one command-line argument's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgProblem {
+    /// Not a decimal or `0x` hexadecimal integer, or not a floating-point
+    /// number for `double`.
+    NotANumber,
+    /// A well-formed integer outside the type's range (never wrapped).
+    OutOfRange,
+    /// Not one of `true`, `false`, `1`, `0` (any case).
+    NotABool,
+    /// A `QByteArray` hex string with an odd number of digits.
+    OddHexLength,
+    /// A `QByteArray` hex string containing this non-hex character.
+    BadHexDigit(char),
+}
+
+/// Why command-line arguments could not be turned into a payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgError {
+    /// The number of arguments does not match the signature.
+    WrongCount {
+        /// How many the signature declares.
+        expected: usize,
+        /// How many were given.
+        given: usize,
+    },
+    /// One argument's text is not a valid value of its type.
+    Invalid {
+        /// 1-based position of the argument; `None` when the error comes
+        /// from a bare [`parse_arg`] call that does not know it.
+        index: Option<usize>,
+        /// The declared type of the argument.
+        ty: ArgType,
+        /// The offending text.
+        text: String,
+        /// What is wrong with it.
+        problem: ArgProblem,
+    },
+}
+
+impl fmt::Display for ArgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArgError::WrongCount { expected, given } => {
+                let plural = if *expected == 1 { "" } else { "s" };
+                let verb = if *given == 1 { "was" } else { "were" };
+                write!(
+                    f,
+                    "message takes {expected} argument{plural} but {given} {verb} given"
+                )
+            }
+            ArgError::Invalid {
+                index,
+                ty,
+                text,
+                problem,
+            } => {
+                match index {
+                    Some(i) => write!(f, "argument {i} ({ty}): ")?,
+                    None => write!(f, "argument ({ty}): ")?,
+                }
+                write!(f, "{} ", quoted(text))?;
+                write_problem(f, *ty, *problem)
+            }
+        }
+    }
+}
+
+/// The part of an [`ArgError::Invalid`] message after the quoted text.
+fn write_problem(f: &mut fmt::Formatter<'_>, ty: ArgType, problem: ArgProblem) -> fmt::Result {
+    match problem {
+        ArgProblem::NotANumber => f.write_str("is not a number"),
+        ArgProblem::OutOfRange => match ty.int_range() {
+            Some((min, max)) => write!(f, "is out of range for {ty} ({min} to {max})"),
+            None => write!(f, "is out of range for {ty}"),
+        },
+        ArgProblem::NotABool => f.write_str("is not a boolean (use true, false, 1 or 0)"),
+        ArgProblem::OddHexLength => f.write_str("has an odd number of hex digits"),
+        ArgProblem::BadHexDigit(c) => write!(f, "contains the non-hex character {c:?}"),
+    }
+}
+
+impl Error for ArgError {}
+
+/// Parses one command-line argument as a value of type `ty`.
+///
+/// * Integer types: decimal, or hexadecimal with a `0x` prefix, optionally
+///   signed (`-0x10`); the value must fit the type (no wrapping, so
+///   `0xffffffff` is *not* a valid `int`). Surrounding whitespace is ignored.
+/// * `bool`: `true`, `false`, `1` or `0`, in any case.
+/// * `double`: anything [`f64`'s `FromStr`](f64::from_str) accepts,
+///   including `1e-3`, `inf` and `NaN`.
+/// * `QString`: the text verbatim (never null).
+/// * `QByteArray`: an even number of hex digits, optionally prefixed by `0x`
+///   (so `0x` alone is an empty array; never null).
+/// * `QStringList`: comma-separated elements, verbatim (so elements cannot
+///   contain commas); empty text is an empty list.
+///
+/// # Errors
+///
+/// [`ArgError::Invalid`] with `index: None`; [`encode_args`] fills in the
+/// position.
+pub fn parse_arg(ty: ArgType, text: &str) -> Result<Value, ArgError> {
+    parse_value(ty, text).map_err(|problem| ArgError::Invalid {
+        index: None,
+        ty,
+        text: text.to_owned(),
+        problem,
+    })
+}
+
+/// [`parse_arg`] without the error context.
+fn parse_value(ty: ArgType, text: &str) -> Result<Value, ArgProblem> {
+    let value = match ty {
+        ArgType::Int => Value::Int(parse_int(text)?),
+        ArgType::UInt => Value::UInt(parse_int(text)?),
+        ArgType::Long => Value::Long(parse_int(text)?),
+        ArgType::ULong => Value::ULong(parse_int(text)?),
+        ArgType::LongLong => Value::LongLong(parse_int(text)?),
+        ArgType::ULongLong => Value::ULongLong(parse_int(text)?),
+        ArgType::Bool => Value::Bool(parse_bool(text)?),
+        ArgType::Double => Value::Double(text.trim().parse().map_err(|_| ArgProblem::NotANumber)?),
+        ArgType::QString => Value::QString(Some(text.to_owned())),
+        ArgType::QByteArray => Value::QByteArray(Some(parse_hex(text)?)),
+        ArgType::QStringList => Value::QStringList(parse_string_list(text)),
+    };
+    Ok(value)
+}
+
+/// Parses an integer and range-checks it into `T`.
+fn parse_int<T: TryFrom<i128>>(text: &str) -> Result<T, ArgProblem> {
+    T::try_from(parse_wide_int(text)?).map_err(|_| ArgProblem::OutOfRange)
+}
+
+/// Parses a signed decimal or `0x` hex integer into an `i128`, which holds
+/// every value of every supported integer type, so range checks happen once
+/// in [`parse_int`] rather than by wrapping.
+fn parse_wide_int(text: &str) -> Result<i128, ArgProblem> {
+    let text = text.trim();
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (radix, digits) = match unsigned
+        .strip_prefix("0x")
+        .or_else(|| unsigned.strip_prefix("0X"))
+    {
+        Some(hex_digits) => (16, hex_digits),
+        None => (10, unsigned),
+    };
+    // from_str_radix would accept another sign here ("--5"); insist on digits.
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return Err(ArgProblem::NotANumber);
+    }
+    // The digits are valid, so failure can only mean overflow.
+    let magnitude = u128::from_str_radix(digits, radix).map_err(|_| ArgProblem::OutOfRange)?;
+    let magnitude = i128::try_from(magnitude).map_err(|_| ArgProblem::OutOfRange)?;
+    Ok(if negative { -magnitude } else { magnitude })
+}
+
+/// Parses `true`/`false`/`1`/`0`, ignoring case and surrounding whitespace.
+fn parse_bool(text: &str) -> Result<bool, ArgProblem> {
+    let text = text.trim();
+    if text == "1" || text.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if text == "0" || text.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err(ArgProblem::NotABool)
+    }
+}
+
+/// Parses hex digits (optional `0x` prefix, even count) into bytes.
+fn parse_hex(text: &str) -> Result<Vec<u8>, ArgProblem> {
+    let text = text.trim();
+    let digits = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .unwrap_or(text);
+    if let Some(bad) = digits.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(ArgProblem::BadHexDigit(bad));
+    }
+    // All characters are ASCII hex digits from here on, one byte each.
+    let digits = digits.as_bytes();
+    if digits.len() % 2 != 0 {
+        return Err(ArgProblem::OddHexLength);
+    }
+    Ok(digits
+        .chunks_exact(2)
+        .map(|pair| (hex_value(pair[0]) << 4) | hex_value(pair[1]))
+        .collect())
+}
+
+/// Value of an ASCII hex digit already validated by the caller.
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        b'A'..=b'F' => digit - b'A' + 10,
+        _ => 0,
+    }
+}
+
+/// Splits a comma-separated list; empty text is an empty list rather than
+/// a list holding one empty string, which is the more useful reading.
+fn parse_string_list(text: &str) -> Vec<String> {
+    if text.is_empty() {
+        Vec::new()
+    } else {
+        text.split(',').map(str::to_owned).collect()
+    }
+}
+
+/// Parses command-line arguments against `types` and encodes them as one
+/// QCOP payload.
+///
+/// # Errors
+///
+/// [`ArgError::WrongCount`] if `args` and `types` differ in length, else
+/// the first [`ArgError::Invalid`] with its 1-based `index` set.
+pub fn encode_args(types: &[ArgType], args: &[&str]) -> Result<Vec<u8>, ArgError> {
+    if types.len() != args.len() {
+        return Err(ArgError::WrongCount {
+            expected: types.len(),
+            given: args.len(),
+        });
+    }
+    let mut out = Vec::new();
+    for (i, (&ty, &text)) in types.iter().zip(args).enumerate() {
+        let value = parse_arg(ty, text).map_err(|e| with_index(e, i + 1))?;
+        value.encode(&mut out);
+    }
+    Ok(out)
+}
+
+/// Records the 1-based argument position in an [`ArgError::Invalid`].
+fn with_index(err: ArgError, position: usize) -> ArgError {
+    match err {
+        ArgError::Invalid {
+            ty, text, problem, ..
+        } => ArgError::Invalid {
+            index: Some(position),
+            ty,
+            text,
+            problem,
+        },
+        err @ ArgError::WrongCount { .. } => err,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Decoding
+// ---------------------------------------------------------------------------
+
+/// Why a received payload could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The payload ends before a value (or a length or count prefix) does.
+    Truncated {
+        /// Bytes the next item needs (for a `QStringList`, at least 4 per
+        /// declared element).
+        needed: usize,
+        /// Bytes actually left.
+        available: usize,
+    },
+    /// A `QString` declares an odd byte length, impossible for UTF-16.
+    OddUtf16Length,
+    /// Bytes remain after the last argument of the signature.
+    TrailingBytes(usize),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Truncated { needed, available } => write!(
+                f,
+                "payload truncated: needed {needed} bytes but only {available} remain"
+            ),
+            DecodeError::OddUtf16Length => {
+                f.write_str("QString has an odd byte length, impossible for UTF-16")
+            }
+            DecodeError::TrailingBytes(n) => {
+                write!(f, "{n} unexpected bytes after the last argument")
+            }
+        }
+    }
+}
+
+impl Error for DecodeError {}
+
+/// A cursor over an untrusted payload whose reads fail instead of panicking.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// Takes the next `n` bytes, or reports how short the payload is.
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let head = self.rest.get(..n).ok_or(DecodeError::Truncated {
+            needed: n,
+            available: self.rest.len(),
+        })?;
+        self.rest = &self.rest[head.len()..];
+        Ok(head)
+    }
+
+    /// Takes the next `N` bytes as an array, for `from_be_bytes`.
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut array = [0u8; N];
+        array.copy_from_slice(self.take(N)?);
+        Ok(array)
+    }
+
+    /// Reads a big-endian `u32` length or count prefix.
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        self.array().map(u32::from_be_bytes)
+    }
+
+    /// Reads a `QString`; `None` for a null string.
+    fn qstring(&mut self) -> Result<Option<String>, DecodeError> {
+        let len = self.u32()?;
+        if len == NULL_MARKER {
+            return Ok(None);
+        }
+        if len % 2 != 0 {
+            return Err(DecodeError::OddUtf16Length);
+        }
+        // take() checks the length against the real payload, so a lying
+        // prefix fails here before anything is allocated.
+        let bytes = self.take(to_usize(len))?;
+        let units = bytes
+            .chunks_exact(2)
+            .map(|pair| u16::from_be_bytes([pair[0], pair[1]]));
+        Ok(Some(
+            char::decode_utf16(units)
+                .map(|c| c.unwrap_or(REPLACEMENT_CHARACTER))
+                .collect(),
+        ))
+    }
+
+    /// Reads a `QByteArray`; `None` for a null array.
+    fn qbytearray(&mut self) -> Result<Option<Vec<u8>>, DecodeError> {
+        let len = self.u32()?;
+        if len == NULL_MARKER {
+            return Ok(None);
+        }
+        Ok(Some(self.take(to_usize(len))?.to_vec()))
+    }
+
+    /// Reads a `QStringList`; null elements become empty strings.
+    fn qstringlist(&mut self) -> Result<Vec<String>, DecodeError> {
+        let count = to_usize(self.u32()?);
+        // Each element takes at least its 4-byte length prefix; checking
+        // that first bounds the Vec allocation by the payload size.
+        if count > self.rest.len() / 4 {
+            return Err(DecodeError::Truncated {
+                needed: count.saturating_mul(4),
+                available: self.rest.len(),
+            });
+        }
+        let mut list = Vec::with_capacity(count);
+        for _ in 0..count {
+            list.push(self.qstring()?.unwrap_or_default());
+        }
+        Ok(list)
+    }
+
+    /// Reads one value of type `ty`.
+    fn value(&mut self, ty: ArgType) -> Result<Value, DecodeError> {
+        let value = match ty {
+            ArgType::Int => Value::Int(i32::from_be_bytes(self.array()?)),
+            ArgType::UInt => Value::UInt(u32::from_be_bytes(self.array()?)),
+            ArgType::Long => Value::Long(i64::from_be_bytes(self.array()?)),
+            ArgType::ULong => Value::ULong(u64::from_be_bytes(self.array()?)),
+            ArgType::LongLong => Value::LongLong(i64::from_be_bytes(self.array()?)),
+            ArgType::ULongLong => Value::ULongLong(u64::from_be_bytes(self.array()?)),
+            // Qt reads any nonzero byte as true, so do the same.
+            ArgType::Bool => Value::Bool(self.array::<1>()?[0] != 0),
+            ArgType::Double => Value::Double(f64::from_be_bytes(self.array()?)),
+            ArgType::QString => Value::QString(self.qstring()?),
+            ArgType::QByteArray => Value::QByteArray(self.qbytearray()?),
+            ArgType::QStringList => Value::QStringList(self.qstringlist()?),
+        };
+        Ok(value)
+    }
+}
+
+/// Widens a wire length; saturating keeps the later bounds check correct
+/// even on targets where `usize` is narrower than 32 bits.
+fn to_usize(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Decodes one value of type `ty` from the start of `buf`, returning it and
+/// the number of bytes it occupied.
+///
+/// Safe on untrusted input: never panics, and allocates at most a small
+/// multiple of `buf.len()`. Invalid UTF-16 (unpaired surrogates) decodes
+/// lossily to U+FFFD rather than failing.
+///
+/// # Errors
+///
+/// [`DecodeError::Truncated`] if `buf` is too short for the value (checked
+/// before allocating), [`DecodeError::OddUtf16Length`] for an impossible
+/// `QString` length.
+pub fn decode_value(ty: ArgType, buf: &[u8]) -> Result<(Value, usize), DecodeError> {
+    let mut reader = Reader { rest: buf };
+    let value = reader.value(ty)?;
+    Ok((value, buf.len() - reader.rest.len()))
+}
+
+/// Decodes a whole payload holding exactly one value of each of `types`,
+/// in order. Safe on untrusted input, like [`decode_value`].
+///
+/// # Errors
+///
+/// Any error of [`decode_value`], or [`DecodeError::TrailingBytes`] if bytes
+/// are left over after the last argument.
+pub fn decode_args(types: &[ArgType], payload: &[u8]) -> Result<Vec<Value>, DecodeError> {
+    let mut reader = Reader { rest: payload };
+    let mut values = Vec::with_capacity(types.len());
+    for &ty in types {
+        values.push(reader.value(ty)?);
+    }
+    if !reader.rest.is_empty() {
+        return Err(DecodeError::TrailingBytes(reader.rest.len()));
+    }
+    Ok(values)
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn encoded(value: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        value.encode(&mut out);
+        out
+    }
+
+    /// Checks the exact bytes and that they decode back to the same value.
+    fn check_bytes(value: Value, bytes: &[u8]) {
+        assert_eq!(encoded(&value), bytes, "encoding of {value:?}");
+        assert_eq!(
+            decode_value(value.arg_type(), bytes),
+            Ok((value.clone(), bytes.len())),
+            "decoding of {value:?}"
+        );
+    }
+
+    fn s(text: &str) -> Option<String> {
+        Some(text.to_owned())
+    }
+
+    // ---- exact encodings ---------------------------------------------------
+
+    #[test]
+    fn integer_encodings() {
+        check_bytes(Value::Int(-2), &[0xff, 0xff, 0xff, 0xfe]);
+        check_bytes(Value::Int(1), &[0, 0, 0, 1]);
+        check_bytes(Value::Int(i32::MIN), &[0x80, 0, 0, 0]);
+        check_bytes(Value::UInt(0xdead_beef), &[0xde, 0xad, 0xbe, 0xef]);
+        check_bytes(Value::Long(-1), &[0xff; 8]);
+        check_bytes(Value::Long(1), &[0, 0, 0, 0, 0, 0, 0, 1]);
+        check_bytes(Value::ULong(u64::MAX), &[0xff; 8]);
+        check_bytes(
+            Value::LongLong(0x0102_0304_0506_0708),
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+        );
+        check_bytes(
+            Value::ULongLong(0x8000_0000_0000_0001),
+            &[0x80, 0, 0, 0, 0, 0, 0, 1],
+        );
+    }
+
+    #[test]
+    fn bool_and_double_encodings() {
+        check_bytes(Value::Bool(true), &[0x01]);
+        check_bytes(Value::Bool(false), &[0x00]);
+        // Any nonzero byte is true, like Qt.
+        assert_eq!(
+            decode_value(ArgType::Bool, &[0x02]),
+            Ok((Value::Bool(true), 1))
+        );
+        check_bytes(Value::Double(1.0), &[0x3f, 0xf0, 0, 0, 0, 0, 0, 0]);
+        check_bytes(Value::Double(-2.5), &[0xc0, 0x04, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn qstring_encodings() {
+        check_bytes(Value::QString(s("hi")), &[0, 0, 0, 4, 0, 0x68, 0, 0x69]);
+        check_bytes(Value::QString(s("")), &[0, 0, 0, 0]);
+        check_bytes(Value::QString(None), &[0xff, 0xff, 0xff, 0xff]);
+        check_bytes(Value::QString(s("é")), &[0, 0, 0, 2, 0, 0xe9]);
+        // U+1F600 is outside the BMP, so it becomes the surrogate pair D83D DE00.
+        check_bytes(
+            Value::QString(s("\u{1F600}")),
+            &[0, 0, 0, 4, 0xd8, 0x3d, 0xde, 0x00],
+        );
+    }
+
+    #[test]
+    fn qbytearray_encodings() {
+        check_bytes(
+            Value::QByteArray(Some(vec![0x0a, 0x0b])),
+            &[0, 0, 0, 2, 0x0a, 0x0b],
+        );
+        check_bytes(Value::QByteArray(Some(vec![])), &[0, 0, 0, 0]);
+        check_bytes(Value::QByteArray(None), &[0xff, 0xff, 0xff, 0xff]);
+    }
+
+    #[test]
+    fn qstringlist_encodings() {
+        check_bytes(
+            Value::QStringList(vec!["a".into()]),
+            &[0, 0, 0, 1, 0, 0, 0, 2, 0, 0x61],
+        );
+        check_bytes(Value::QStringList(vec![]), &[0, 0, 0, 0]);
+        check_bytes(
+            Value::QStringList(vec!["".into(), "ab".into()]),
+            &[0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0x61, 0, 0x62],
+        );
+        // A null element sent by Qt reads as an empty string.
+        assert_eq!(
+            decode_value(ArgType::QStringList, &[0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff]),
+            Ok((Value::QStringList(vec![String::new()]), 8))
+        );
+    }
+
+    #[test]
+    fn encode_args_concatenates() {
+        let payload = encode_args(&[ArgType::Int, ArgType::QString], &["5", "hi"]).unwrap();
+        assert_eq!(payload, [0, 0, 0, 5, 0, 0, 0, 4, 0, 0x68, 0, 0x69]);
+        assert_eq!(
+            decode_args(&[ArgType::Int, ArgType::QString], &payload),
+            Ok(vec![Value::Int(5), Value::QString(s("hi"))])
+        );
+        assert_eq!(encode_args(&[], &[]), Ok(vec![]));
+        assert_eq!(decode_args(&[], &[]), Ok(vec![]));
+    }
+
+    // ---- decoding errors ---------------------------------------------------
+
+    #[test]
+    fn decode_truncated() {
+        assert_eq!(
+            decode_value(ArgType::Int, &[0, 0, 1]),
+            Err(DecodeError::Truncated {
+                needed: 4,
+                available: 3
+            })
+        );
+        assert_eq!(
+            decode_value(ArgType::Bool, &[]),
+            Err(DecodeError::Truncated {
+                needed: 1,
+                available: 0
+            })
+        );
+        // A huge declared length fails against the real size, no allocation.
+        assert_eq!(
+            decode_value(ArgType::QString, &[0x7f, 0xff, 0xff, 0xfe, 0, 0x61]),
+            Err(DecodeError::Truncated {
+                needed: 0x7fff_fffe,
+                available: 2
+            })
+        );
+        assert_eq!(
+            decode_value(ArgType::QByteArray, &[0xff, 0xff, 0xff, 0xfe, 1]),
+            Err(DecodeError::Truncated {
+                needed: 0xffff_fffe,
+                available: 1
+            })
+        );
+        assert_eq!(
+            decode_value(ArgType::QStringList, &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]),
+            Err(DecodeError::Truncated {
+                needed: to_usize(0xffff_ffff).saturating_mul(4),
+                available: 4
+            })
+        );
+        // Count fits the /4 bound but an element is cut short.
+        assert_eq!(
+            decode_value(ArgType::QStringList, &[0, 0, 0, 1, 0, 0, 0, 2, 0]),
+            Err(DecodeError::Truncated {
+                needed: 2,
+                available: 1
+            })
+        );
+    }
+
+    #[test]
+    fn decode_odd_and_bad_utf16() {
+        assert_eq!(
+            decode_value(ArgType::QString, &[0, 0, 0, 3, 0, 0x61, 0]),
+            Err(DecodeError::OddUtf16Length)
+        );
+        // An unpaired high surrogate is replaced, not rejected.
+        assert_eq!(
+            decode_value(ArgType::QString, &[0, 0, 0, 4, 0xd8, 0x00, 0, 0x61]),
+            Ok((Value::QString(s("\u{FFFD}a")), 8))
+        );
+        // So is a lone low surrogate.
+        assert_eq!(
+            decode_value(ArgType::QString, &[0, 0, 0, 2, 0xdc, 0x00]),
+            Ok((Value::QString(s("\u{FFFD}")), 6))
+        );
+    }
+
+    #[test]
+    fn decode_reports_consumed_and_trailing() {
+        assert_eq!(
+            decode_value(ArgType::Int, &[0, 0, 0, 7, 9, 9]),
+            Ok((Value::Int(7), 4))
+        );
+        assert_eq!(
+            decode_args(&[ArgType::Int], &[0, 0, 0, 7, 9]),
+            Err(DecodeError::TrailingBytes(1))
+        );
+        assert_eq!(
+            decode_args(&[], &[1, 2]),
+            Err(DecodeError::TrailingBytes(2))
+        );
+        assert_eq!(
+            DecodeError::TrailingBytes(1).to_string(),
+            "1 unexpected bytes after the last argument"
+        );
+        assert_eq!(
+            DecodeError::Truncated {
+                needed: 4,
+                available: 3
+            }
+            .to_string(),
+            "payload truncated: needed 4 bytes but only 3 remain"
+        );
+    }
+
+    // ---- signatures --------------------------------------------------------
+
+    fn normalized(sig: &str) -> String {
+        parse_signature(sig)
+            .unwrap_or_else(|e| panic!("{sig:?}: {e}"))
+            .normalized()
+    }
+
+    #[test]
+    fn signature_normalization() {
+        assert_eq!(
+            normalized("setVolume(int,QString)"),
+            "setVolume(int,QString)"
+        );
+        assert_eq!(
+            normalized("  setVolume ( int , const QString & ) "),
+            "setVolume(int,QString)"
+        );
+        assert_eq!(
+            normalized("f(unsigned int, unsigned   long,qint64,quint64)"),
+            "f(uint,ulong,qlonglong,qulonglong)"
+        );
+        assert_eq!(normalized("f(unsigned)"), "f(uint)");
+        assert_eq!(normalized("f(const QString&)"), "f(QString)");
+        assert_eq!(normalized("f(QString const &)"), "f(QString)");
+        assert_eq!(normalized("f(const\tQStringList  &)"), "f(QStringList)");
+        assert_eq!(normalized("f(const int)"), "f(int)");
+        assert_eq!(normalized("f(const unsigned long&)"), "f(ulong)");
+        assert_eq!(normalized("ping()"), "ping()");
+        assert_eq!(normalized("ping( )"), "ping()");
+        assert_eq!(
+            normalized("_x9(bool,double,QByteArray)"),
+            "_x9(bool,double,QByteArray)"
+        );
+        let sig = parse_signature("a(long,qlonglong)").unwrap();
+        assert_eq!(sig.name, "a");
+        assert_eq!(sig.types, [ArgType::Long, ArgType::LongLong]);
+        assert_eq!(sig.to_string(), "a(long,qlonglong)");
+        assert_eq!(
+            "a(long)".parse::<Signature>().unwrap().types,
+            [ArgType::Long]
+        );
+    }
+
+    #[test]
+    fn signature_errors() {
+        use SignatureError::*;
+        let cases: &[(&str, SignatureError)] = &[
+            ("", Empty),
+            ("   ", Empty),
+            ("ping", MissingParens),
+            ("f(int", MissingParens),
+            ("(int)", BadName),
+            ("1abc()", BadName),
+            ("a-b()", BadName),
+            ("set Volume(int)", BadName),
+            ("f(int)x", TrailingGarbage),
+            ("f(int))", TrailingGarbage),
+            ("f(int,)", EmptyArgument),
+            ("f(,int)", EmptyArgument),
+            ("f(QVariant)", UnknownType("QVariant".into())),
+            // A non-const reference is a different type in Qt.
+            ("f(int&)", UnknownType("int&".into())),
+            (
+                "f(int, QMap < QString , int >)",
+                UnknownType("QMap<QString,int>".into()),
+            ),
+        ];
+        for (sig, expected) in cases {
+            assert_eq!(parse_signature(sig).as_ref(), Err(expected), "{sig:?}");
+        }
+        assert!(UnknownType("QVariant".into())
+            .to_string()
+            .contains("\"QVariant\""));
+        assert!(MissingParens.to_string().contains("ping()"));
+    }
+
+    #[test]
+    fn lenient_signature() {
+        assert_eq!(
+            parse_signature_lenient("f(int, QMap<QString, int>, const QVariant &)"),
+            Ok((
+                "f(int,QMap<QString,int>,QVariant)".to_owned(),
+                vec![Some(ArgType::Int), None, None]
+            ))
+        );
+        assert_eq!(
+            parse_signature_lenient(" g ( unsigned ) "),
+            Ok(("g(uint)".to_owned(), vec![Some(ArgType::UInt)]))
+        );
+        assert_eq!(
+            parse_signature_lenient("g"),
+            Err(SignatureError::MissingParens)
+        );
+    }
+
+    #[test]
+    fn arg_type_names() {
+        for ty in ArgType::ALL {
+            assert_eq!(ArgType::parse(ty.name()), Some(ty));
+            assert_eq!(ty.to_string(), ty.name());
+        }
+        assert_eq!(ArgType::parse("unsigned int"), Some(ArgType::UInt));
+        assert_eq!(ArgType::parse("unsigned long"), Some(ArgType::ULong));
+        assert_eq!(ArgType::parse("qint64"), Some(ArgType::LongLong));
+        assert_eq!(ArgType::parse("quint64"), Some(ArgType::ULongLong));
+        assert_eq!(ArgType::parse("QVariant"), None);
+        assert_eq!(ArgType::parse("Int"), None);
+    }
+
+    // ---- command-line arguments --------------------------------------------
+
+    fn problem(ty: ArgType, text: &str) -> ArgProblem {
+        match parse_arg(ty, text) {
+            Err(ArgError::Invalid { problem, .. }) => problem,
+            other => panic!("{ty} {text:?}: expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parse_integers() {
+        assert_eq!(parse_arg(ArgType::Int, "0x10"), Ok(Value::Int(16)));
+        assert_eq!(parse_arg(ArgType::Int, "-0x10"), Ok(Value::Int(-16)));
+        assert_eq!(parse_arg(ArgType::Int, "+5"), Ok(Value::Int(5)));
+        assert_eq!(parse_arg(ArgType::Int, " 7 "), Ok(Value::Int(7)));
+        assert_eq!(
+            parse_arg(ArgType::Int, "-2147483648"),
+            Ok(Value::Int(i32::MIN))
+        );
+        assert_eq!(
+            parse_arg(ArgType::UInt, "0XFFFFFFFF"),
+            Ok(Value::UInt(u32::MAX))
+        );
+        assert_eq!(parse_arg(ArgType::Long, "-1"), Ok(Value::Long(-1)));
+        assert_eq!(
+            parse_arg(ArgType::ULongLong, "18446744073709551615"),
+            Ok(Value::ULongLong(u64::MAX))
+        );
+        assert_eq!(problem(ArgType::Int, "2147483648"), ArgProblem::OutOfRange);
+        assert_eq!(problem(ArgType::Int, "0xffffffff"), ArgProblem::OutOfRange);
+        assert_eq!(problem(ArgType::UInt, "-1"), ArgProblem::OutOfRange);
+        assert_eq!(
+            problem(ArgType::ULong, "18446744073709551616"),
+            ArgProblem::OutOfRange
+        );
+        assert_eq!(
+            problem(
+                ArgType::LongLong,
+                "999999999999999999999999999999999999999999"
+            ),
+            ArgProblem::OutOfRange
+        );
+        for bad in [
+            "", "abc", "--1", "+-1", "-+1", "0x", "1.5", "1e3", "0x-1", "٣",
+        ] {
+            assert_eq!(
+                problem(ArgType::Int, bad),
+                ArgProblem::NotANumber,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_other_types() {
+        for (text, v) in [("true", true), ("FALSE", false), ("1", true), ("0", false)] {
+            assert_eq!(parse_arg(ArgType::Bool, text), Ok(Value::Bool(v)));
+        }
+        assert_eq!(problem(ArgType::Bool, "yes"), ArgProblem::NotABool);
+        assert_eq!(parse_arg(ArgType::Double, "-2.5"), Ok(Value::Double(-2.5)));
+        assert_eq!(parse_arg(ArgType::Double, "1e3"), Ok(Value::Double(1000.0)));
+        assert_eq!(problem(ArgType::Double, "x"), ArgProblem::NotANumber);
+        assert_eq!(
+            parse_arg(ArgType::QString, " a\"b "),
+            Ok(Value::QString(s(" a\"b ")))
+        );
+        assert_eq!(
+            parse_arg(ArgType::QByteArray, "0x0A0b"),
+            Ok(Value::QByteArray(Some(vec![0x0a, 0x0b])))
+        );
+        assert_eq!(
+            parse_arg(ArgType::QByteArray, "ff00"),
+            Ok(Value::QByteArray(Some(vec![0xff, 0x00])))
+        );
+        assert_eq!(
+            parse_arg(ArgType::QByteArray, "0x"),
+            Ok(Value::QByteArray(Some(vec![])))
+        );
+        assert_eq!(
+            problem(ArgType::QByteArray, "abc"),
+            ArgProblem::OddHexLength
+        );
+        assert_eq!(
+            problem(ArgType::QByteArray, "zz"),
+            ArgProblem::BadHexDigit('z')
+        );
+        assert_eq!(
+            problem(ArgType::QByteArray, "0xé0"),
+            ArgProblem::BadHexDigit('é')
+        );
+        assert_eq!(
+            parse_arg(ArgType::QStringList, ""),
+            Ok(Value::QStringList(vec![]))
+        );
+        assert_eq!(
+            parse_arg(ArgType::QStringList, "a,b,"),
+            Ok(Value::QStringList(vec!["a".into(), "b".into(), "".into()]))
+        );
+    }
+
+    #[test]
+    fn arg_error_messages() {
+        let err = encode_args(&[ArgType::Int, ArgType::Int], &["1", "abc"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"argument 2 (int): "abc" is not a number"#
+        );
+        let err = encode_args(&[ArgType::Int], &["1", "2"]).unwrap_err();
+        assert_eq!(
+            err,
+            ArgError::WrongCount {
+                expected: 1,
+                given: 2
+            }
+        );
+        assert_eq!(err.to_string(), "message takes 1 argument but 2 were given");
+        assert_eq!(
+            encode_args(&[ArgType::Int, ArgType::Bool], &[])
+                .unwrap_err()
+                .to_string(),
+            "message takes 2 arguments but 0 were given"
+        );
+        assert_eq!(
+            parse_arg(ArgType::Int, "3000000000")
+                .unwrap_err()
+                .to_string(),
+            r#"argument (int): "3000000000" is out of range for int (-2147483648 to 2147483647)"#
+        );
+        let err = encode_args(&[ArgType::QByteArray], &["0xg\n"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"argument 1 (QByteArray): "0xg\n" contains the non-hex character 'g'"#
+        );
+    }
+
+    // ---- display -----------------------------------------------------------
+
+    #[test]
+    fn value_display() {
+        let cases = [
+            (Value::Int(-3), "-3"),
+            (Value::ULongLong(u64::MAX), "18446744073709551615"),
+            (Value::Bool(true), "true"),
+            (Value::Double(1.0), "1.0"),
+            (Value::Double(-2.5), "-2.5"),
+            (Value::Double(f64::NAN), "NaN"),
+            (Value::QString(s("hello \"x\"")), r#""hello \"x\"""#),
+            (Value::QString(s("a\\b\n\t\u{1b}")), r#""a\\b\n\t\u{1b}""#),
+            (Value::QString(s("é😀")), "\"é😀\""),
+            (Value::QString(None), "null"),
+            (Value::QByteArray(Some(vec![0x0a, 0x0b])), "0x0a0b"),
+            (Value::QByteArray(Some(vec![])), "0x"),
+            (Value::QByteArray(None), "null"),
+            (Value::QStringList(vec![]), "[]"),
+            (
+                Value::QStringList(vec!["a".into(), "b\"".into()]),
+                r#"["a", "b\""]"#,
+            ),
+        ];
+        for (value, text) in cases {
+            assert_eq!(value.to_string(), text);
+        }
+        assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
+        assert_eq!(hex(&[]), "");
+    }
+
+    // ---- properties --------------------------------------------------------
+
+    fn arb_string() -> impl Strategy<Value = String> {
+        prop::collection::vec(any::<char>(), 0..12).prop_map(String::from_iter)
+    }
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<i32>().prop_map(Value::Int),
+            any::<u32>().prop_map(Value::UInt),
+            any::<i64>().prop_map(Value::Long),
+            any::<u64>().prop_map(Value::ULong),
+            any::<i64>().prop_map(Value::LongLong),
+            any::<u64>().prop_map(Value::ULongLong),
+            any::<bool>().prop_map(Value::Bool),
+            any::<f64>().prop_map(Value::Double),
+            prop::option::of(arb_string()).prop_map(Value::QString),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..16)).prop_map(Value::QByteArray),
+            prop::collection::vec(arb_string(), 0..5).prop_map(Value::QStringList),
+        ]
+    }
+
+    /// Equality that compares doubles bitwise, so NaN equals itself.
+    fn same(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Double(x), Value::Double(y)) => x.to_bits() == y.to_bits(),
+            _ => a == b,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trip(value in arb_value()) {
+            let bytes = encoded(&value);
+            let (decoded, used) = decode_value(value.arg_type(), &bytes).unwrap();
+            prop_assert!(same(&decoded, &value), "{:?} != {:?}", decoded, value);
+            prop_assert_eq!(used, bytes.len());
+        }
+
+        #[test]
+        fn args_round_trip(values in prop::collection::vec(arb_value(), 0..5)) {
+            let types: Vec<ArgType> = values.iter().map(Value::arg_type).collect();
+            let mut payload = Vec::new();
+            for v in &values {
+                v.encode(&mut payload);
+            }
+            let decoded = decode_args(&types, &payload).unwrap();
+            prop_assert_eq!(decoded.len(), values.len());
+            for (d, v) in decoded.iter().zip(&values) {
+                prop_assert!(same(d, v), "{:?} != {:?}", d, v);
+            }
+            // Every strict prefix is too short for the same signature.
+            for cut in 0..payload.len() {
+                prop_assert!(decode_args(&types, &payload[..cut]).is_err());
+            }
+        }
+
+        #[test]
+        fn decode_arbitrary_bytes_never_panics(
+            types in prop::collection::vec(prop::sample::select(ArgType::ALL.to_vec()), 0..6),
+            payload in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let _ = decode_args(&types, &payload);
+            for &ty in &types {
+                if let Ok((_, used)) = decode_value(ty, &payload) {
+                    prop_assert!(used <= payload.len());
+                }
+            }
+        }
+
+        #[test]
+        fn int_text_round_trip(n in any::<i64>(), u in any::<u64>()) {
+            prop_assert_eq!(parse_arg(ArgType::LongLong, &n.to_string()), Ok(Value::LongLong(n)));
+            prop_assert_eq!(parse_arg(ArgType::ULong, &format!("{u:#x}")), Ok(Value::ULong(u)));
+            let as_int = i32::try_from(n);
+            match parse_arg(ArgType::Int, &n.to_string()) {
+                Ok(v) => prop_assert_eq!(Some(v), as_int.ok().map(Value::Int)),
+                Err(e) => {
+                    prop_assert!(as_int.is_err());
+                    prop_assert!(e.to_string().contains("out of range"), "{}", e);
+                }
+            }
+        }
+
+        #[test]
+        fn display_text_round_trip(value in arb_value()) {
+            // Display output of scalars and byte arrays is valid parse_arg input.
+            let round_trips = !matches!(
+                value,
+                Value::QString(_) | Value::QStringList(_) | Value::QByteArray(None)
+            );
+            if round_trips {
+                let parsed = parse_arg(value.arg_type(), &value.to_string()).unwrap();
+                // "NaN" carries no sign or payload, so any NaN matches.
+                let both_nan = matches!(
+                    (&parsed, &value),
+                    (Value::Double(a), Value::Double(b)) if a.is_nan() && b.is_nan()
+                );
+                prop_assert!(both_nan || same(&parsed, &value), "{:?} != {:?}", parsed, value);
+            }
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! qcop: QCOP-style channel IPC for embedded Linux.
+//!
+//! Processes talk through named *channels* (`QPE/System`, `sensors/imu`): a message such as
+//! `setVolume(int)` with a payload is broadcast to every process subscribed to the channel,
+//! including wildcard subscribers (`QPE/*`). The `qcopd` daemon routes messages over a Unix
+//! socket; this crate holds the daemon, the client library and the pieces both share.
+//!
+//! The layers, bottom up:
+//! - [`wire`]: the frame codec spoken between clients and the daemon (and between daemons).
+//!   Every byte from a socket goes through its checked decoder.
+//! - [`datastream`]: Qt `QDataStream` encoding of message arguments, and message signatures.
+//! - [`pattern`]: channel name rules and wildcard matching.
+//! - [`client`]: the library applications link: connect, subscribe, send, receive, call.
+//! - [`daemon`]: the channel server behind the `qcopd` binary.
+//! - [`paths`]: where the socket lives by default.
+//!
+//! `unsafe` code is confined to the `sys` module (adopting inherited file descriptors).
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod daemon;
+pub mod datastream;
+pub mod paths;
+pub mod pattern;
+#[allow(unsafe_code)]
+mod sys;
+pub mod wire;
+
+pub use client::{ConnectOptions, Connection, Error, Message, Reply};

@@ -1,0 +1,809 @@
+//! Frame kinds, their fields, and their encoding.
+
+use super::buf::{put_bytes, put_str, DecodeError, Reader};
+use std::fmt;
+
+/// Header length: body length (u32), kind (u8), flags (u8), reserved (u16), sequence (u32).
+pub const HEADER_LEN: usize = 12;
+/// The first four bytes of a `Hello` body.
+pub const MAGIC: [u8; 4] = *b"QCOP";
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+const FLAG_ACK: u8 = 0x01;
+const FLAG_CALL: u8 = 0x01;
+const FLAG_ERROR: u8 = 0x01;
+const FLAG_FATAL: u8 = 0x01;
+const FLAG_CLIENTS: u8 = 0x01;
+
+/// Frame kinds. Requests from clients are below 0x80, frames from the daemon at or above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Client handshake.
+    Hello = 0x01,
+    /// Subscribe to a channel or pattern.
+    Subscribe = 0x02,
+    /// Drop a subscription.
+    Unsubscribe = 0x03,
+    /// Broadcast a message.
+    Send = 0x04,
+    /// Does a channel have subscribers?
+    IsRegistered = 0x05,
+    /// Request expecting one reply.
+    Call = 0x06,
+    /// A responder's answer to a call.
+    Respond = 0x07,
+    /// List channels.
+    ListChannels = 0x08,
+    /// Daemon counters.
+    Stats = 0x09,
+    /// Round trip confirming all earlier frames were processed.
+    Sync = 0x0a,
+    /// Daemon handshake answer.
+    Welcome = 0x81,
+    /// Success of a request.
+    Ok = 0x82,
+    /// Failure of a request, or of the connection.
+    Error = 0x83,
+    /// A delivered message.
+    Message = 0x84,
+    /// The answer to a call.
+    Reply = 0x85,
+    /// Answer to `IsRegistered`.
+    Registered = 0x86,
+    /// Answer to `ListChannels`.
+    Channels = 0x87,
+    /// Answer to `Stats`.
+    StatsReport = 0x88,
+    /// Messages dropped for this client.
+    Lost = 0x89,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Kind> {
+        use Kind::*;
+        Some(match v {
+            0x01 => Hello,
+            0x02 => Subscribe,
+            0x03 => Unsubscribe,
+            0x04 => Send,
+            0x05 => IsRegistered,
+            0x06 => Call,
+            0x07 => Respond,
+            0x08 => ListChannels,
+            0x09 => Stats,
+            0x0a => Sync,
+            0x81 => Welcome,
+            0x82 => Ok,
+            0x83 => Error,
+            0x84 => Message,
+            0x85 => Reply,
+            0x86 => Registered,
+            0x87 => Channels,
+            0x88 => StatsReport,
+            0x89 => Lost,
+            _ => return None,
+        })
+    }
+
+    /// Flag bits defined for this kind; any other bit is a protocol error.
+    fn allowed_flags(self) -> u8 {
+        match self {
+            Kind::Send => FLAG_ACK,
+            Kind::Message => FLAG_CALL,
+            Kind::Respond | Kind::Reply => FLAG_ERROR,
+            Kind::Error => FLAG_FATAL,
+            Kind::Stats => FLAG_CLIENTS,
+            _ => 0,
+        }
+    }
+}
+
+/// Error codes carried by `Error` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The frame could not be decoded.
+    Malformed,
+    /// No common protocol version.
+    UnsupportedVersion,
+    /// The payload or frame exceeds the limit.
+    TooLarge,
+    /// A channel or message name is empty, too long or has control characters.
+    BadName,
+    /// A send or call named a pattern instead of a channel.
+    WildcardSend,
+    /// The per-client subscription limit is reached.
+    TooManySubscriptions,
+    /// Unsubscribe for a channel the client is not subscribed to.
+    NotSubscribed,
+    /// The daemon's client limit is reached.
+    TooManyClients,
+    /// A call found no subscriber to answer it.
+    NoResponder,
+    /// A call was not answered in time.
+    Timeout,
+    /// Every recipient of a call went away without answering.
+    ResponderGone,
+    /// The per-client limit on calls in flight is reached.
+    TooManyCalls,
+    /// The daemon is shutting down.
+    ShuttingDown,
+    /// The client did not read its messages and exceeded the slow-consumer limit.
+    SlowConsumer,
+    /// A request arrived before the handshake.
+    HandshakeRequired,
+    /// Access policy refused the request.
+    Denied,
+    /// The responder answered the call with an error.
+    Remote,
+    /// A code this build does not know.
+    Unknown(u16),
+}
+
+impl ErrorCode {
+    /// The code's number on the wire.
+    pub fn to_u16(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            Malformed => 1,
+            UnsupportedVersion => 2,
+            TooLarge => 3,
+            BadName => 4,
+            WildcardSend => 5,
+            TooManySubscriptions => 6,
+            NotSubscribed => 7,
+            TooManyClients => 8,
+            NoResponder => 9,
+            Timeout => 10,
+            ResponderGone => 11,
+            TooManyCalls => 12,
+            ShuttingDown => 13,
+            SlowConsumer => 14,
+            HandshakeRequired => 15,
+            Denied => 16,
+            Remote => 17,
+            Unknown(v) => v,
+        }
+    }
+
+    /// The code for a wire number.
+    pub fn from_u16(v: u16) -> ErrorCode {
+        use ErrorCode::*;
+        match v {
+            1 => Malformed,
+            2 => UnsupportedVersion,
+            3 => TooLarge,
+            4 => BadName,
+            5 => WildcardSend,
+            6 => TooManySubscriptions,
+            7 => NotSubscribed,
+            8 => TooManyClients,
+            9 => NoResponder,
+            10 => Timeout,
+            11 => ResponderGone,
+            12 => TooManyCalls,
+            13 => ShuttingDown,
+            14 => SlowConsumer,
+            15 => HandshakeRequired,
+            16 => Denied,
+            17 => Remote,
+            other => Unknown(other),
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use ErrorCode::*;
+        let s = match self {
+            Malformed => "malformed frame",
+            UnsupportedVersion => "unsupported protocol version",
+            TooLarge => "message too large",
+            BadName => "bad name",
+            WildcardSend => "cannot send to a wildcard pattern",
+            TooManySubscriptions => "too many subscriptions",
+            NotSubscribed => "not subscribed",
+            TooManyClients => "too many clients",
+            NoResponder => "no responder",
+            Timeout => "timed out",
+            ResponderGone => "responder went away",
+            TooManyCalls => "too many calls in flight",
+            ShuttingDown => "daemon shutting down",
+            SlowConsumer => "disconnected as a slow consumer",
+            HandshakeRequired => "handshake required",
+            Denied => "access denied",
+            Remote => "responder returned an error",
+            Unknown(v) => return write!(f, "error code {v}"),
+        };
+        f.write_str(s)
+    }
+}
+
+/// One entry of a `Channels` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// Channel name or pattern.
+    pub name: String,
+    /// Connections subscribed to it.
+    pub subscribers: u32,
+    /// Whether `name` is a wildcard pattern.
+    pub pattern: bool,
+}
+
+/// One connected client, as reported by `Stats` with the clients flag.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientInfo {
+    /// Daemon-assigned connection id.
+    pub id: u32,
+    /// Peer process id from `SO_PEERCRED`.
+    pub pid: u32,
+    /// Peer user id.
+    pub uid: u32,
+    /// Peer group id.
+    pub gid: u32,
+    /// Subscriptions held.
+    pub subscriptions: u32,
+    /// Bytes queued for this client and not yet written.
+    pub queued_bytes: u64,
+    /// Messages delivered to this client.
+    pub delivered: u64,
+    /// Messages dropped for this client.
+    pub dropped: u64,
+    /// Name the client gave in its handshake.
+    pub name: String,
+}
+
+/// The `Stats` answer: named counters, then optionally one record per client.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatsReport {
+    /// `(name, value)` pairs, in a stable order.
+    pub counters: Vec<(String, u64)>,
+    /// Per-client records, present when asked for.
+    pub clients: Vec<ClientInfo>,
+}
+
+impl StatsReport {
+    /// The value of a named counter.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.counters.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+}
+
+/// A decoded frame. Names and payloads borrow from the receive buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame<'a> {
+    /// Client handshake: protocol magic, supported version range and a name for `stats`.
+    Hello {
+        /// Oldest version the client speaks.
+        version_min: u16,
+        /// Newest version the client speaks.
+        version_max: u16,
+        /// Free-form client name (program name), shown in `qcop stats --clients`.
+        name: &'a str,
+    },
+    /// Subscribe to a channel, or a pattern if the name contains `*`, `?` or `[`.
+    Subscribe {
+        /// Request number echoed in the answer.
+        seq: u32,
+        /// Channel or pattern.
+        channel: &'a str,
+    },
+    /// Drop a subscription.
+    Unsubscribe {
+        /// Request number echoed in the answer.
+        seq: u32,
+        /// Channel or pattern.
+        channel: &'a str,
+    },
+    /// Broadcast a message to a channel.
+    Send {
+        /// Request number, echoed in an error and, with `ack`, in an `Ok`.
+        seq: u32,
+        /// Ask for an `Ok` carrying the number of receivers.
+        ack: bool,
+        /// Target channel (no wildcards).
+        channel: &'a str,
+        /// Message signature, e.g. `setVolume(int)`.
+        message: &'a str,
+        /// Opaque payload.
+        payload: &'a [u8],
+    },
+    /// Ask whether a channel has exact subscribers.
+    IsRegistered {
+        /// Request number echoed in the answer.
+        seq: u32,
+        /// Channel.
+        channel: &'a str,
+    },
+    /// A request that expects one reply.
+    Call {
+        /// Request number echoed in the `Reply` or `Error`.
+        seq: u32,
+        /// How long the daemon waits for a reply, in milliseconds (0: daemon default).
+        timeout_ms: u32,
+        /// Target channel.
+        channel: &'a str,
+        /// Message signature.
+        message: &'a str,
+        /// Payload.
+        payload: &'a [u8],
+    },
+    /// A responder's answer to a delivered call.
+    Respond {
+        /// The call token from the delivered `Message`.
+        token: u32,
+        /// The answer is an error; `message` is its description.
+        error: bool,
+        /// Reply message signature, or error text.
+        message: &'a str,
+        /// Reply payload.
+        payload: &'a [u8],
+    },
+    /// List channels and patterns with their subscriber counts.
+    ListChannels {
+        /// Request number echoed in the answer.
+        seq: u32,
+    },
+    /// Ask for the daemon's counters.
+    Stats {
+        /// Request number echoed in the answer.
+        seq: u32,
+        /// Include one record per client.
+        clients: bool,
+    },
+    /// Answered with `Ok` once every earlier frame of this connection is processed.
+    Sync {
+        /// Request number echoed in the answer.
+        seq: u32,
+    },
+    /// The daemon's handshake answer, with the limits it enforces.
+    Welcome {
+        /// Chosen protocol version.
+        version: u16,
+        /// Connection id.
+        client_id: u32,
+        /// Largest payload accepted.
+        max_payload: u32,
+        /// Longest channel name, in bytes.
+        max_channel: u16,
+        /// Longest message name, in bytes.
+        max_message: u16,
+        /// Subscriptions allowed per connection.
+        max_subscriptions: u32,
+    },
+    /// A request succeeded.
+    Ok {
+        /// Request number.
+        seq: u32,
+        /// Request-specific value (receivers of an acknowledged send).
+        value: u32,
+    },
+    /// A request failed, or (fatal) the connection is about to be closed.
+    Error {
+        /// Request number, 0 when not tied to a request.
+        seq: u32,
+        /// The connection is closed after this frame.
+        fatal: bool,
+        /// What went wrong.
+        code: ErrorCode,
+        /// Human-readable detail.
+        text: &'a str,
+    },
+    /// A message delivered to a subscriber.
+    Message {
+        /// Nonzero call token when `call` is set.
+        token: u32,
+        /// The sender waits for a reply (answer with `Respond`).
+        call: bool,
+        /// The channel the message was sent to (also for pattern subscribers).
+        channel: &'a str,
+        /// Message signature.
+        message: &'a str,
+        /// Payload.
+        payload: &'a [u8],
+    },
+    /// The answer to a `Call`.
+    Reply {
+        /// The caller's request number.
+        seq: u32,
+        /// The responder answered with an error; `message` is its description.
+        error: bool,
+        /// Reply signature or error text.
+        message: &'a str,
+        /// Payload.
+        payload: &'a [u8],
+    },
+    /// Answer to `IsRegistered`.
+    Registered {
+        /// Request number.
+        seq: u32,
+        /// Exact subscribers of the channel.
+        count: u32,
+    },
+    /// Answer to `ListChannels`.
+    Channels {
+        /// Request number.
+        seq: u32,
+        /// Channels and patterns.
+        list: Vec<ChannelInfo>,
+    },
+    /// Answer to `Stats`.
+    StatsReport {
+        /// Request number.
+        seq: u32,
+        /// Counters and clients.
+        report: StatsReport,
+    },
+    /// Messages the daemon dropped for this client since the last `Lost`.
+    Lost {
+        /// How many.
+        count: u64,
+    },
+}
+
+/// The fixed 12-byte header that precedes every frame body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub len: u32,
+    pub kind: Kind,
+    pub flags: u8,
+    pub seq: u32,
+}
+
+impl Header {
+    /// Parses a header if `bytes` holds one; checks kind, flags, reserved bits and length.
+    pub(crate) fn parse(bytes: &[u8], max_body: u32) -> Result<Option<Header>, DecodeError> {
+        if bytes.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let mut r = Reader::new(&bytes[..HEADER_LEN]);
+        let len = r.u32()?;
+        let kind_byte = r.u8()?;
+        let flags = r.u8()?;
+        let reserved = r.u16()?;
+        let seq = r.u32()?;
+        let kind = Kind::from_u8(kind_byte).ok_or(DecodeError::UnknownKind(kind_byte))?;
+        if reserved != 0 {
+            return Err(DecodeError::Reserved);
+        }
+        if flags & !kind.allowed_flags() != 0 {
+            return Err(DecodeError::UnknownFlags {
+                kind: kind_byte,
+                flags,
+            });
+        }
+        if len > max_body {
+            return Err(DecodeError::TooLarge { len, max: max_body });
+        }
+        Ok(Some(Header {
+            len,
+            kind,
+            flags,
+            seq,
+        }))
+    }
+}
+
+impl<'a> Frame<'a> {
+    /// Decodes a whole frame (header and body) from `bytes`, which must hold exactly one frame.
+    pub fn decode_exact(bytes: &'a [u8], max_body: u32) -> Result<Frame<'a>, DecodeError> {
+        let header = Header::parse(bytes, max_body)?.ok_or(DecodeError::Truncated)?;
+        if bytes.len() - HEADER_LEN != header.len as usize {
+            return Err(if bytes.len() - HEADER_LEN < header.len as usize {
+                DecodeError::Truncated
+            } else {
+                DecodeError::TrailingBytes
+            });
+        }
+        Frame::decode(&header, &bytes[HEADER_LEN..])
+    }
+
+    /// Decodes a body whose header was already checked.
+    pub(crate) fn decode(h: &Header, body: &'a [u8]) -> Result<Frame<'a>, DecodeError> {
+        let mut r = Reader::new(body);
+        let seq = h.seq;
+        let flag = h.flags & 0x01 != 0;
+        let frame = match h.kind {
+            Kind::Hello => {
+                if r.take(4)? != MAGIC {
+                    return Err(DecodeError::BadMagic);
+                }
+                Frame::Hello {
+                    version_min: r.u16()?,
+                    version_max: r.u16()?,
+                    name: r.str()?,
+                }
+            }
+            Kind::Subscribe => Frame::Subscribe {
+                seq,
+                channel: r.str()?,
+            },
+            Kind::Unsubscribe => Frame::Unsubscribe {
+                seq,
+                channel: r.str()?,
+            },
+            Kind::Send => Frame::Send {
+                seq,
+                ack: flag,
+                channel: r.str()?,
+                message: r.str()?,
+                payload: r.bytes()?,
+            },
+            Kind::IsRegistered => Frame::IsRegistered {
+                seq,
+                channel: r.str()?,
+            },
+            Kind::Call => Frame::Call {
+                seq,
+                timeout_ms: r.u32()?,
+                channel: r.str()?,
+                message: r.str()?,
+                payload: r.bytes()?,
+            },
+            Kind::Respond => Frame::Respond {
+                token: seq,
+                error: flag,
+                message: r.str()?,
+                payload: r.bytes()?,
+            },
+            Kind::ListChannels => Frame::ListChannels { seq },
+            Kind::Stats => Frame::Stats { seq, clients: flag },
+            Kind::Sync => Frame::Sync { seq },
+            Kind::Welcome => Frame::Welcome {
+                version: r.u16()?,
+                client_id: r.u32()?,
+                max_payload: r.u32()?,
+                max_channel: r.u16()?,
+                max_message: r.u16()?,
+                max_subscriptions: r.u32()?,
+            },
+            Kind::Ok => Frame::Ok {
+                seq,
+                value: r.u32()?,
+            },
+            Kind::Error => Frame::Error {
+                seq,
+                fatal: flag,
+                code: ErrorCode::from_u16(r.u16()?),
+                text: r.str()?,
+            },
+            Kind::Message => Frame::Message {
+                token: seq,
+                call: flag,
+                channel: r.str()?,
+                message: r.str()?,
+                payload: r.bytes()?,
+            },
+            Kind::Reply => Frame::Reply {
+                seq,
+                error: flag,
+                message: r.str()?,
+                payload: r.bytes()?,
+            },
+            Kind::Registered => Frame::Registered {
+                seq,
+                count: r.u32()?,
+            },
+            Kind::Channels => {
+                // Each entry is at least a u16 length, a u32 count and a u8 flag.
+                let n = r.count(7)?;
+                let mut list = Vec::with_capacity(n);
+                for _ in 0..n {
+                    list.push(ChannelInfo {
+                        name: r.str()?.to_owned(),
+                        subscribers: r.u32()?,
+                        pattern: r.u8()? != 0,
+                    });
+                }
+                Frame::Channels { seq, list }
+            }
+            Kind::StatsReport => Frame::StatsReport {
+                seq,
+                report: decode_stats(&mut r)?,
+            },
+            Kind::Lost => Frame::Lost { count: r.u64()? },
+        };
+        r.finish()?;
+        Ok(frame)
+    }
+
+    /// The frame's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Frame::Hello { .. } => Kind::Hello,
+            Frame::Subscribe { .. } => Kind::Subscribe,
+            Frame::Unsubscribe { .. } => Kind::Unsubscribe,
+            Frame::Send { .. } => Kind::Send,
+            Frame::IsRegistered { .. } => Kind::IsRegistered,
+            Frame::Call { .. } => Kind::Call,
+            Frame::Respond { .. } => Kind::Respond,
+            Frame::ListChannels { .. } => Kind::ListChannels,
+            Frame::Stats { .. } => Kind::Stats,
+            Frame::Sync { .. } => Kind::Sync,
+            Frame::Welcome { .. } => Kind::Welcome,
+            Frame::Ok { .. } => Kind::Ok,
+            Frame::Error { .. } => Kind::Error,
+            Frame::Message { .. } => Kind::Message,
+            Frame::Reply { .. } => Kind::Reply,
+            Frame::Registered { .. } => Kind::Registered,
+            Frame::Channels { .. } => Kind::Channels,
+            Frame::StatsReport { .. } => Kind::StatsReport,
+            Frame::Lost { .. } => Kind::Lost,
+        }
+    }
+
+    /// Appends the encoded frame (header and body) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        let (flags, seq) = self.header_fields();
+        out.extend_from_slice(&[0; 4]);
+        out.push(self.kind() as u8);
+        out.push(flags);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&seq.to_be_bytes());
+        self.encode_body(out);
+        let body_len = (out.len() - start - HEADER_LEN) as u32;
+        out[start..start + 4].copy_from_slice(&body_len.to_be_bytes());
+    }
+
+    /// The encoded frame as a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.encode(&mut v);
+        v
+    }
+
+    fn header_fields(&self) -> (u8, u32) {
+        let f = |b: bool| if b { 0x01 } else { 0 };
+        match *self {
+            Frame::Hello { .. } | Frame::Welcome { .. } | Frame::Lost { .. } => (0, 0),
+            Frame::Subscribe { seq, .. }
+            | Frame::Unsubscribe { seq, .. }
+            | Frame::IsRegistered { seq, .. }
+            | Frame::Call { seq, .. }
+            | Frame::ListChannels { seq }
+            | Frame::Sync { seq }
+            | Frame::Ok { seq, .. }
+            | Frame::Registered { seq, .. }
+            | Frame::Channels { seq, .. }
+            | Frame::StatsReport { seq, .. } => (0, seq),
+            Frame::Send { seq, ack, .. } => (f(ack), seq),
+            Frame::Respond { token, error, .. } => (f(error), token),
+            Frame::Stats { seq, clients } => (f(clients), seq),
+            Frame::Error { seq, fatal, .. } => (f(fatal), seq),
+            Frame::Message { token, call, .. } => (f(call), token),
+            Frame::Reply { seq, error, .. } => (f(error), seq),
+        }
+    }
+
+    fn encode_body(&self, out: &mut Vec<u8>) {
+        match self {
+            Frame::Hello {
+                version_min,
+                version_max,
+                name,
+            } => {
+                out.extend_from_slice(&MAGIC);
+                out.extend_from_slice(&version_min.to_be_bytes());
+                out.extend_from_slice(&version_max.to_be_bytes());
+                put_str(out, name);
+            }
+            Frame::Subscribe { channel, .. }
+            | Frame::Unsubscribe { channel, .. }
+            | Frame::IsRegistered { channel, .. } => put_str(out, channel),
+            Frame::Send {
+                channel,
+                message,
+                payload,
+                ..
+            }
+            | Frame::Message {
+                channel,
+                message,
+                payload,
+                ..
+            } => {
+                put_str(out, channel);
+                put_str(out, message);
+                put_bytes(out, payload);
+            }
+            Frame::Call {
+                timeout_ms,
+                channel,
+                message,
+                payload,
+                ..
+            } => {
+                out.extend_from_slice(&timeout_ms.to_be_bytes());
+                put_str(out, channel);
+                put_str(out, message);
+                put_bytes(out, payload);
+            }
+            Frame::Respond {
+                message, payload, ..
+            }
+            | Frame::Reply {
+                message, payload, ..
+            } => {
+                put_str(out, message);
+                put_bytes(out, payload);
+            }
+            Frame::ListChannels { .. } | Frame::Stats { .. } | Frame::Sync { .. } => {}
+            Frame::Welcome {
+                version,
+                client_id,
+                max_payload,
+                max_channel,
+                max_message,
+                max_subscriptions,
+            } => {
+                out.extend_from_slice(&version.to_be_bytes());
+                out.extend_from_slice(&client_id.to_be_bytes());
+                out.extend_from_slice(&max_payload.to_be_bytes());
+                out.extend_from_slice(&max_channel.to_be_bytes());
+                out.extend_from_slice(&max_message.to_be_bytes());
+                out.extend_from_slice(&max_subscriptions.to_be_bytes());
+            }
+            Frame::Ok { value, .. } => out.extend_from_slice(&value.to_be_bytes()),
+            Frame::Error { code, text, .. } => {
+                out.extend_from_slice(&code.to_u16().to_be_bytes());
+                put_str(out, text);
+            }
+            Frame::Registered { count, .. } => out.extend_from_slice(&count.to_be_bytes()),
+            Frame::Channels { list, .. } => {
+                out.extend_from_slice(&(list.len() as u32).to_be_bytes());
+                for c in list {
+                    put_str(out, &c.name);
+                    out.extend_from_slice(&c.subscribers.to_be_bytes());
+                    out.push(u8::from(c.pattern));
+                }
+            }
+            Frame::StatsReport { report, .. } => encode_stats(report, out),
+            Frame::Lost { count } => out.extend_from_slice(&count.to_be_bytes()),
+        }
+    }
+}
+
+fn encode_stats(report: &StatsReport, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(report.counters.len() as u32).to_be_bytes());
+    for (name, value) in &report.counters {
+        put_str(out, name);
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+    out.extend_from_slice(&(report.clients.len() as u32).to_be_bytes());
+    for c in &report.clients {
+        for v in [c.id, c.pid, c.uid, c.gid, c.subscriptions] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        for v in [c.queued_bytes, c.delivered, c.dropped] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        put_str(out, &c.name);
+    }
+}
+
+fn decode_stats(r: &mut Reader<'_>) -> Result<StatsReport, DecodeError> {
+    let n = r.count(10)?;
+    let mut counters = Vec::with_capacity(n);
+    for _ in 0..n {
+        counters.push((r.str()?.to_owned(), r.u64()?));
+    }
+    // Five u32, three u64 and a string length.
+    let n = r.count(5 * 4 + 3 * 8 + 2)?;
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        clients.push(ClientInfo {
+            id: r.u32()?,
+            pid: r.u32()?,
+            uid: r.u32()?,
+            gid: r.u32()?,
+            subscriptions: r.u32()?,
+            queued_bytes: r.u64()?,
+            delivered: r.u64()?,
+            dropped: r.u64()?,
+            name: r.str()?.to_owned(),
+        });
+    }
+    Ok(StatsReport { counters, clients })
+}
