@@ -15,7 +15,7 @@ pub enum DecodeError {
         /// Largest body accepted.
         max: u32,
     },
-    /// Header reserved bits are set.
+    /// Reserved bits or fields are not zero (or a boolean field is neither 0 nor 1).
     Reserved,
     /// The frame kind is not one this protocol version knows.
     UnknownKind(u8),
@@ -43,7 +43,7 @@ impl fmt::Display for DecodeError {
             DecodeError::TooLarge { len, max } => {
                 write!(f, "frame body of {len} bytes exceeds the limit of {max} bytes")
             }
-            DecodeError::Reserved => f.write_str("reserved header bits are set"),
+            DecodeError::Reserved => f.write_str("reserved bits or fields are not zero"),
             DecodeError::UnknownKind(k) => write!(f, "unknown frame kind 0x{k:02x}"),
             DecodeError::UnknownFlags { kind, flags } => {
                 write!(f, "undefined flags 0x{flags:02x} on frame kind 0x{kind:02x}")

@@ -503,6 +503,10 @@ impl<'a> Frame<'a> {
     pub(crate) fn decode(h: &Header, body: &'a [u8]) -> Result<Frame<'a>, DecodeError> {
         let mut r = Reader::new(body);
         let seq = h.seq;
+        // Kinds without a sequence number must carry zero, so every frame has one encoding.
+        if seq != 0 && matches!(h.kind, Kind::Hello | Kind::Welcome | Kind::Lost) {
+            return Err(DecodeError::Reserved);
+        }
         let flag = h.flags & 0x01 != 0;
         let frame = match h.kind {
             Kind::Hello => {
@@ -593,7 +597,11 @@ impl<'a> Frame<'a> {
                     list.push(ChannelInfo {
                         name: r.str()?.to_owned(),
                         subscribers: r.u32()?,
-                        pattern: r.u8()? != 0,
+                        pattern: match r.u8()? {
+                            0 => false,
+                            1 => true,
+                            _ => return Err(DecodeError::Reserved),
+                        },
                     });
                 }
                 Frame::Channels { seq, list }
