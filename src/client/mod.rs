@@ -604,8 +604,9 @@ impl Connection {
     }
 
     fn read_available(&mut self) -> Result<(), Error> {
+        const CHUNK: usize = 16 * 1024;
         loop {
-            match (&self.stream).read(self.reader.buffer_mut(16 * 1024)) {
+            match (&self.stream).read(self.reader.buffer_mut(CHUNK)) {
                 Ok(0) => {
                     return Err(match self.fatal.take() {
                         Some((code, text)) => Error::from_daemon(code, text),
@@ -615,6 +616,10 @@ impl Connection {
                 Ok(n) => {
                     self.reader.filled(n);
                     self.decode_frames()?;
+                    // A short read drained the socket; another would only say EAGAIN.
+                    if n < CHUNK {
+                        return Ok(());
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

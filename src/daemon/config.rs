@@ -203,6 +203,12 @@ mod tests {
     }
 
     #[test]
+    fn documented_example_matches_the_defaults() {
+        let text = include_str!("../../docs/qcopd.toml");
+        assert_eq!(Config::parse(text).unwrap(), Config::default());
+    }
+
+    #[test]
     fn values_and_policy_parse() {
         let c = Config::parse(
             "max_payload = 1048576\nmax_queue_bytes = 4194304\nslow_consumer = \"disconnect\"\nsocket_group = \"qcop\"\n",

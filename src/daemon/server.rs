@@ -372,6 +372,11 @@ impl Server {
                     if self.clients.get(slot).and_then(Option::as_ref).map_or(true, |c| c.closing) {
                         return;
                     }
+                    // A short read drained the socket: skip the read that would only say
+                    // EAGAIN (level-triggered epoll reports anything arriving later).
+                    if n < READ_CHUNK {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
