@@ -435,7 +435,12 @@ impl Server {
                 return self.fatal(slot, ErrorCode::UnsupportedVersion, &text);
             }
             client.greeted = true;
-            client.name = name.chars().take(64).collect();
+            // Shown by `qcop stats --clients`: keep it short and printable.
+            client.name = name
+                .chars()
+                .take(64)
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
             let welcome = Frame::Welcome {
                 version: PROTOCOL_VERSION,
                 client_id: client.id,
@@ -854,16 +859,22 @@ impl Server {
         queued
     }
 
-    /// Queues a frame the client asked for (answers, errors); these are bounded by the
-    /// client's own requests and bypass the drop policy.
+    /// Queues a frame the client asked for (answers, errors). These bypass the drop policy
+    /// (the client waits for exactly them) but not the bound: a client that keeps asking
+    /// without reading its answers past twice its queue limit is disconnected.
     fn push_reply(&mut self, slot: Slot, frame: Rc<[u8]>) {
+        let limit = 2 * self.cfg.max_queue_bytes as usize + frame.len();
         let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
         let len = frame.len() as i64;
-        if c.out.try_push(frame, usize::MAX) {
+        if c.out.try_push(frame, limit) {
             self.adjust_queued(len);
             self.mark_dirty(slot);
+        } else if !c.closing {
+            c.closing = true;
+            self.counters.slow_consumer_disconnects += 1;
+            self.to_close.push((slot, CloseReason::SlowConsumer));
         }
     }
 
