@@ -251,7 +251,7 @@ impl Connection {
             *n += 1;
             return Ok(());
         }
-        self.request_ok(|seq| Frame::Subscribe { seq, channel })?;
+        self.retrying(|c| c.request_ok(|seq| Frame::Subscribe { seq, channel }))?;
         self.subscriptions.insert(channel.to_owned(), 1);
         Ok(())
     }
@@ -266,8 +266,14 @@ impl Connection {
             }
             Some(_) => {
                 self.subscriptions.remove(channel);
-                self.request_ok(|seq| Frame::Unsubscribe { seq, channel })
-                    .map(|_| ())
+                // After a reconnect the new daemon never had it: nothing left to undo.
+                match self.request_ok(|seq| Frame::Unsubscribe { seq, channel }) {
+                    Err(e) if self.opts.reconnect && e.is_disconnect() => {
+                        let deadline = self.deadline(self.opts.timeout);
+                        self.recover(e, Some(deadline))
+                    }
+                    r => r.map(|_| ()),
+                }
             }
         }
     }
@@ -301,6 +307,10 @@ impl Connection {
     /// Returns once the frame is buffered; see [`Connection::flush`].
     pub fn send(&mut self, channel: &str, message: &str, data: &[u8]) -> Result<(), Error> {
         self.check_send(channel, message, data)?;
+        self.retrying(|c| c.send_once(channel, message, data))
+    }
+
+    fn send_once(&mut self, channel: &str, message: &str, data: &[u8]) -> Result<(), Error> {
         let seq = self.next_seq() | SEND_SEQ_BIT;
         Frame::Send {
             seq,
@@ -317,19 +327,21 @@ impl Connection {
     /// message was queued for.
     pub fn send_acked(&mut self, channel: &str, message: &str, data: &[u8]) -> Result<u32, Error> {
         self.check_send(channel, message, data)?;
-        self.request_ok(|seq| Frame::Send {
-            seq,
-            ack: true,
-            channel,
-            message,
-            payload: data,
+        self.retrying(|c| {
+            c.request_ok(|seq| Frame::Send {
+                seq,
+                ack: true,
+                channel,
+                message,
+                payload: data,
+            })
         })
     }
 
     /// Writes all buffered sends and waits until the daemon has routed them. Returns the
     /// first error the daemon reported for a send since the last flush, if any.
     pub fn flush(&mut self) -> Result<(), Error> {
-        self.request_ok(|seq| Frame::Sync { seq })?;
+        self.retrying(|c| c.request_ok(|seq| Frame::Sync { seq }))?;
         if let Some((code, text)) = self.send_errors.pop_front() {
             self.send_errors.clear();
             return Err(Error::Refused { code, text });
@@ -347,32 +359,26 @@ impl Connection {
     /// Number of connections subscribed exactly to `channel`.
     pub fn registered_count(&mut self, channel: &str) -> Result<u32, Error> {
         check_name(channel, self.limits.max_channel as usize).map_err(Error::BadName)?;
-        let deadline = self.deadline(self.opts.timeout);
-        let seq = self.start(|seq| Frame::IsRegistered { seq, channel })?;
-        match self.wait_answer(seq, deadline)? {
+        self.retrying(|c| match c.request(|seq| Frame::IsRegistered { seq, channel })? {
             Answer::Registered(n) => Ok(n),
             other => Err(unexpected(other)),
-        }
+        })
     }
 
     /// Channels and patterns known to the daemon with their subscriber counts.
     pub fn channels(&mut self) -> Result<Vec<ChannelInfo>, Error> {
-        let deadline = self.deadline(self.opts.timeout);
-        let seq = self.start(|seq| Frame::ListChannels { seq })?;
-        match self.wait_answer(seq, deadline)? {
+        self.retrying(|c| match c.request(|seq| Frame::ListChannels { seq })? {
             Answer::Channels(list) => Ok(list),
             other => Err(unexpected(other)),
-        }
+        })
     }
 
     /// The daemon's counters, with one record per client if `clients` is set.
     pub fn stats(&mut self, clients: bool) -> Result<StatsReport, Error> {
-        let deadline = self.deadline(self.opts.timeout);
-        let seq = self.start(|seq| Frame::Stats { seq, clients })?;
-        match self.wait_answer(seq, deadline)? {
+        self.retrying(|c| match c.request(|seq| Frame::Stats { seq, clients })? {
             Answer::Stats(r) => Ok(r),
             other => Err(unexpected(other)),
-        }
+        })
     }
 
     // ----- request / response ------------------------------------------------------------
@@ -391,15 +397,18 @@ impl Connection {
     ) -> Result<Reply, Error> {
         self.check_send(channel, message, data)?;
         let timeout_ms = timeout.as_millis().clamp(1, u32::MAX as u128) as u32;
-        let deadline = self.deadline(timeout + CALL_GRACE);
-        let seq = self.start(|seq| Frame::Call {
-            seq,
-            timeout_ms,
-            channel,
-            message,
-            payload: data,
+        let answer = self.retrying(|c| {
+            let deadline = c.deadline(timeout + CALL_GRACE);
+            let seq = c.start(|seq| Frame::Call {
+                seq,
+                timeout_ms,
+                channel,
+                message,
+                payload: data,
+            })?;
+            c.wait_answer(seq, deadline)
         })?;
-        match self.wait_answer(seq, deadline)? {
+        match answer {
             Answer::Reply {
                 error: false,
                 message,
@@ -511,12 +520,30 @@ impl Connection {
         Ok(seq)
     }
 
-    fn request_ok<'f>(&mut self, build: impl FnOnce(u32) -> Frame<'f>) -> Result<u32, Error> {
+    /// Sends a request and waits (up to the timeout) for its answer.
+    fn request<'f>(&mut self, build: impl FnOnce(u32) -> Frame<'f>) -> Result<Answer, Error> {
         let deadline = self.deadline(self.opts.timeout);
         let seq = self.start(build)?;
-        match self.wait_answer(seq, deadline)? {
+        self.wait_answer(seq, deadline)
+    }
+
+    fn request_ok<'f>(&mut self, build: impl FnOnce(u32) -> Frame<'f>) -> Result<u32, Error> {
+        match self.request(build)? {
             Answer::Ok(v) => Ok(v),
             other => Err(unexpected(other)),
+        }
+    }
+
+    /// Runs `op`; if the connection was lost and reconnecting is enabled, reconnects
+    /// (within the timeout) and runs it once more.
+    fn retrying<T>(&mut self, mut op: impl FnMut(&mut Self) -> Result<T, Error>) -> Result<T, Error> {
+        match op(self) {
+            Err(e) if self.opts.reconnect && e.is_disconnect() => {
+                let deadline = self.deadline(self.opts.timeout);
+                self.recover(e, Some(deadline))?;
+                op(self)
+            }
+            r => r,
         }
     }
 
