@@ -555,10 +555,8 @@ impl Connection {
                     a => Ok(a),
                 };
             }
-            if !self.pump(Some(deadline))? {
-                if Instant::now() >= deadline {
-                    return Err(Error::Timeout);
-                }
+            if !self.pump(Some(deadline))? && Instant::now() >= deadline {
+                return Err(Error::Timeout);
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The qcop wire protocol: length-prefixed, big-endian frames (see `docs/PROTOCOL.md`).
 //!
 //! This is the one codec shared by the daemon, the client library and the TCP links between
-//! daemons. It never trusts its input: [`FrameReader::next_frame`] and [`Frame::decode`] check
+//! daemons. It never trusts its input: [`FrameReader::next_frame`] and [`Frame::decode_exact`] check
 //! every length against the bytes actually present and against the negotiated limits, and
 //! return a [`DecodeError`] instead of panicking. Field widths are fixed (no `usize` on the
 //! wire), so armv7 and aarch64 peers agree byte for byte.
