@@ -820,7 +820,23 @@ fn handshake(opts: &ConnectOptions) -> Result<(UnixStream, FrameReader, u32, Lim
     }
     .to_vec();
     stream.set_write_timeout(Some(opts.timeout.max(Duration::from_millis(1))))?;
-    std::io::Write::write_all(&mut &stream, &hello)?;
+    let mut written = 0;
+    while written < hello.len() {
+        // MSG_NOSIGNAL: a closed socket must not raise SIGPIPE in the application.
+        match nix::sys::socket::send(
+            stream.as_raw_fd(),
+            &hello[written..],
+            nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(n) => written += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            // A daemon that refuses the connection (client limit) writes its reason and
+            // closes, possibly before our Hello arrives: read the reason below.
+            Err(nix::errno::Errno::EPIPE | nix::errno::Errno::ECONNRESET) => break,
+            Err(nix::errno::Errno::EAGAIN) => return Err(Error::Timeout),
+            Err(e) => return Err(Error::Io(e.into())),
+        }
+    }
     stream.set_nonblocking(true)?;
     let mut reader = FrameReader::new(crate::wire::MAX_FRAME_BODY);
     loop {

@@ -5,6 +5,7 @@
 //! - [`router`]: the subscription table (exact channels and patterns).
 //! - [`outq`]: each client's bounded outgoing queue and the slow-consumer policy.
 //! - [`server`]: the single-threaded epoll loop tying them together.
+//! - [`signals`]: SIGTERM/SIGINT/SIGHUP delivered to the loop.
 //! - [`stats`]: the counters `qcop stats` shows.
 
 pub mod config;
@@ -12,6 +13,7 @@ pub mod listen;
 pub mod outq;
 pub mod router;
 pub mod server;
+pub mod signals;
 pub mod stats;
 
 pub use config::{Config, ConfigError, SlowConsumerPolicy};
@@ -25,6 +27,8 @@ pub fn run(
     config_path: Option<PathBuf>,
     socket: PathBuf,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    // Handlers first: once the socket answers, a SIGTERM must mean a clean shutdown.
+    let signals = signals::Signals::install()?;
     let listening = listen::listen(&socket, &cfg)?;
     if listening.owned_path.is_some() {
         log::info!(
@@ -33,7 +37,7 @@ pub fn run(
             cfg.socket_mode()
         );
     }
-    let mut server = Server::new(cfg, config_path, listening)?;
+    let mut server = Server::new(cfg, config_path, listening, signals)?;
     server.run()?;
     Ok(())
 }

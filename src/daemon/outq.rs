@@ -17,7 +17,11 @@ pub const MAX_IOV: usize = 64;
 const LOST_LEN: usize = 20;
 
 enum Out {
+    /// A delivered message: may be dropped by the slow-consumer policy.
     Frame(Rc<[u8]>),
+    /// An answer the client asked for (Ok, Error, Reply, ...): never dropped, the client
+    /// waits for exactly this frame.
+    Answer(Rc<[u8]>),
     /// A gap notice: `count` messages were dropped at this point of the stream.
     Lost { count: u64, bytes: [u8; LOST_LEN] },
 }
@@ -32,9 +36,13 @@ impl Out {
 
     fn bytes(&self) -> &[u8] {
         match self {
-            Out::Frame(b) => b,
+            Out::Frame(b) | Out::Answer(b) => b,
             Out::Lost { bytes, .. } => bytes,
         }
+    }
+
+    fn droppable(&self) -> bool {
+        !matches!(self, Out::Answer(_))
     }
 }
 
@@ -79,6 +87,16 @@ impl OutQueue {
         true
     }
 
+    /// Appends an answer if it fits in `limit` bytes; answers are never dropped.
+    pub fn push_answer(&mut self, frame: Rc<[u8]>, limit: usize) -> bool {
+        if self.bytes + frame.len() > limit {
+            return false;
+        }
+        self.bytes += frame.len();
+        self.items.push_back(Out::Answer(frame));
+        true
+    }
+
     /// Appends a frame, dropping the oldest unsent messages to stay within `limit` bytes.
     ///
     /// The dropped messages are replaced by one `Lost` notice at the place of the gap, so the
@@ -89,13 +107,23 @@ impl OutQueue {
         let first = usize::from(self.head_written > 0);
         let mut dropped = 0u64;
         let mut carried = 0u64;
-        while self.bytes + frame.len() + LOST_LEN > limit && self.items.len() > first {
-            if let Some(old) = self.items.remove(first) {
-                self.bytes -= old.bytes().len();
-                match old {
-                    Out::Frame(_) => dropped += 1,
-                    Out::Lost { count, .. } => carried += count,
-                }
+        // Where the first dropped item was: the gap notice goes there.
+        let mut gap = None;
+        while self.bytes + frame.len() + LOST_LEN > limit {
+            // Answers before the gap stay; the scan resumes at the gap.
+            let from = gap.unwrap_or(first);
+            let Some(i) = self.items.iter().skip(from).position(Out::droppable) else {
+                break;
+            };
+            let Some(old) = self.items.remove(from + i) else {
+                break;
+            };
+            gap.get_or_insert(from + i);
+            self.bytes -= old.bytes().len();
+            match old {
+                Out::Frame(_) => dropped += 1,
+                Out::Lost { count, .. } => carried += count,
+                Out::Answer(_) => {} // not reached: answers are skipped above
             }
         }
         let queued = self.bytes + frame.len() + LOST_LEN <= limit;
@@ -104,7 +132,7 @@ impl OutQueue {
         }
         if dropped + carried > 0 {
             self.bytes += LOST_LEN;
-            self.items.insert(first, Out::lost(dropped + carried));
+            self.items.insert(gap.unwrap_or(first), Out::lost(dropped + carried));
         }
         if queued {
             self.bytes += frame.len();
@@ -174,13 +202,25 @@ impl OutQueue {
         released
     }
 
-    /// Empties the queue; returns the bytes released.
-    pub fn clear(&mut self) -> usize {
+    /// True while the front frame is partly written: nothing else may go to the socket
+    /// before it is finished.
+    pub fn mid_frame(&self) -> bool {
+        self.head_written > 0
+    }
+
+    /// Empties the queue; returns the bytes released and the delivered messages (not
+    /// answers or notices) that will now never be written.
+    pub fn clear(&mut self) -> (usize, u64) {
         let b = self.bytes;
+        let messages = self
+            .items
+            .iter()
+            .filter(|i| matches!(i, Out::Frame(_)))
+            .count() as u64;
         self.items.clear();
         self.head_written = 0;
         self.bytes = 0;
-        b
+        (b, messages)
     }
 }
 

@@ -4,6 +4,7 @@ use super::config::{Config, SlowConsumerPolicy};
 use super::listen::{sd_notify, Listening};
 use super::outq::OutQueue;
 use super::router::{Router, Slot, Subscribed, Unsubscribed};
+use super::signals::Signals;
 use super::stats::{Counters, Gauges};
 use crate::datastream::Value;
 use crate::pattern::{check_name, is_pattern};
@@ -20,8 +21,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Channel on which the daemon announces channel lifecycle events.
@@ -91,9 +90,7 @@ pub struct Server {
     epoll: Epoll,
     listener: UnixListener,
     owned_path: Option<PathBuf>,
-    signal_rx: UnixStream,
-    terminate: Arc<AtomicBool>,
-    reload: Arc<AtomicBool>,
+    signals: Signals,
     clients: Vec<Option<Client>>,
     free_slots: Vec<Slot>,
     client_count: usize,
@@ -123,37 +120,21 @@ impl std::fmt::Display for SetupError {
 impl std::error::Error for SetupError {}
 
 impl Server {
-    /// Prepares the loop around a bound listener and installs the signal handlers.
+    /// Prepares the loop around a bound listener and the installed signal handlers.
     pub fn new(
         cfg: Config,
         config_path: Option<PathBuf>,
         listening: Listening,
+        signals: Signals,
     ) -> Result<Server, SetupError> {
         let err = |what: &str, e: &dyn std::fmt::Display| SetupError(format!("{what}: {e}"));
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| err("epoll", &e))?;
-        let (signal_rx, signal_tx) = UnixStream::pair().map_err(|e| err("socketpair", &e))?;
-        signal_rx
-            .set_nonblocking(true)
-            .map_err(|e| err("socketpair", &e))?;
-        signal_tx
-            .set_nonblocking(true)
-            .map_err(|e| err("socketpair", &e))?;
-        let terminate = Arc::new(AtomicBool::new(false));
-        let reload = Arc::new(AtomicBool::new(false));
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        for (sig, flag) in [(SIGTERM, &terminate), (SIGINT, &terminate), (SIGHUP, &reload)] {
-            // The flag is set before the wake-up byte is written (registration order), so
-            // the loop sees the flag when it wakes.
-            signal_hook::flag::register(sig, Arc::clone(flag)).map_err(|e| err("signal", &e))?;
-            let tx = signal_tx.try_clone().map_err(|e| err("signal", &e))?;
-            signal_hook::low_level::pipe::register(sig, tx).map_err(|e| err("signal", &e))?;
-        }
         let ev = |t| EpollEvent::new(EpollFlags::EPOLLIN, t);
         epoll
             .add(&listening.listener, ev(TOKEN_LISTENER))
             .map_err(|e| err("epoll", &e))?;
         epoll
-            .add(&signal_rx, ev(TOKEN_SIGNAL))
+            .add(&signals.rx, ev(TOKEN_SIGNAL))
             .map_err(|e| err("epoll", &e))?;
         Ok(Server {
             cfg,
@@ -161,9 +142,7 @@ impl Server {
             epoll,
             listener: listening.listener,
             owned_path: listening.owned_path,
-            signal_rx,
-            terminate,
-            reload,
+            signals,
             clients: Vec::new(),
             free_slots: Vec::new(),
             client_count: 0,
@@ -186,7 +165,7 @@ impl Server {
         sd_notify(&format!("READY=1\nMAINPID={}", std::process::id()));
         log::info!("ready, accepting connections");
         let mut events = vec![EpollEvent::empty(); 256];
-        while !self.terminate.load(Ordering::Relaxed) {
+        while !self.signals.terminate_requested() {
             let timeout = self.next_timeout();
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
@@ -196,7 +175,7 @@ impl Server {
             for ev in &events[..n] {
                 match ev.data() {
                     TOKEN_LISTENER => self.accept_all(),
-                    TOKEN_SIGNAL => self.drain_signal_pipe(),
+                    TOKEN_SIGNAL => self.signals.drain(),
                     token => {
                         let slot = (token - FIRST_CLIENT_TOKEN) as Slot;
                         let flags = ev.events();
@@ -212,7 +191,7 @@ impl Server {
                 }
                 self.close_pending();
             }
-            if self.reload.swap(false, Ordering::Relaxed) {
+            if self.signals.take_reload() {
                 self.reload_config();
             }
             self.expire_timers();
@@ -231,11 +210,6 @@ impl Server {
                 EpollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(EpollTimeout::NONE)
             }
         }
-    }
-
-    fn drain_signal_pipe(&mut self) {
-        let mut buf = [0u8; 64];
-        while matches!((&self.signal_rx).read(&mut buf), Ok(n) if n > 0) {}
     }
 
     fn reload_config(&mut self) {
@@ -592,6 +566,14 @@ impl Server {
         if channel == SYSTEM_CHANNEL {
             return;
         }
+        // Nobody listening is normal, and not a message a sender lost: skip, uncounted.
+        let mut listeners = std::mem::take(&mut self.scratch);
+        self.router.recipients(SYSTEM_CHANNEL, &mut listeners);
+        let nobody = listeners.is_empty();
+        self.scratch = listeners;
+        if nobody {
+            return;
+        }
         let mut payload = Vec::with_capacity(4 + 2 * channel.len());
         Value::QString(Some(channel.to_owned())).encode(&mut payload);
         self.publish(SYSTEM_CHANNEL, message, &payload);
@@ -815,6 +797,16 @@ impl Server {
     /// Queues a delivered message under the slow-consumer policy; true if it was queued.
     fn enqueue(&mut self, slot: Slot, frame: &Rc<[u8]>) -> bool {
         let limit = self.cfg.max_queue_bytes as usize;
+        // A receiver is slow only if its socket cannot take the backlog either: queues are
+        // written once per loop turn, so a burst read in one turn would otherwise overflow
+        // the queue of a receiver whose socket is empty. `want_write`: the socket was full
+        // at the last attempt and EPOLLOUT will say when it drains. (64 covers a Lost notice.)
+        let near_full = self.clients.get(slot).and_then(Option::as_ref).is_some_and(|c| {
+            !c.want_write && !c.out.is_empty() && c.out.bytes() + frame.len() + 64 > limit
+        });
+        if near_full {
+            self.flush(slot);
+        }
         let budget_full = self.queued_total + frame.len() as u64 > self.cfg.max_total_queue_bytes;
         let policy = self.cfg.slow_consumer;
         let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
@@ -831,6 +823,11 @@ impl Server {
             match policy {
                 SlowConsumerPolicy::DropOldest => {
                     let p = c.out.push_drop_oldest(Rc::clone(frame), limit);
+                    // Messages evicted to make room were counted as delivered when queued.
+                    let evicted = p.dropped - u64::from(!p.queued);
+                    c.delivered = c.delivered.saturating_sub(evicted);
+                    self.counters.messages_delivered =
+                        self.counters.messages_delivered.saturating_sub(evicted);
                     c.dropped += p.dropped;
                     self.counters.dropped_slow_consumer += p.dropped;
                     (p.queued, p.delta)
@@ -868,7 +865,7 @@ impl Server {
             return;
         };
         let len = frame.len() as i64;
-        if c.out.try_push(frame, limit) {
+        if c.out.push_answer(frame, limit) {
             self.adjust_queued(len);
             self.mark_dirty(slot);
         } else if !c.closing {
@@ -1031,20 +1028,24 @@ impl Server {
                     c.id,
                     c.pid
                 );
-                let frame = Frame::Error {
-                    seq: 0,
-                    fatal: true,
-                    code: ErrorCode::SlowConsumer,
-                    text: "outgoing queue limit exceeded",
-                };
-                let _ = send_nosignal(&c.stream, &[IoSlice::new(&frame.to_vec())]);
+                // Best effort, and only at a frame boundary: a frame cut in half would
+                // turn the goodbye into garbage.
+                if !c.out.mid_frame() {
+                    let frame = Frame::Error {
+                        seq: 0,
+                        fatal: true,
+                        code: ErrorCode::SlowConsumer,
+                        text: "outgoing queue limit exceeded",
+                    };
+                    let _ = send_nosignal(&c.stream, &[IoSlice::new(&frame.to_vec())]);
+                }
             }
         }
         let _ = self.epoll.delete(&c.stream);
-        let lost_with_queue = c.out.clear();
-        self.adjust_queued(-(lost_with_queue as i64));
+        let (bytes, messages) = c.out.clear();
+        self.adjust_queued(-(bytes as i64));
         if matches!(reason, CloseReason::SlowConsumer) {
-            self.counters.dropped_disconnected += 1;
+            self.counters.dropped_disconnected += messages;
         }
         self.client_count -= 1;
         self.free_slots.push(slot);

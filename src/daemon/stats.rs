@@ -22,7 +22,7 @@ pub struct Counters {
     pub dropped_slow_consumer: u64,
     /// Messages dropped for a receiver because the daemon-wide queue budget was exhausted.
     pub dropped_memory_budget: u64,
-    /// Messages lost with a receiver disconnected as a slow consumer.
+    /// Queued messages discarded with receivers disconnected as slow consumers.
     pub dropped_disconnected: u64,
     /// Receivers disconnected by the disconnect slow-consumer policy.
     pub slow_consumer_disconnects: u64,

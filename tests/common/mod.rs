@@ -168,3 +168,204 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+// ----- helpers shared by the bus, robustness and lifecycle tests -------------------------
+
+/// The next message on `conn`, waiting up to [`WAIT`]; panics if none comes.
+pub fn recv(conn: &mut Connection) -> qcop::Message {
+    match conn.recv_timeout(WAIT) {
+        Ok(Some(m)) => m,
+        Ok(None) => panic!("no message arrived within {WAIT:?}"),
+        Err(e) => panic!("recv failed: {e}"),
+    }
+}
+
+/// The next lifecycle notice on the system channel: the message signature and the channel
+/// named in its QString payload.
+pub fn recv_notice(conn: &mut Connection) -> (String, String) {
+    use qcop::datastream::{decode_args, ArgType, Value};
+    let m = recv(conn);
+    assert_eq!(
+        m.channel,
+        qcop::daemon::SYSTEM_CHANNEL,
+        "unexpected message {m:?}"
+    );
+    match decode_args(&[ArgType::QString], &m.data).as_deref() {
+        Ok([Value::QString(Some(name))]) => (m.message, name.clone()),
+        other => panic!("notice {} has a bad payload: {other:?}", m.message),
+    }
+}
+
+/// A daemon counter from `stats(false)`.
+pub fn counter(conn: &mut Connection, name: &str) -> u64 {
+    let report = conn.stats(false).expect("stats");
+    report
+        .get(name)
+        .unwrap_or_else(|| panic!("qcopd reports no counter {name:?}"))
+}
+
+/// Waits up to [`WAIT`] for `child` to exit (killing it on timeout) and returns its status.
+pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if start.elapsed() > WAIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not exit", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What a raw connection read from the daemon, owned (decoded frames borrow the buffer).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Got {
+    /// Handshake answer.
+    Welcome { client_id: u32, max_payload: u32 },
+    /// A request succeeded.
+    Ok { seq: u32, value: u32 },
+    /// A request failed, or (fatal) the connection is about to close.
+    Error {
+        seq: u32,
+        fatal: bool,
+        code: qcop::wire::ErrorCode,
+        text: String,
+    },
+    /// A delivered message.
+    Message {
+        channel: String,
+        message: String,
+        payload: Vec<u8>,
+    },
+    /// Messages dropped for this connection.
+    Lost(u64),
+    /// Any other frame.
+    Other(qcop::wire::Kind),
+}
+
+/// A connection that bypasses the client library: writes arbitrary bytes, decodes answers.
+pub struct RawClient {
+    pub stream: UnixStream,
+    reader: qcop::wire::FrameReader,
+}
+
+impl RawClient {
+    /// Connects without saying Hello.
+    pub fn connect(socket: &Path) -> RawClient {
+        let stream = UnixStream::connect(socket).expect("connect to qcopd");
+        stream.set_read_timeout(Some(WAIT)).expect("set timeout");
+        stream.set_write_timeout(Some(WAIT)).expect("set timeout");
+        RawClient {
+            stream,
+            reader: qcop::wire::FrameReader::new(qcop::wire::MAX_FRAME_BODY),
+        }
+    }
+
+    /// Connects and completes the handshake.
+    pub fn greeted(socket: &Path) -> RawClient {
+        let mut raw = RawClient::connect(socket);
+        raw.send(&raw_hello());
+        match raw.next() {
+            Some(Got::Welcome { .. }) => raw,
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    /// Writes bytes as they are; fails if the daemon already closed the connection.
+    pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        std::io::Write::write_all(&mut self.stream, bytes)
+    }
+
+    /// Writes an encoded frame.
+    pub fn send(&mut self, frame: &qcop::wire::Frame<'_>) {
+        self.write(&frame.to_vec()).expect("write frame");
+    }
+
+    /// The next frame from the daemon, `None` once the daemon closed the connection.
+    /// Panics if nothing arrives within [`WAIT`] or the bytes do not decode.
+    pub fn next(&mut self) -> Option<Got> {
+        use qcop::wire::Frame;
+        use std::io::{ErrorKind, Read};
+        loop {
+            if let Some(frame) = self.reader.next_frame().expect("daemon sent a bad frame") {
+                return Some(match frame {
+                    Frame::Welcome {
+                        client_id,
+                        max_payload,
+                        ..
+                    } => Got::Welcome {
+                        client_id,
+                        max_payload,
+                    },
+                    Frame::Ok { seq, value } => Got::Ok { seq, value },
+                    Frame::Error {
+                        seq,
+                        fatal,
+                        code,
+                        text,
+                    } => Got::Error {
+                        seq,
+                        fatal,
+                        code,
+                        text: text.to_owned(),
+                    },
+                    Frame::Message {
+                        channel,
+                        message,
+                        payload,
+                        ..
+                    } => Got::Message {
+                        channel: channel.to_owned(),
+                        message: message.to_owned(),
+                        payload: payload.to_vec(),
+                    },
+                    Frame::Lost { count } => Got::Lost(count),
+                    other => Got::Other(other.kind()),
+                });
+            }
+            match (&self.stream).read(self.reader.buffer_mut(64 * 1024)) {
+                Ok(0) => return None,
+                Ok(n) => self.reader.filled(n),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // Closing a socket with unread input resets the peer instead of a clean EOF.
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("no frame from qcopd within {WAIT:?}: {e}"),
+            }
+        }
+    }
+
+    /// Reads until the daemon closes the connection; returns everything it sent.
+    pub fn until_closed(&mut self) -> Vec<Got> {
+        let mut all = Vec::new();
+        while let Some(got) = self.next() {
+            all.push(got);
+        }
+        all
+    }
+
+    /// Round trip proving the connection is still served: `Sync` answered by `Ok`.
+    /// Messages arriving before the answer are returned.
+    pub fn sync(&mut self, seq: u32) -> Vec<Got> {
+        self.send(&qcop::wire::Frame::Sync { seq });
+        let mut before = Vec::new();
+        loop {
+            match self.next() {
+                Some(Got::Ok { seq: s, .. }) if s == seq => return before,
+                Some(other) => before.push(other),
+                None => panic!("qcopd closed the connection instead of answering Sync"),
+            }
+        }
+    }
+}
+
+/// A valid `Hello` frame.
+pub fn raw_hello() -> qcop::wire::Frame<'static> {
+    qcop::wire::Frame::Hello {
+        version_min: qcop::wire::PROTOCOL_VERSION,
+        version_max: qcop::wire::PROTOCOL_VERSION,
+        name: "raw",
+    }
+}

@@ -227,6 +227,9 @@ const COMMANDS: [(&str, Topic); 8] = [
     ("serve", Topic::Serve),
 ];
 
+/// The usage error for an empty command line (answered with a short usage summary).
+pub const NO_COMMAND: &str = "no command given";
+
 /// Separates the commands of a chain.
 const CHAIN_SEPARATOR: &str = "--";
 
@@ -294,7 +297,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, UsageError> {
     }
     let words = &args[i..];
     match words.first().map(String::as_str) {
-        None => Err(UsageError::new(None, "no command given")),
+        None => Err(UsageError::new(None, NO_COMMAND)),
         Some("help") => parse_help(global, &words[1..]),
         Some(_) => Ok(match parse_chain(words)? {
             Chain::Steps(steps) => Invocation {

@@ -1,0 +1,406 @@
+//! Running a chain of commands on one connection.
+
+use crate::args::{Command, Global, Step, Timeout};
+use crate::output::{self, Align, Out};
+use crate::Failure;
+use qcop::datastream::{self, Signature};
+use qcop::pattern::{self, Pattern};
+use qcop::{ConnectOptions, Connection, Error, Message};
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Reply timeout of `call` when neither `--timeout` nor a modifier gives one.
+const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(5000);
+/// Messages kept for later waits of a chain; beyond this the oldest is discarded.
+const MAX_HELD: usize = 1024;
+
+/// Connects and runs `steps` in order, stopping at the first failure.
+pub fn run(global: &Global, steps: &[Step], out: &mut Out) -> Result<(), Failure> {
+    let mut opts = ConnectOptions::new();
+    if let Some(path) = &global.socket {
+        opts = opts.socket(path);
+    }
+    if let Some(t) = global.connect_timeout {
+        opts = opts.timeout(t);
+    }
+    let conn = Connection::connect(&opts)?;
+    let mut session = Session::new(conn, steps, out);
+    session.subscribe_waits(steps)?;
+    for (index, step) in steps.iter().enumerate() {
+        session.run_step(index, step)?;
+    }
+    Ok(())
+}
+
+/// Selects messages by channel (exact or pattern) and optionally by signature.
+struct Matcher {
+    channel: ChannelMatch,
+    /// Normalized signature; `None` matches any message.
+    message: Option<String>,
+}
+
+enum ChannelMatch {
+    Exact(String),
+    Pattern(Pattern),
+}
+
+impl Matcher {
+    fn new(channel: &str, message: Option<&Signature>) -> Matcher {
+        // The parser has already checked that patterns compile.
+        let channel = match Pattern::new(channel) {
+            Ok(p) if pattern::is_pattern(channel) => ChannelMatch::Pattern(p),
+            _ => ChannelMatch::Exact(channel.to_owned()),
+        };
+        Matcher {
+            channel,
+            message: message.map(Signature::normalized),
+        }
+    }
+
+    fn matches(&self, msg: &Message) -> bool {
+        let channel = match &self.channel {
+            ChannelMatch::Exact(c) => *c == msg.channel,
+            ChannelMatch::Pattern(p) => p.matches(&msg.channel),
+        };
+        channel
+            && self.message.as_ref().map_or(true, |wanted| {
+                // Senders should normalize, but compare what they meant.
+                match datastream::parse_signature_lenient(&msg.message) {
+                    Ok((normalized, _)) => normalized == *wanted,
+                    Err(_) => msg.message == *wanted,
+                }
+            })
+    }
+}
+
+struct Session<'o> {
+    conn: Connection,
+    out: &'o mut Out,
+    /// The waits of the chain, by step index, for keeping messages that arrive early.
+    waits: Vec<(usize, Matcher)>,
+    /// Messages received by earlier commands that a later wait asks for.
+    held: VecDeque<Message>,
+    /// `conn.lost()` already reported.
+    lost_reported: u64,
+}
+
+impl<'o> Session<'o> {
+    fn new(conn: Connection, steps: &[Step], out: &'o mut Out) -> Session<'o> {
+        let waits = steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, step)| match &step.command {
+                Command::Wait { channel, message } => Some((i, Matcher::new(channel, Some(message)))),
+                _ => None,
+            })
+            .collect();
+        Session {
+            lost_reported: conn.lost(),
+            conn,
+            out,
+            waits,
+            held: VecDeque::new(),
+        }
+    }
+
+    /// Subscribes the channel of every wait before anything is sent, so that a reply to an
+    /// earlier send cannot arrive before anyone listens for it.
+    fn subscribe_waits(&mut self, steps: &[Step]) -> Result<(), Failure> {
+        let channels: BTreeSet<&str> = steps
+            .iter()
+            .filter_map(|step| match &step.command {
+                Command::Wait { channel, .. } => Some(channel.as_str()),
+                _ => None,
+            })
+            .collect();
+        for channel in channels {
+            self.conn.subscribe(channel)?;
+        }
+        Ok(())
+    }
+
+    fn run_step(&mut self, index: usize, step: &Step) -> Result<(), Failure> {
+        match &step.command {
+            Command::Send {
+                channel,
+                message,
+                payload,
+            } => {
+                self.conn.send(channel, &message.normalized(), payload)?;
+                // Surfaces the daemon's refusal, if any, before reporting success.
+                self.conn.flush()?;
+                Ok(())
+            }
+            Command::Watch { channels, count } => {
+                self.watch(index, channels, *count, idle_limit(step.timeout), step.hex)
+            }
+            Command::Wait { channel, message } => {
+                self.wait(index, channel, message, idle_limit(step.timeout), step.hex)
+            }
+            Command::Registered { channel } => self.registered(channel),
+            Command::Channels => self.channels(),
+            Command::Stats { clients } => self.stats(*clients),
+            Command::Call {
+                channel,
+                message,
+                payload,
+            } => self.call(channel, message, payload, step.timeout, step.hex),
+            Command::Serve {
+                channel,
+                message,
+                reply,
+                payload,
+                count,
+            } => self.serve(index, channel, message, reply, payload, *count, step.hex),
+        }
+    }
+
+    /// The next message, waiting until `deadline` (`None`: forever); reports messages the
+    /// daemon dropped for us on stderr.
+    fn receive(&mut self, deadline: Option<Instant>) -> Result<Option<Message>, Failure> {
+        let msg = match deadline {
+            None => Some(self.conn.recv()?),
+            Some(d) => self
+                .conn
+                .recv_timeout(d.saturating_duration_since(Instant::now()))?,
+        };
+        let lost = self.conn.lost();
+        if lost > self.lost_reported {
+            output::warn(&format!("# lost {} messages", lost - self.lost_reported));
+            self.lost_reported = lost;
+        }
+        Ok(msg)
+    }
+
+    /// Keeps a message that the current command does not want if a later wait does.
+    fn hold(&mut self, current: usize, msg: Message) {
+        let wanted = self
+            .waits
+            .iter()
+            .any(|(i, m)| *i > current && m.matches(&msg));
+        if !wanted {
+            return;
+        }
+        if self.held.len() == MAX_HELD {
+            self.held.pop_front();
+            output::warn(&format!(
+                "# discarded a message held for a later wait (at most {MAX_HELD} are kept)"
+            ));
+        }
+        self.held.push_back(msg);
+    }
+
+    fn watch(
+        &mut self,
+        index: usize,
+        channels: &[String],
+        count: Option<u64>,
+        idle: Option<Duration>,
+        hex: bool,
+    ) -> Result<(), Failure> {
+        let matchers: Vec<Matcher> = channels.iter().map(|c| Matcher::new(c, None)).collect();
+        for channel in channels {
+            self.conn.subscribe(channel)?;
+        }
+        let mut printed = 0u64;
+        let mut deadline = idle.and_then(deadline_after);
+        while count.map_or(true, |n| printed < n) {
+            let Some(msg) = self.receive(deadline)? else {
+                return Ok(()); // idle for --timeout: done
+            };
+            if !matchers.iter().any(|m| m.matches(&msg)) {
+                // Subscribed for a later wait of the chain.
+                self.hold(index, msg);
+                continue;
+            }
+            self.out.line(&output::message_line(&msg, hex))?;
+            printed += 1;
+            deadline = idle.and_then(deadline_after);
+        }
+        Ok(())
+    }
+
+    fn wait(
+        &mut self,
+        index: usize,
+        channel: &str,
+        message: &Signature,
+        limit: Option<Duration>,
+        hex: bool,
+    ) -> Result<(), Failure> {
+        let target = Matcher::new(channel, Some(message));
+        let early = self.held.iter().position(|m| target.matches(m));
+        let msg = match early.and_then(|pos| self.held.remove(pos)) {
+            Some(msg) => msg,
+            None => {
+                let deadline = limit.and_then(deadline_after);
+                loop {
+                    match self.receive(deadline)? {
+                        Some(msg) if target.matches(&msg) => break msg,
+                        Some(msg) => self.hold(index, msg),
+                        None => {
+                            return Err(Failure::Error(format!(
+                                "timed out waiting for {channel} {message}"
+                            )))
+                        }
+                    }
+                }
+            }
+        };
+        self.out
+            .line(&output::arguments(&msg.message, &msg.data, hex))
+    }
+
+    fn registered(&mut self, channel: &str) -> Result<(), Failure> {
+        let n = self.conn.registered_count(channel)?;
+        if n == 0 {
+            self.out.line(&format!("{channel} is not registered"))?;
+            return Err(Failure::Negative);
+        }
+        let plural = if n == 1 { "" } else { "s" };
+        self.out
+            .line(&format!("{channel} is registered ({n} subscriber{plural})"))
+    }
+
+    fn channels(&mut self) -> Result<(), Failure> {
+        let list = self.conn.channels()?;
+        let mut rows = vec![vec!["NAME".into(), "SUBSCRIBERS".into(), "KIND".into()]];
+        for c in list {
+            let kind = if c.pattern { "pattern" } else { "channel" };
+            rows.push(vec![c.name, c.subscribers.to_string(), kind.into()]);
+        }
+        self.print_rows(&rows, &[Align::Left, Align::Right, Align::Left])
+    }
+
+    fn stats(&mut self, clients: bool) -> Result<(), Failure> {
+        let report = self.conn.stats(clients)?;
+        let rows: Vec<Vec<String>> = report
+            .counters
+            .into_iter()
+            .map(|(name, value)| vec![name, value.to_string()])
+            .collect();
+        self.print_rows(&rows, &[Align::Left, Align::Right])?;
+        if !clients {
+            return Ok(());
+        }
+        let header = [
+            "ID",
+            "PID",
+            "UID",
+            "GID",
+            "SUBSCRIPTIONS",
+            "QUEUED_BYTES",
+            "DELIVERED",
+            "DROPPED",
+            "NAME",
+        ];
+        let mut rows = vec![header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()];
+        for c in report.clients {
+            rows.push(vec![
+                c.id.to_string(),
+                c.pid.to_string(),
+                c.uid.to_string(),
+                c.gid.to_string(),
+                c.subscriptions.to_string(),
+                c.queued_bytes.to_string(),
+                c.delivered.to_string(),
+                c.dropped.to_string(),
+                c.name,
+            ]);
+        }
+        let mut align = [Align::Right; 9];
+        align[8] = Align::Left;
+        self.out.line("")?;
+        self.print_rows(&rows, &align)
+    }
+
+    fn print_rows(&mut self, rows: &[Vec<String>], align: &[Align]) -> Result<(), Failure> {
+        let mut text = String::new();
+        for line in output::columns(rows, align) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        self.out.text(&text)
+    }
+
+    fn call(
+        &mut self,
+        channel: &str,
+        message: &Signature,
+        payload: &[u8],
+        timeout: Timeout,
+        hex: bool,
+    ) -> Result<(), Failure> {
+        let limit = match timeout {
+            Timeout::Default => DEFAULT_CALL_TIMEOUT,
+            // The daemon caps it at its own maximum call timeout.
+            Timeout::Never => Duration::from_millis(u32::MAX.into()),
+            Timeout::After(d) => d,
+        };
+        let message = message.normalized();
+        let reply = match self.conn.call(channel, &message, payload, limit) {
+            Ok(reply) => reply,
+            // The library's text speaks of the daemon; here the responder was too slow.
+            Err(Error::Timeout) => {
+                return Err(Failure::Error(format!(
+                    "no reply to {channel} {message} within {} ms",
+                    limit.as_millis()
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let args = output::arguments(&reply.message, &reply.data, hex);
+        self.out.line(&output::joined(&[&reply.message], &args))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn serve(
+        &mut self,
+        index: usize,
+        channel: &str,
+        message: &Signature,
+        reply: &Signature,
+        payload: &[u8],
+        count: Option<u64>,
+        hex: bool,
+    ) -> Result<(), Failure> {
+        let target = Matcher::new(channel, Some(message));
+        let reply = reply.normalized();
+        self.conn.subscribe(channel)?;
+        let mut answered = 0u64;
+        while count.map_or(true, |n| answered < n) {
+            let Some(msg) = self.receive(None)? else {
+                continue;
+            };
+            if !(msg.is_call() && target.matches(&msg)) {
+                self.hold(index, msg);
+                continue;
+            }
+            self.conn.reply(&msg, &reply, payload)?;
+            answered += 1;
+            self.out.line(&output::message_line(&msg, hex))?;
+        }
+        // Returns once the daemon has taken the last reply, so exiting cannot lose it.
+        self.conn.flush()?;
+        Ok(())
+    }
+}
+
+/// The time limit of `wait` and the idle limit of `watch`: none unless one was given.
+fn idle_limit(timeout: Timeout) -> Option<Duration> {
+    match timeout {
+        Timeout::After(d) => Some(d),
+        Timeout::Default | Timeout::Never => None,
+    }
+}
+
+/// `now + d`, or `None` (no limit) if that is beyond what an `Instant` can hold.
+fn deadline_after(d: Duration) -> Option<Instant> {
+    Instant::now().checked_add(d)
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::Error(e.to_string())
+    }
+}

@@ -1,0 +1,348 @@
+//! Help texts: `qcop --help` and `qcop help TOPIC` / `qcop COMMAND --help`.
+
+use crate::args::Topic;
+
+/// The text for `qcop --help` (`None`) or one topic.
+pub fn text(topic: Option<Topic>) -> &'static str {
+    match topic {
+        None => GENERAL,
+        Some(Topic::Send) => SEND,
+        Some(Topic::Watch) => WATCH,
+        Some(Topic::Wait) => WAIT,
+        Some(Topic::Registered) => REGISTERED,
+        Some(Topic::Channels) => CHANNELS,
+        Some(Topic::Stats) => STATS,
+        Some(Topic::Call) => CALL,
+        Some(Topic::Serve) => SERVE,
+        Some(Topic::OldForm) => OLD_FORM,
+        Some(Topic::Types) => TYPES,
+        Some(Topic::Chain) => CHAIN,
+    }
+}
+
+/// Shown with a usage error when no command was given.
+pub const SHORT: &str = "\
+Usage: qcop [OPTIONS] COMMAND ARGS... [-- COMMAND ARGS...]...
+Commands: send, watch, wait, registered, channels, stats, call, serve, help
+Run 'qcop --help' for the full description.
+";
+
+const GENERAL: &str = "\
+qcop - send, watch and wait for QCOP messages (Qt Extended compatible)
+
+Usage:
+  qcop [OPTIONS] [MODIFIERS] COMMAND ARGS... [-- [MODIFIERS] COMMAND ARGS...]...
+  qcop [OPTIONS] CHANNEL 'message(types)' [ARGS...] [-w CHANNEL 'message(types)' [TIMEOUT_MS]]
+
+Commands:
+  send CHANNEL 'msg(types)' [ARGS...]
+                       Broadcast a message to every subscriber of CHANNEL
+  watch [--count N] [--timeout MS] CHANNEL...
+                       Print one line per message on channels or patterns (QPE/*)
+  wait CHANNEL 'msg(types)' [--timeout MS]
+                       Wait for one message, print its arguments (exit 1 on timeout)
+  registered CHANNEL   Tell whether CHANNEL has subscribers (exit 1 if not)
+  channels             List channels and patterns with their subscriber counts
+  stats [--clients]    Show the daemon's counters (and its clients)
+  call CHANNEL 'msg(types)' [ARGS...] [--timeout MS]
+                       Send a request and print the reply (default timeout 5000 ms)
+  serve CHANNEL 'msg(types)' 'reply(types)' [REPLY ARGS...] [--count N]
+                       Answer calls of one message with a fixed reply
+  help [COMMAND|TOPIC] Show help on a command, or on: types, chain, old
+
+Options (before the command):
+  -s, --socket PATH        Daemon socket (default: $QCOP_SOCKET, else /run/qcop/qcopd.sock
+                           for root, $XDG_RUNTIME_DIR/qcop/qcopd.sock or
+                           /tmp/qcop-$UID/qcopd.sock for other users)
+      --connect-timeout MS Time allowed to connect and for each answer of the daemon
+                           (default 5000)
+  -h, --help               Show this help ('qcop COMMAND --help' for one command)
+  -V, --version            Show the version
+
+Message signatures and arguments:
+  A message is named by its signature, 'name(type,...)', quoted for the shell. The
+  signature is normalized as Qt does ('f(const QString &)' is sent as 'f(QString)') and
+  each ARG is converted to its type and encoded as QDataStream (big-endian):
+    int uint long ulong qlonglong qulonglong
+                   decimal or 0x hex, optionally negative: 42, -7, 0x1f
+                   (long and ulong travel as 64 bits)
+    bool           true, false, 1 or 0
+    double         1.5, -2e-3, inf, NaN
+    QString        the text as given
+    QByteArray     hex digits, optional 0x prefix: 0a0b or 0x0a0b
+    QStringList    comma-separated elements: a,b,c (empty: no elements)
+  Received arguments print the same way; strings are double-quoted and escaped, string
+  lists as [\"a\", \"b\"]. A payload that does not decode (unknown types such as QVariant)
+  prints as 0x followed by hex.
+
+Modifiers (Qt Extended style, before a command; they stay in effect for the rest of the
+chain):
+  timeout MS     Time limit for wait and call, idle time limit for watch
+  notimeout      Wait as long as it takes (the default for wait and watch)
+  hex            Print payloads as hex instead of decoding them
+  nohex          Decode payloads again
+
+Chains: '--' separates commands that run in order on one connection; the chain stops at
+the first failure. The channels of every wait in the chain are subscribed before the first
+command runs, so a reply that comes right after a send is not missed.
+
+Old form: a first word that is not a command is a channel: 'qcop CHANNEL msg() ARGS...'
+sends; '-w CHANNEL msg() [TIMEOUT_MS]' then waits for a reply (see 'qcop help old').
+
+Exit status:
+  0  success
+  1  failure: timeout, not registered, no responder, refused by the daemon, qcopd not
+     running
+  2  usage error (unknown command or option, bad signature or argument)
+
+Examples:
+  qcop send QPE/Audio 'setVolume(int)' 42
+  qcop watch 'QPE/*'
+  qcop watch --count 1 --timeout 2000 QPE/System
+  qcop wait QPE/pppd 'dialResult(bool)' --timeout 30000
+  qcop send QPE/pppd 'dial()' -- timeout 30000 wait QPE/pppd 'dialResult(bool)'
+  qcop registered QPE/Application/clock && echo clock is running
+  qcop call QPE/Calc 'add(int,int)' 2 3
+  qcop QPE/System 'ping()' -w QPE/System 'pong()' 1000
+  qcop stats --clients
+";
+
+const SEND: &str = "\
+qcop send - broadcast a message
+
+Usage: qcop send CHANNEL 'message(types)' [ARGS...]
+
+Sends the message to every subscriber of CHANNEL (a plain name, not a pattern) and waits
+until the daemon has routed it, so a refusal (message too large, name too long) is
+reported. A channel without subscribers drops the message, as QCOP always did: check with
+'qcop registered' first if that matters. Each ARG must fit its type ('qcop help types').
+
+Exit status: 0 sent, 1 refused or qcopd not running, 2 usage error.
+
+Examples:
+  qcop send QPE/Audio 'setVolume(int)' 42
+  qcop send QPE/System 'notify(QString,bool)' 'Battery low' true
+  qcop send sensors/cam0 'frame(QByteArray)' 0xdeadbeef
+  qcop send QPE/Launcher 'open(QStringList)' clock,alarm
+";
+
+const WATCH: &str = "\
+qcop watch - print messages as they arrive
+
+Usage: qcop watch [--count N] [--timeout MS] CHANNEL...
+
+Subscribes to each CHANNEL (wildcard patterns such as 'QPE/*', 'cam?' or 'cam[0-3]'
+allowed) and prints one line per message, flushed at once so it can be piped:
+  CHANNEL MESSAGE ARG1 ARG2 ...
+CHANNEL is the channel the message was sent to, also when it matched a pattern. The
+arguments are decoded with the types of the message signature; when a type is unknown or
+the payload does not match, the payload is printed as 0x hex. Calls (requests waiting for
+a reply) end with ' [call]'. Messages the daemon dropped because this reader was too slow
+are reported on stderr as '# lost N messages'.
+
+Options:
+  --count N      Exit after N messages
+  --timeout MS   Exit when no message came for MS milliseconds (default: never)
+
+Exit status: 0 when --count or --timeout ends it, or when stdout is closed; 1 if the
+connection to qcopd fails.
+
+Examples:
+  qcop watch 'QPE/*'
+  qcop watch QPE/Audio QPE/System | grep setVolume
+  qcop hex watch sensors/imu
+  qcop watch --count 1 --timeout 5000 QPE/System
+";
+
+const WAIT: &str = "\
+qcop wait - wait for one message and print its arguments
+
+Usage: qcop wait CHANNEL 'message(types)' [--timeout MS]
+
+Subscribes to CHANNEL (or a pattern) and waits for a message with that signature
+(compared after normalization). Prints its decoded arguments on one line, separated by
+spaces (an empty line for a message without arguments). Other messages are ignored.
+Without --timeout (or a 'timeout MS' modifier) it waits forever.
+
+Exit status: 0 received; 1 on timeout ('qcop: timed out waiting for CHANNEL MESSAGE' on
+stderr) or if qcopd is not running; 2 usage error.
+
+Examples:
+  qcop wait QPE/pppd 'dialResult(bool)' --timeout 30000
+  qcop timeout 30000 wait QPE/pppd 'dialResult(bool)'
+  qcop send QPE/pppd 'dial()' -- timeout 30000 wait QPE/pppd 'dialResult(bool)'
+  level=$(qcop wait QPE/Power 'batteryLevel(int)')
+";
+
+const REGISTERED: &str = "\
+qcop registered - tell whether a channel has subscribers
+
+Usage: qcop registered CHANNEL
+
+Prints 'CHANNEL is registered (N subscribers)' and exits 0, or 'CHANNEL is not
+registered' and exits 1. Only exact subscriptions count, not patterns (as Qt's
+QCopChannel::isRegistered).
+
+Examples:
+  qcop registered QPE/Application/clock
+  qcop registered QPE/Audio >/dev/null || start-audio-service
+";
+
+const CHANNELS: &str = "\
+qcop channels - list channels and patterns
+
+Usage: qcop channels
+
+Prints a table of every channel and pattern the daemon knows, in the daemon's order, with
+columns NAME, SUBSCRIBERS and KIND (channel or pattern).
+
+Example:
+  qcop channels
+";
+
+const STATS: &str = "\
+qcop stats - show the daemon's counters
+
+Usage: qcop stats [--clients]
+
+Prints the daemon's counters and gauges, one 'name value' per line. With --clients, also
+a table of the connected clients: ID, PID, UID, GID, SUBSCRIPTIONS, QUEUED_BYTES (not yet
+written to the client), DELIVERED, DROPPED and NAME (the client's program name).
+
+Examples:
+  qcop stats
+  qcop stats --clients
+  qcop stats | grep dropped
+";
+
+const CALL: &str = "\
+qcop call - send a request and print the reply
+
+Usage: qcop call CHANNEL 'message(types)' [ARGS...] [--timeout MS]
+
+Sends the message as a call to the subscribers of CHANNEL and waits for the first reply
+(default 5000 ms; 'notimeout' waits as long as the daemon allows). Prints the reply as
+  MESSAGE ARG1 ARG2 ...
+decoded like 'qcop watch'.
+
+Exit status: 0 answered; 1 when nobody is subscribed, no reply came in time, the
+responder answered with an error or left, or qcopd is not running; 2 usage error.
+
+Examples:
+  qcop call QPE/Calc 'add(int,int)' 2 3
+  qcop call --timeout 500 QPE/Power 'batteryLevel()'
+";
+
+const SERVE: &str = "\
+qcop serve - answer calls with a fixed reply
+
+Usage: qcop serve CHANNEL 'message(types)' 'reply(types)' [REPLY ARGS...] [--count N]
+
+Subscribes to CHANNEL and answers every call of that message with the reply and its
+arguments (encoded like 'qcop send'). Each answered call is printed like 'qcop watch'
+prints it. Other messages and calls are ignored. Meant for scripts and tests.
+
+Options:
+  --count N      Exit after answering N calls (default: serve forever)
+
+Examples:
+  qcop serve QPE/Calc 'add(int,int)' 'result(int)' 5
+  qcop serve --count 1 QPE/Power 'batteryLevel()' 'level(int)' 80 &
+";
+
+const OLD_FORM: &str = "\
+qcop CHANNEL ... - the Qt Extended form
+
+Usage: qcop CHANNEL 'message(types)' [ARGS...] [-w CHANNEL 'message(types)' [TIMEOUT_MS]]
+
+When the first word (after options and modifiers) is not a command name, it is the channel
+of a send, as in Qtopia's qcop. With -w, qcop then waits for a message on the second
+channel and prints its arguments like 'qcop wait'; the -w channel is subscribed before
+sending, so an immediate reply is not missed. Without TIMEOUT_MS it waits forever (or for
+a 'timeout MS' modifier).
+
+Examples:
+  qcop QPE/System 'setBacklight(int)' 255
+  qcop QPE/System 'ping()' -w QPE/System 'pong()' 1000
+";
+
+const TYPES: &str = "\
+qcop argument types
+
+Signatures name their argument types: 'setVolume(int)', 'notify(QString,bool)'. Qt
+spellings are normalized: 'unsigned int' is uint, qint64 is qlonglong, quint64 is
+qulonglong, 'const QString &' is QString. Values are written as:
+
+  int, uint, long, ulong, qlonglong, qulonglong
+                 decimal or 0x hex, optionally negative: 42, -7, 0x1f; out-of-range
+                 values are refused, never wrapped (long/ulong are 64-bit on the wire)
+  bool           true, false, 1 or 0 (any case)
+  double         1.5, -2e-3, inf, NaN
+  QString        the text as given (quote it for the shell)
+  QByteArray     hex digits with an optional 0x prefix: 0a0b, 0x0a0b ('0x' is empty)
+  QStringList    comma-separated elements: a,b,c (an empty word is an empty list)
+
+Received values print as: numbers plainly, doubles with a decimal point (1.0), strings
+double-quoted with \\ escapes, byte arrays as 0x hex, string lists as [\"a\", \"b\"], null
+strings as null. Messages with other types (QVariant, QDateTime, ...) can be watched but
+print as 0x hex; they cannot be sent from the command line.
+
+Examples:
+  qcop send t 'all(int,bool,double,QString,QByteArray,QStringList)' -1 true 0.5 hi 0xff a,b
+";
+
+const CHAIN: &str = "\
+qcop modifiers and chains
+
+Usage: qcop [MODIFIERS] COMMAND ARGS... -- [MODIFIERS] COMMAND ARGS... -- ...
+
+'--' separates commands that run in order on one connection. The chain stops at the first
+failing command and qcop exits with its status (0 if all succeed). The channels of every
+wait (and -w) in the chain are subscribed before the first command runs, so a reply sent
+right after a 'send' is not missed; a message that an earlier command received but a
+later wait asks for is kept for it.
+
+Modifiers come before a command and stay in effect for the rest of the chain:
+  timeout MS     Time limit for wait and call, idle time limit for watch
+  notimeout      No time limit (wait and watch default to none, call to 5000 ms)
+  hex            Print payloads as 0x hex instead of decoding them
+  nohex          Decode payloads again
+A command's own --timeout option overrides the modifier for that command.
+
+Examples:
+  qcop send QPE/pppd 'dial()' -- timeout 30000 wait QPE/pppd 'dialResult(bool)'
+  qcop registered QPE/Audio -- send QPE/Audio 'setVolume(int)' 42
+  qcop hex watch --count 1 sensors/imu
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_help_has_usage_and_examples() {
+        for topic in [
+            Topic::Send,
+            Topic::Watch,
+            Topic::Wait,
+            Topic::Registered,
+            Topic::Channels,
+            Topic::Stats,
+            Topic::Call,
+            Topic::Serve,
+            Topic::OldForm,
+        ] {
+            let t = text(Some(topic));
+            assert!(t.contains("Usage: qcop"), "{topic:?}");
+            assert!(t.contains("Example"), "{topic:?}");
+        }
+    }
+
+    #[test]
+    fn general_help_mentions_every_type() {
+        for ty in qcop::datastream::ArgType::ALL {
+            assert!(GENERAL.contains(ty.name()), "{ty}");
+            assert!(TYPES.contains(ty.name()), "{ty}");
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! What `qcop` prints: message lines, tables, and a stdout that tolerates being closed.
+
+use crate::Failure;
+use qcop::datastream::{self, ArgType, Value};
+use qcop::Message;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+/// Standard output, locked once and flushed after every line so that a pipe reader sees
+/// each message as it comes.
+pub struct Out {
+    stdout: io::StdoutLock<'static>,
+}
+
+impl Out {
+    pub fn new() -> Out {
+        Out {
+            stdout: io::stdout().lock(),
+        }
+    }
+
+    /// Writes `text` and a newline, then flushes. A closed pipe (`qcop watch | head -1`)
+    /// becomes [`Failure::OutputClosed`], which ends the program quietly.
+    pub fn line(&mut self, text: &str) -> Result<(), Failure> {
+        writeln!(self.stdout, "{text}")
+            .and_then(|()| self.stdout.flush())
+            .map_err(write_failure)
+    }
+
+    /// Writes a block of text that already ends with a newline.
+    pub fn text(&mut self, text: &str) -> Result<(), Failure> {
+        self.stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| self.stdout.flush())
+            .map_err(write_failure)
+    }
+}
+
+fn write_failure(e: io::Error) -> Failure {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Failure::OutputClosed
+    } else {
+        Failure::Error(format!("cannot write to standard output: {e}"))
+    }
+}
+
+/// Writes one line to stderr. Errors are ignored: there is nowhere left to report them, and
+/// `eprintln!` would panic instead.
+pub fn warn(text: &str) {
+    let _ = writeln!(io::stderr().lock(), "{text}");
+}
+
+/// The arguments of a message as printed by `watch`, `wait` and `call`: each value decoded
+/// with the types of `signature`, separated by spaces (empty for none); or, with `hex`, or
+/// when a type is unknown or the payload does not decode, `0x` and the payload in hex.
+pub fn arguments(signature: &str, payload: &[u8], hex: bool) -> String {
+    match decode(signature, payload).filter(|_| !hex) {
+        Some(values) => {
+            let mut text = String::new();
+            for (i, value) in values.iter().enumerate() {
+                if i > 0 {
+                    text.push(' ');
+                }
+                // Writing to a String cannot fail.
+                let _ = write!(text, "{value}");
+            }
+            text
+        }
+        None => format!("0x{}", datastream::hex(payload)),
+    }
+}
+
+fn decode(signature: &str, payload: &[u8]) -> Option<Vec<Value>> {
+    let (_, types) = datastream::parse_signature_lenient(signature).ok()?;
+    let types: Vec<ArgType> = types.into_iter().collect::<Option<_>>()?;
+    datastream::decode_args(&types, payload).ok()
+}
+
+/// The line `watch` prints for a message: `CHANNEL MESSAGE ARGS...`, plus ` [call]` for a
+/// call.
+pub fn message_line(msg: &Message, hex: bool) -> String {
+    let mut line = joined(&[&msg.channel, &msg.message], &arguments(&msg.message, &msg.data, hex));
+    if msg.is_call() {
+        line.push_str(" [call]");
+    }
+    line
+}
+
+/// `head` words and `args`, separated by single spaces, without a trailing space when
+/// `args` is empty.
+pub fn joined(head: &[&str], args: &str) -> String {
+    let mut line = head.join(" ");
+    if !args.is_empty() {
+        line.push(' ');
+        line.push_str(args);
+    }
+    line
+}
+
+/// How a table column is aligned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// Lays out rows as aligned columns separated by two spaces, with no trailing spaces.
+pub fn columns(rows: &[Vec<String>], align: &[Align]) -> Vec<String> {
+    let mut widths = vec![0usize; align.len()];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (i, ((cell, &w), &a)) in row.iter().zip(&widths).zip(align).enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                // Writing to a String cannot fail.
+                let _ = match a {
+                    Align::Left => write!(line, "{cell:<w$}"),
+                    Align::Right => write!(line, "{cell:>w$}"),
+                };
+            }
+            line.truncate(line.trim_end().len());
+            line
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(channel: &str, message: &str, data: Vec<u8>, call: bool) -> Message {
+        Message {
+            channel: channel.into(),
+            message: message.into(),
+            data,
+            call_token: call.then_some(7),
+        }
+    }
+
+    #[test]
+    fn decoded_arguments() {
+        let mut data = 42i32.to_be_bytes().to_vec();
+        data.extend_from_slice(&[0, 0, 0, 4, 0, b'h', 0, b'i', 1]);
+        assert_eq!(arguments("f(int,QString,bool)", &data, false), "42 \"hi\" true");
+        assert_eq!(arguments("ping()", &[], false), "");
+    }
+
+    #[test]
+    fn hex_when_asked_unknown_or_undecodable() {
+        assert_eq!(arguments("f(int)", &[0, 0, 0, 1], true), "0x00000001");
+        assert_eq!(arguments("f(QVariant)", &[1, 2], false), "0x0102");
+        assert_eq!(arguments("f(int)", &[1, 2], false), "0x0102");
+        assert_eq!(arguments("f()", &[9], false), "0x09");
+        assert_eq!(arguments("not a signature", &[9], false), "0x09");
+    }
+
+    #[test]
+    fn message_lines() {
+        let m = msg("QPE/Audio", "setVolume(int)", 5i32.to_be_bytes().to_vec(), false);
+        assert_eq!(message_line(&m, false), "QPE/Audio setVolume(int) 5");
+        let m = msg("a", "ping()", Vec::new(), true);
+        assert_eq!(message_line(&m, false), "a ping() [call]");
+    }
+
+    #[test]
+    fn aligned_columns() {
+        let rows = vec![
+            vec!["NAME".to_owned(), "N".to_owned(), "KIND".to_owned()],
+            vec!["a/long/name".to_owned(), "12".to_owned(), "channel".to_owned()],
+            vec!["b*".to_owned(), "3".to_owned(), "pattern".to_owned()],
+        ];
+        let lines = columns(&rows, &[Align::Left, Align::Right, Align::Left]);
+        assert_eq!(
+            lines,
+            vec![
+                "NAME          N  KIND",
+                "a/long/name  12  channel",
+                "b*            3  pattern",
+            ]
+        );
+    }
+}
