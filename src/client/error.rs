@@ -118,7 +118,10 @@ impl Error {
             Error::Io(_) | Error::Protocol(_) | Error::Disconnected | Error::Connect(..)
         ) || matches!(
             self,
-            Error::Refused { code: ErrorCode::ShuttingDown | ErrorCode::SlowConsumer, .. }
+            Error::Refused {
+                code: ErrorCode::ShuttingDown | ErrorCode::SlowConsumer,
+                ..
+            }
         )
     }
 }

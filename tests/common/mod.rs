@@ -119,8 +119,8 @@ impl Daemon {
 
     /// Resident set size of the daemon in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -152,7 +152,10 @@ fn spawn_daemon(socket: &Path, config: Option<&Path>) -> Child {
     cmd.arg("--socket")
         .arg(socket)
         .env_remove("QCOP_SOCKET")
-        .env("RUST_LOG", std::env::var("QCOP_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("QCOP_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null());
     if let Some(c) = config {
         cmd.arg("--config").arg(c);

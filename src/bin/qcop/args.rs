@@ -276,7 +276,14 @@ pub fn parse(args: &[String]) -> Result<Invocation, UsageError> {
             }
             "--connect-timeout" => {
                 let text = value("--connect-timeout")?;
-                global.connect_timeout = Some(parse_millis(&text, "--connect-timeout", None)?);
+                let limit = parse_millis(&text, "--connect-timeout", None)?;
+                if limit.is_zero() {
+                    return Err(UsageError::new(
+                        None,
+                        "--connect-timeout must be at least 1 ms",
+                    ));
+                }
+                global.connect_timeout = Some(limit);
             }
             "-h" | "--help" => return Ok(help(global, None)),
             "-V" | "--version" => {
@@ -383,7 +390,10 @@ fn parse_chain(words: &[String]) -> Result<Chain, UsageError> {
             } else if segment.is_empty() {
                 format!("command {} of the '--' chain is empty", n + 1)
             } else {
-                format!("command {} of the '--' chain has modifiers but no command", n + 1)
+                format!(
+                    "command {} of the '--' chain has modifiers but no command",
+                    n + 1
+                )
             };
             return Err(UsageError::new(Some(Topic::Chain), message));
         }
@@ -512,7 +522,10 @@ fn parse_command(words: &[String], modifiers: Modifiers) -> Result<Parsed, Usage
         },
         Topic::Serve => {
             let [channel, message, reply, args @ ..] = pos.as_slice() else {
-                return Err(missing(topic, "CHANNEL, 'message(types)' and 'reply(types)'"));
+                return Err(missing(
+                    topic,
+                    "CHANNEL, 'message(types)' and 'reply(types)'",
+                ));
             };
             let reply = signature(reply, topic)?;
             Command::Serve {
@@ -583,7 +596,10 @@ fn parse_old_form(words: &[String], modifiers: Modifiers) -> Result<Parsed, Usag
                 ))
             }
             [_, _, _, extra, ..] => {
-                return Err(UsageError::new(topic, format!("unexpected {extra:?} after -w")))
+                return Err(UsageError::new(
+                    topic,
+                    format!("unexpected {extra:?} after -w"),
+                ))
             }
         };
         steps.push(Step {
@@ -716,9 +732,8 @@ fn plain_channel(name: &str, topic: Topic) -> Result<String, UsageError> {
 fn channel_or_pattern(name: &str, topic: Topic) -> Result<String, UsageError> {
     check_channel(name, topic)?;
     if pattern::is_pattern(name) {
-        Pattern::new(name).map_err(|e| {
-            UsageError::new(Some(topic), format!("invalid pattern {name:?}: {e}"))
-        })?;
+        Pattern::new(name)
+            .map_err(|e| UsageError::new(Some(topic), format!("invalid pattern {name:?}: {e}")))?;
     }
     Ok(name.to_owned())
 }
@@ -792,7 +807,13 @@ mod tests {
 
     #[test]
     fn signatures_are_normalized() {
-        let s = steps(&["send", "a", " note ( const QString & , unsigned int )", "x", "1"]);
+        let s = steps(&[
+            "send",
+            "a",
+            " note ( const QString & , unsigned int )",
+            "x",
+            "1",
+        ]);
         let Command::Send { message, .. } = &s[0].command else {
             panic!("{s:?}");
         };
@@ -886,7 +907,15 @@ mod tests {
 
     #[test]
     fn serve_encodes_the_reply() {
-        let s = steps(&["serve", "calc", "add(int,int)", "result(int)", "5", "--count", "2"]);
+        let s = steps(&[
+            "serve",
+            "calc",
+            "add(int,int)",
+            "result(int)",
+            "5",
+            "--count",
+            "2",
+        ]);
         assert_eq!(
             s[0].command,
             Command::Serve {
@@ -953,7 +982,9 @@ mod tests {
             panic!("{s:?}");
         };
         assert_eq!(payload.len(), 2 * 4 + 2 * 2 + 3 * 2);
-        assert!(usage(&["send", "--x", "a", "f()"]).message.contains("unknown option"));
+        assert!(usage(&["send", "--x", "a", "f()"])
+            .message
+            .contains("unknown option"));
     }
 
     #[test]
@@ -979,7 +1010,10 @@ mod tests {
         assert_eq!(topic(&["help", "watch"]), Some(Topic::Watch));
         assert_eq!(topic(&["help", "modifiers"]), Some(Topic::Chain));
         assert_eq!(topic(&["send", "--help"]), Some(Topic::Send));
-        assert_eq!(topic(&["send", "a", "b()", "--", "wait", "-h"]), Some(Topic::Wait));
+        assert_eq!(
+            topic(&["send", "a", "b()", "--", "wait", "-h"]),
+            Some(Topic::Wait)
+        );
         assert_eq!(parse(&words(&["-V"])).unwrap().action, Action::Version);
     }
 
@@ -990,14 +1024,24 @@ mod tests {
             (&["--bogus"], "unknown option \"--bogus\""),
             (&["-s"], "--socket needs a value"),
             (&["--connect-timeout", "soon", "channels"], "not \"soon\""),
+            (&["--connect-timeout", "0", "channels"], "at least 1 ms"),
             (&["send", "a"], "send needs CHANNEL"),
-            (&["send", "a", "f(int)"], "f(int): message takes 1 argument but 0 were given"),
+            (
+                &["send", "a", "f(int)"],
+                "f(int): message takes 1 argument but 0 were given",
+            ),
             (
                 &["send", "a", "f(int,bool)", "1", "maybe"],
                 "argument 2 (bool): \"maybe\" is not a boolean",
             ),
-            (&["send", "a", "f(QVariant)", "x"], "unsupported argument type \"QVariant\""),
-            (&["send", "a", "f", "x"], "needs an argument list in parentheses"),
+            (
+                &["send", "a", "f(QVariant)", "x"],
+                "unsupported argument type \"QVariant\"",
+            ),
+            (
+                &["send", "a", "f", "x"],
+                "needs an argument list in parentheses",
+            ),
             (&["send", "QPE/*", "f()"], "\"QPE/*\" is a pattern"),
             (&["send", "", "f()"], "invalid channel name \"\""),
             (&["watch"], "watch needs at least one CHANNEL"),
@@ -1009,15 +1053,30 @@ mod tests {
             (&["wait", "a", "b()", "--timeout", "-1"], "not \"-1\""),
             (&["registered"], "registered needs CHANNEL"),
             (&["channels", "x"], "unexpected argument \"x\""),
-            (&["stats", "--count", "1"], "unknown option \"--count\" for stats"),
+            (
+                &["stats", "--count", "1"],
+                "unknown option \"--count\" for stats",
+            ),
             (&["serve", "a", "b()"], "serve needs CHANNEL"),
-            (&["serve", "a", "b()", "r(int)"], "r(int): message takes 1 argument"),
+            (
+                &["serve", "a", "b()", "r(int)"],
+                "r(int): message takes 1 argument",
+            ),
             (&["timeout"], "needs milliseconds"),
             (&["timeout", "5"], "no command given after the modifiers"),
-            (&["send", "a", "b()", "--"], "command 2 of the '--' chain is empty"),
-            (&["send", "a", "b()", "--", "hex"], "has modifiers but no command"),
+            (
+                &["send", "a", "b()", "--"],
+                "command 2 of the '--' chain is empty",
+            ),
+            (
+                &["send", "a", "b()", "--", "hex"],
+                "has modifiers but no command",
+            ),
             (&["a", "b()", "-w", "c"], "-w needs CHANNEL"),
-            (&["a", "b()", "-w", "c", "d()", "soon"], "the -w timeout takes milliseconds"),
+            (
+                &["a", "b()", "-w", "c", "d()", "soon"],
+                "the -w timeout takes milliseconds",
+            ),
             (&["sned", "x"], "unknown command \"sned\""),
             (&["frobnicate"], "unknown command \"frobnicate\""),
             (&["help", "nothing"], "no help on \"nothing\""),

@@ -24,8 +24,7 @@ pub fn run(global: &Global, steps: &[Step], out: &mut Out) -> Result<(), Failure
         opts = opts.timeout(t);
     }
     let conn = Connection::connect(&opts)?;
-    let mut session = Session::new(conn, steps, out);
-    session.subscribe_waits(steps)?;
+    let mut session = Session::start(conn, steps, out)?;
     for (index, step) in steps.iter().enumerate() {
         session.run_step(index, step)?;
     }
@@ -46,10 +45,10 @@ enum ChannelMatch {
 
 impl Matcher {
     fn new(channel: &str, message: Option<&Signature>) -> Matcher {
-        // The parser has already checked that patterns compile.
-        let channel = match Pattern::new(channel) {
-            Ok(p) if pattern::is_pattern(channel) => ChannelMatch::Pattern(p),
-            _ => ChannelMatch::Exact(channel.to_owned()),
+        let channel = match pattern::is_pattern(channel).then(|| Pattern::new(channel)) {
+            Some(Ok(p)) => ChannelMatch::Pattern(p),
+            // The parser has refused patterns that do not compile.
+            Some(Err(_)) | None => ChannelMatch::Exact(channel.to_owned()),
         };
         Matcher {
             channel,
@@ -85,38 +84,28 @@ struct Session<'o> {
 }
 
 impl<'o> Session<'o> {
-    fn new(conn: Connection, steps: &[Step], out: &'o mut Out) -> Session<'o> {
-        let waits = steps
-            .iter()
-            .enumerate()
-            .filter_map(|(i, step)| match &step.command {
-                Command::Wait { channel, message } => Some((i, Matcher::new(channel, Some(message)))),
-                _ => None,
-            })
-            .collect();
-        Session {
+    /// Prepares to run `steps`, subscribing the channel of every wait before anything is
+    /// sent, so that a reply to an earlier send cannot arrive before anyone listens for it.
+    fn start(conn: Connection, steps: &[Step], out: &'o mut Out) -> Result<Session<'o>, Failure> {
+        let mut waits = Vec::new();
+        let mut channels = BTreeSet::new();
+        for (i, step) in steps.iter().enumerate() {
+            if let Command::Wait { channel, message } = &step.command {
+                waits.push((i, Matcher::new(channel, Some(message))));
+                channels.insert(channel.as_str());
+            }
+        }
+        let mut session = Session {
             lost_reported: conn.lost(),
             conn,
             out,
             waits,
             held: VecDeque::new(),
-        }
-    }
-
-    /// Subscribes the channel of every wait before anything is sent, so that a reply to an
-    /// earlier send cannot arrive before anyone listens for it.
-    fn subscribe_waits(&mut self, steps: &[Step]) -> Result<(), Failure> {
-        let channels: BTreeSet<&str> = steps
-            .iter()
-            .filter_map(|step| match &step.command {
-                Command::Wait { channel, .. } => Some(channel.as_str()),
-                _ => None,
-            })
-            .collect();
+        };
         for channel in channels {
-            self.conn.subscribe(channel)?;
+            session.conn.subscribe(channel)?;
         }
-        Ok(())
+        Ok(session)
     }
 
     fn run_step(&mut self, index: usize, step: &Step) -> Result<(), Failure> {
@@ -132,10 +121,10 @@ impl<'o> Session<'o> {
                 Ok(())
             }
             Command::Watch { channels, count } => {
-                self.watch(index, channels, *count, idle_limit(step.timeout), step.hex)
+                self.watch(index, channels, *count, time_limit(step.timeout), step.hex)
             }
             Command::Wait { channel, message } => {
-                self.wait(index, channel, message, idle_limit(step.timeout), step.hex)
+                self.wait(index, channel, message, time_limit(step.timeout), step.hex)
             }
             Command::Registered { channel } => self.registered(channel),
             Command::Channels => self.channels(),
@@ -338,17 +327,20 @@ impl<'o> Session<'o> {
             Timeout::After(d) => d,
         };
         let message = message.normalized();
-        let reply = match self.conn.call(channel, &message, payload, limit) {
-            Ok(reply) => reply,
-            // The library's text speaks of the daemon; here the responder was too slow.
-            Err(Error::Timeout) => {
-                return Err(Failure::Error(format!(
-                    "no reply to {channel} {message} within {} ms",
-                    limit.as_millis()
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let reply = self
+            .conn
+            .call(channel, &message, payload, limit)
+            .map_err(|e| {
+                let why = match e {
+                    // The library's text speaks of the daemon; here the responder was slow.
+                    Error::Timeout if timeout == Timeout::Never => {
+                        "no reply within the daemon's maximum call time".to_owned()
+                    }
+                    Error::Timeout => format!("no reply within {} ms", limit.as_millis()),
+                    e => e.to_string(),
+                };
+                Failure::Error(format!("call {channel} {message}: {why}"))
+            })?;
         let args = output::arguments(&reply.message, &reply.data, hex);
         self.out.line(&output::joined(&[&reply.message], &args))
     }
@@ -387,7 +379,7 @@ impl<'o> Session<'o> {
 }
 
 /// The time limit of `wait` and the idle limit of `watch`: none unless one was given.
-fn idle_limit(timeout: Timeout) -> Option<Duration> {
+fn time_limit(timeout: Timeout) -> Option<Duration> {
     match timeout {
         Timeout::After(d) => Some(d),
         Timeout::Default | Timeout::Never => None,

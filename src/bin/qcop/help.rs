@@ -78,7 +78,8 @@ Message signatures and arguments:
 Modifiers (Qt Extended style, before a command; they stay in effect for the rest of the
 chain):
   timeout MS     Time limit for wait and call, idle time limit for watch
-  notimeout      Wait as long as it takes (the default for wait and watch)
+  notimeout      No time limit (the default for wait and watch; call: the daemon's
+                 maximum call time instead of 5000 ms)
   hex            Print payloads as hex instead of decoding them
   nohex          Decode payloads again
 
@@ -304,7 +305,8 @@ later wait asks for is kept for it.
 
 Modifiers come before a command and stay in effect for the rest of the chain:
   timeout MS     Time limit for wait and call, idle time limit for watch
-  notimeout      No time limit (wait and watch default to none, call to 5000 ms)
+  notimeout      No time limit (for call: the daemon's maximum call time)
+Without either, wait and watch have no time limit and call waits 5000 ms.
   hex            Print payloads as 0x hex instead of decoding them
   nohex          Decode payloads again
 A command's own --timeout option overrides the modifier for that command.

@@ -34,11 +34,11 @@ pub enum Failure {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
-    let invocation = match args::utf8_args(std::env::args_os().skip(1)).and_then(|a| args::parse(&a))
-    {
-        Ok(inv) => inv,
-        Err(e) => return usage_error(&e),
-    };
+    let invocation =
+        match args::utf8_args(std::env::args_os().skip(1)).and_then(|a| args::parse(&a)) {
+            Ok(inv) => inv,
+            Err(e) => return usage_error(&e),
+        };
     let mut out = Out::new();
     let result = match &invocation.action {
         Action::Help(topic) => out.text(help::text(*topic)),

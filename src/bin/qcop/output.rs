@@ -79,7 +79,10 @@ fn decode(signature: &str, payload: &[u8]) -> Option<Vec<Value>> {
 /// The line `watch` prints for a message: `CHANNEL MESSAGE ARGS...`, plus ` [call]` for a
 /// call.
 pub fn message_line(msg: &Message, hex: bool) -> String {
-    let mut line = joined(&[&msg.channel, &msg.message], &arguments(&msg.message, &msg.data, hex));
+    let mut line = joined(
+        &[&msg.channel, &msg.message],
+        &arguments(&msg.message, &msg.data, hex),
+    );
     if msg.is_call() {
         line.push_str(" [call]");
     }
@@ -148,7 +151,10 @@ mod tests {
     fn decoded_arguments() {
         let mut data = 42i32.to_be_bytes().to_vec();
         data.extend_from_slice(&[0, 0, 0, 4, 0, b'h', 0, b'i', 1]);
-        assert_eq!(arguments("f(int,QString,bool)", &data, false), "42 \"hi\" true");
+        assert_eq!(
+            arguments("f(int,QString,bool)", &data, false),
+            "42 \"hi\" true"
+        );
         assert_eq!(arguments("ping()", &[], false), "");
     }
 
@@ -163,7 +169,12 @@ mod tests {
 
     #[test]
     fn message_lines() {
-        let m = msg("QPE/Audio", "setVolume(int)", 5i32.to_be_bytes().to_vec(), false);
+        let m = msg(
+            "QPE/Audio",
+            "setVolume(int)",
+            5i32.to_be_bytes().to_vec(),
+            false,
+        );
         assert_eq!(message_line(&m, false), "QPE/Audio setVolume(int) 5");
         let m = msg("a", "ping()", Vec::new(), true);
         assert_eq!(message_line(&m, false), "a ping() [call]");
@@ -173,7 +184,11 @@ mod tests {
     fn aligned_columns() {
         let rows = vec![
             vec!["NAME".to_owned(), "N".to_owned(), "KIND".to_owned()],
-            vec!["a/long/name".to_owned(), "12".to_owned(), "channel".to_owned()],
+            vec![
+                "a/long/name".to_owned(),
+                "12".to_owned(),
+                "channel".to_owned(),
+            ],
             vec!["b*".to_owned(), "3".to_owned(), "pattern".to_owned()],
         ];
         let lines = columns(&rows, &[Align::Left, Align::Right, Align::Left]);
