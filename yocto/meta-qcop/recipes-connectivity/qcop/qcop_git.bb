@@ -1,0 +1,107 @@
+SUMMARY = "QCOP-style channel IPC for embedded Linux: the qcopd daemon and the qcop CLI"
+SUMMARY:${PN}-daemon = "qcopd, the qcop channel message daemon"
+DESCRIPTION = "qcop routes named-channel messages such as setVolume(int) on QPE/Audio \
+               between local processes over a Unix socket, in the spirit of Qt \
+               Extended's QCOP. qcopd is a small single-threaded daemon with bounded \
+               memory; qcop is the command-line tool, compatible with Qt Extended's."
+HOMEPAGE = "https://github.com/qcop-project/qcop"
+BUGTRACKER = "https://github.com/qcop-project/qcop/issues"
+SECTION = "net"
+LICENSE = "MIT | Apache-2.0"
+LIC_FILES_CHKSUM = "file://LICENSE-MIT;md5=c015bfa6bd9970ab7fb3725cb29e2792 \
+                    file://LICENSE-APACHE;md5=3b83ef96387f14655fc854ddc3c6bd57"
+
+PV = "0.1.0+git"
+
+# Where qcop comes from. The upstream URL is a placeholder until the project publishes
+# one: point it at your server with PREMIRRORS, or edit it. Pin SRCREV:pn-qcop (local.conf
+# or distro configuration) to the commit of the qcop checkout this layer comes from:
+# qcop-crates.inc lists that commit's Cargo.lock (a CI check keeps the two in step). Or
+# build the checkout itself with externalsrc (yocto/README.md). destsuffix=${BP} puts the
+# sources where S defaults to on every supported release (${WORKDIR}/${BP} on scarthgap,
+# ${UNPACKDIR}/${BP} from whinlatter on).
+SRC_URI = "git://github.com/qcop-project/qcop.git;protocol=https;branch=main;destsuffix=${BP} \
+           file://qcopd.service \
+           file://qcopd.socket \
+           file://qcopd.init \
+           file://qcopd.toml \
+           file://qcop-tmpfiles.conf \
+           file://run-ptest \
+           "
+
+SRCREV = "4f26acc4778f54023c5693707e26406d1b640468"
+
+require ${BPN}-crates.inc
+
+inherit cargo cargo-update-recipe-crates ptest-cargo systemd update-rc.d useradd
+
+# Cargo.toml's release profile strips the binaries (strip = true), which would trip the
+# already-stripped QA error and leave the -dbg package empty: Yocto strips them itself.
+# ptest-cargo builds the test binaries with these flags too.
+CARGO_BUILD_FLAGS:append = " --config profile.release.strip=false"
+
+# Where the file:// entries are unpacked: UNPACKDIR from styhead on, WORKDIR on scarthgap,
+# which has no UNPACKDIR. (Not a weak default for UNPACKDIR itself: that could override
+# the release's own value.)
+QCOP_FILESDIR = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}"
+
+# Two packages: qcop-daemon (qcopd, its configuration, init script, systemd units and the
+# qcop group) and qcop (the CLI, which pulls in the daemon). qcop-dev holds only the Rust
+# library (.rlib) for now; the C API's header and library go there once it exists.
+PACKAGE_BEFORE_PN = "${PN}-daemon"
+
+USERADD_PACKAGES = "${PN}-daemon"
+GROUPADD_PARAM:${PN}-daemon = "--system qcop"
+
+SYSTEMD_PACKAGES = "${PN}-daemon"
+SYSTEMD_SERVICE:${PN}-daemon = "qcopd.socket qcopd.service"
+
+INITSCRIPT_PACKAGES = "${PN}-daemon"
+INITSCRIPT_NAME:${PN}-daemon = "qcopd"
+INITSCRIPT_PARAMS:${PN}-daemon = "defaults 15 85"
+
+do_install:append() {
+    install -d ${D}${sysconfdir}/qcop
+    install -m 0644 ${QCOP_FILESDIR}/qcopd.toml ${D}${sysconfdir}/qcop/qcopd.toml
+    install -d ${D}${docdir}/${BPN}
+    install -m 0644 ${S}/docs/qcopd.toml ${D}${docdir}/${BPN}/qcopd.toml.example
+
+    if ${@bb.utils.contains('DISTRO_FEATURES', 'systemd', 'true', 'false', d)}; then
+        install -d ${D}${systemd_system_unitdir}
+        install -m 0644 ${QCOP_FILESDIR}/qcopd.service ${QCOP_FILESDIR}/qcopd.socket ${D}${systemd_system_unitdir}
+        sed -i -e 's,@BINDIR@,${bindir},g' -e 's,@BASE_BINDIR@,${base_bindir},g' \
+            -e 's,@SYSCONFDIR@,${sysconfdir},g' ${D}${systemd_system_unitdir}/qcopd.service
+        install -d ${D}${nonarch_libdir}/tmpfiles.d
+        install -m 0644 ${QCOP_FILESDIR}/qcop-tmpfiles.conf ${D}${nonarch_libdir}/tmpfiles.d/qcop.conf
+    fi
+    if ${@bb.utils.contains('DISTRO_FEATURES', 'sysvinit', 'true', 'false', d)}; then
+        install -d ${D}${INIT_D_DIR}
+        install -m 0755 ${QCOP_FILESDIR}/qcopd.init ${D}${INIT_D_DIR}/qcopd
+        sed -i -e 's,@BINDIR@,${bindir},g' -e 's,@SYSCONFDIR@,${sysconfdir},g' ${D}${INIT_D_DIR}/qcopd
+    fi
+}
+
+# ptest-cargo builds the test binaries (cargo build --tests) and installs them to
+# PTEST_PATH with a run-ptest that reports only an overall exit status. Ours replaces it:
+# it prints PASS:/FAIL:/SKIP: per test, and links the installed programs where the
+# integration tests look for them (the build directory, CARGO_BIN_EXE_*; see run-ptest).
+# Because of those compiled-in paths qcop-ptest draws a "buildpaths" QA warning.
+do_install_ptest_cargo[postfuncs] += "qcop_install_run_ptest"
+qcop_install_run_ptest() {
+    install -m 0755 ${QCOP_FILESDIR}/run-ptest ${D}${PTEST_PATH}/run-ptest
+    sed -i -e 's,@BINDIR@,${bindir},g' \
+        -e 's,@CARGO_BINDIR@,${B}/target/${CARGO_TARGET_SUBDIR},g' ${D}${PTEST_PATH}/run-ptest
+}
+
+FILES:${PN}-daemon += "${bindir}/qcopd \
+                       ${sysconfdir}/qcop \
+                       ${INIT_D_DIR}/qcopd \
+                       ${systemd_system_unitdir}/qcopd.service \
+                       ${systemd_system_unitdir}/qcopd.socket \
+                       ${nonarch_libdir}/tmpfiles.d/qcop.conf \
+                       "
+CONFFILES:${PN}-daemon = "${sysconfdir}/qcop/qcopd.toml"
+
+# The CLI is of no use without the daemon: IMAGE_INSTALL:append = " qcop" brings both.
+RDEPENDS:${PN} += "${PN}-daemon"
+RDEPENDS:${PN}-ptest += "${PN}-daemon"
