@@ -160,7 +160,11 @@ enum Answer {
     Registered(u32),
     Channels(Vec<ChannelInfo>),
     Stats(StatsReport),
-    Reply { error: bool, message: String, data: Vec<u8> },
+    Reply {
+        error: bool,
+        message: String,
+        data: Vec<u8>,
+    },
 }
 
 /// A connection to `qcopd`.
@@ -359,10 +363,12 @@ impl Connection {
     /// Number of connections subscribed exactly to `channel`.
     pub fn registered_count(&mut self, channel: &str) -> Result<u32, Error> {
         check_name(channel, self.limits.max_channel as usize).map_err(Error::BadName)?;
-        self.retrying(|c| match c.request(|seq| Frame::IsRegistered { seq, channel })? {
-            Answer::Registered(n) => Ok(n),
-            other => Err(unexpected(other)),
-        })
+        self.retrying(
+            |c| match c.request(|seq| Frame::IsRegistered { seq, channel })? {
+                Answer::Registered(n) => Ok(n),
+                other => Err(unexpected(other)),
+            },
+        )
     }
 
     /// Channels and patterns known to the daemon with their subscriber counts.
@@ -414,7 +420,11 @@ impl Connection {
                 message,
                 data,
             } => Ok(Reply { message, data }),
-            Answer::Reply { error: true, message, .. } => Err(Error::Remote(message)),
+            Answer::Reply {
+                error: true,
+                message,
+                ..
+            } => Err(Error::Remote(message)),
             other => Err(unexpected(other)),
         }
     }
@@ -536,7 +546,10 @@ impl Connection {
 
     /// Runs `op`; if the connection was lost and reconnecting is enabled, reconnects
     /// (within the timeout) and runs it once more.
-    fn retrying<T>(&mut self, mut op: impl FnMut(&mut Self) -> Result<T, Error>) -> Result<T, Error> {
+    fn retrying<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Self) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         match op(self) {
             Err(e) if self.opts.reconnect && e.is_disconnect() => {
                 let deadline = self.deadline(self.opts.timeout);
@@ -690,7 +703,8 @@ impl Connection {
                         }
                         self.send_errors.push_back((code, text.to_owned()));
                     } else {
-                        self.answers.insert(seq, Answer::Error(code, text.to_owned()));
+                        self.answers
+                            .insert(seq, Answer::Error(code, text.to_owned()));
                     }
                 }
                 Frame::Registered { seq, count } => {

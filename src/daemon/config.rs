@@ -188,7 +188,9 @@ fn parse_mode(text: &str) -> Result<u32, String> {
     let digits = text.trim_start_matches("0o");
     match u32::from_str_radix(digits, 8) {
         Ok(m) if m <= 0o777 => Ok(m),
-        _ => Err(format!("socket_mode {text:?} is not an octal mode like \"0660\"")),
+        _ => Err(format!(
+            "socket_mode {text:?} is not an octal mode like \"0660\""
+        )),
     }
 }
 
@@ -234,7 +236,10 @@ mod tests {
             Config::parse("max_payload = 16777216"),
             Err(ConfigError::Invalid(_))
         ));
-        assert!(Config::parse("max_payload = 16777216\nmax_queue_bytes = 33554432\nmax_total_queue_bytes = 67108864").is_ok());
+        assert!(Config::parse(
+            "max_payload = 16777216\nmax_queue_bytes = 33554432\nmax_total_queue_bytes = 67108864"
+        )
+        .is_ok());
         assert!(matches!(
             Config::parse("socket_mode = \"999\""),
             Err(ConfigError::Invalid(_))

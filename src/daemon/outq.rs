@@ -132,7 +132,8 @@ impl OutQueue {
         }
         if dropped + carried > 0 {
             self.bytes += LOST_LEN;
-            self.items.insert(gap.unwrap_or(first), Out::lost(dropped + carried));
+            self.items
+                .insert(gap.unwrap_or(first), Out::lost(dropped + carried));
         }
         if queued {
             self.bytes += frame.len();

@@ -258,7 +258,10 @@ impl Server {
     fn admit(&mut self, stream: UnixStream) {
         if self.client_count >= self.cfg.max_clients as usize {
             self.counters.clients_refused += 1;
-            log::warn!("refusing a client: limit of {} reached", self.cfg.max_clients);
+            log::warn!(
+                "refusing a client: limit of {} reached",
+                self.cfg.max_clients
+            );
             let text = format!("the daemon serves at most {} clients", self.cfg.max_clients);
             let frame = Frame::Error {
                 seq: 0,
@@ -311,8 +314,7 @@ impl Server {
         });
         self.client_count += 1;
         self.counters.clients_accepted += 1;
-        let deadline =
-            Instant::now() + Duration::from_millis(self.cfg.handshake_timeout_ms as u64);
+        let deadline = Instant::now() + Duration::from_millis(self.cfg.handshake_timeout_ms as u64);
         self.timers
             .push(Reverse((deadline, Timer::Handshake { slot, id })));
         log::debug!("client {id} connected (pid {pid}, uid {uid}, gid {gid})");
@@ -343,7 +345,12 @@ impl Server {
                         self.counters.protocol_errors += 1;
                         return;
                     }
-                    if self.clients.get(slot).and_then(Option::as_ref).map_or(true, |c| c.closing) {
+                    if self
+                        .clients
+                        .get(slot)
+                        .and_then(Option::as_ref)
+                        .map_or(true, |c| c.closing)
+                    {
                         return;
                     }
                     // A short read drained the socket: skip the read that would only say
@@ -508,7 +515,10 @@ impl Server {
         if payload.len() > max as usize {
             return Err((
                 ErrorCode::TooLarge,
-                format!("payload of {} bytes exceeds the limit of {max}", payload.len()),
+                format!(
+                    "payload of {} bytes exceeds the limit of {max}",
+                    payload.len()
+                ),
             ));
         }
         Ok(())
@@ -801,9 +811,13 @@ impl Server {
         // written once per loop turn, so a burst read in one turn would otherwise overflow
         // the queue of a receiver whose socket is empty. `want_write`: the socket was full
         // at the last attempt and EPOLLOUT will say when it drains. (64 covers a Lost notice.)
-        let near_full = self.clients.get(slot).and_then(Option::as_ref).is_some_and(|c| {
-            !c.want_write && !c.out.is_empty() && c.out.bytes() + frame.len() + 64 > limit
-        });
+        let near_full = self
+            .clients
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| {
+                !c.want_write && !c.out.is_empty() && c.out.bytes() + frame.len() + 64 > limit
+            });
         if near_full {
             self.flush(slot);
         }
@@ -881,7 +895,10 @@ impl Server {
 
     fn reject(&mut self, slot: Slot, seq: u32, code: ErrorCode, text: &str) {
         self.counters.requests_rejected += 1;
-        log::debug!("client {}: request {seq} refused: {code}: {text}", self.client_id(slot));
+        log::debug!(
+            "client {}: request {seq} refused: {code}: {text}",
+            self.client_id(slot)
+        );
         let frame = Frame::Error {
             seq,
             fatal: false,

@@ -23,7 +23,11 @@ impl Signals {
         tx.set_nonblocking(true)?;
         let terminate = Arc::new(AtomicBool::new(false));
         let reload = Arc::new(AtomicBool::new(false));
-        for (sig, flag) in [(SIGTERM, &terminate), (SIGINT, &terminate), (SIGHUP, &reload)] {
+        for (sig, flag) in [
+            (SIGTERM, &terminate),
+            (SIGINT, &terminate),
+            (SIGHUP, &reload),
+        ] {
             // The flag is registered before the wake-up write, so the loop sees the flag set
             // when the byte wakes it.
             signal_hook::flag::register(sig, Arc::clone(flag))?;

@@ -41,12 +41,18 @@ impl fmt::Display for DecodeError {
         match self {
             DecodeError::Truncated => f.write_str("frame truncated: a field runs past its end"),
             DecodeError::TooLarge { len, max } => {
-                write!(f, "frame body of {len} bytes exceeds the limit of {max} bytes")
+                write!(
+                    f,
+                    "frame body of {len} bytes exceeds the limit of {max} bytes"
+                )
             }
             DecodeError::Reserved => f.write_str("reserved bits or fields are not zero"),
             DecodeError::UnknownKind(k) => write!(f, "unknown frame kind 0x{k:02x}"),
             DecodeError::UnknownFlags { kind, flags } => {
-                write!(f, "undefined flags 0x{flags:02x} on frame kind 0x{kind:02x}")
+                write!(
+                    f,
+                    "undefined flags 0x{flags:02x} on frame kind 0x{kind:02x}"
+                )
             }
             DecodeError::BadUtf8 => f.write_str("a name is not valid UTF-8"),
             DecodeError::TrailingBytes => f.write_str("bytes left over after the last field"),

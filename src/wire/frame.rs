@@ -266,7 +266,10 @@ pub struct StatsReport {
 impl StatsReport {
     /// The value of a named counter.
     pub fn get(&self, name: &str) -> Option<u64> {
-        self.counters.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+        self.counters
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
     }
 }
 

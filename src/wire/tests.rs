@@ -204,7 +204,10 @@ fn bad_utf8_and_magic_and_trailing_bytes() {
     let mut b = Frame::Sync { seq: 1 }.to_vec();
     b.push(0);
     b[3] = 1;
-    assert_eq!(Frame::decode_exact(&b, MAX), Err(DecodeError::TrailingBytes));
+    assert_eq!(
+        Frame::decode_exact(&b, MAX),
+        Err(DecodeError::TrailingBytes)
+    );
 }
 
 #[test]
