@@ -72,7 +72,7 @@ impl fmt::Display for Error {
                 f,
                 "payload of {size} bytes exceeds the daemon's limit of {max} bytes"
             ),
-            Error::Timeout => f.write_str("timed out waiting for qcopd"),
+            Error::Timeout => f.write_str("timed out waiting for an answer"),
             Error::NoResponder => f.write_str("no responder is subscribed to that channel"),
             Error::ResponderGone => f.write_str("the responder disconnected without answering"),
             Error::Remote(e) => write!(f, "the responder returned an error: {e}"),

@@ -103,6 +103,10 @@ pub struct Server {
     dirty: Vec<Slot>,
     to_close: Vec<(Slot, CloseReason)>,
     scratch: Vec<Slot>,
+    /// Encoding buffer: a frame is encoded here, then copied once into its shared `Rc`.
+    enc: Vec<u8>,
+    /// Read buffer shared by every client whose own reader holds no partial frame.
+    shared_reader: FrameReader,
     queued_total: u64,
     started: Instant,
 }
@@ -155,6 +159,8 @@ impl Server {
             dirty: Vec::new(),
             to_close: Vec::new(),
             scratch: Vec::new(),
+            enc: Vec::with_capacity(1024),
+            shared_reader: FrameReader::new(0),
             queued_total: 0,
             started: Instant::now(),
         })
@@ -195,6 +201,7 @@ impl Server {
                 self.reload_config();
             }
             self.expire_timers();
+            self.compact_timers();
             self.flush_dirty();
             self.close_pending();
         }
@@ -327,12 +334,23 @@ impl Server {
         if client.closing {
             return;
         }
-        let mut reader = std::mem::replace(&mut client.reader, FrameReader::new(0));
+        // A client with no partial frame buffered reads into the shared buffer, so idle
+        // clients hold no read buffer of their own.
+        let shared = client.reader.pending() == 0;
+        let mut reader = if shared {
+            let mut r = std::mem::replace(&mut self.shared_reader, FrameReader::new(0));
+            r.set_max_body(client.reader.max_body());
+            r
+        } else {
+            std::mem::replace(&mut client.reader, FrameReader::new(0))
+        };
         let mut budget = READ_BUDGET;
         let mut outcome = None;
+        let mut gone = false;
         while budget > 0 && outcome.is_none() {
             let Some(client) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
-                return;
+                gone = true;
+                break;
             };
             match (&client.stream).read(reader.buffer_mut(READ_CHUNK)) {
                 Ok(0) => outcome = Some(CloseReason::Eof),
@@ -343,7 +361,8 @@ impl Server {
                         self.fatal(slot, ErrorCode::Malformed, &e.to_string());
                         log::warn!("client {}: {e}; closing", self.client_id(slot));
                         self.counters.protocol_errors += 1;
-                        return;
+                        gone = true;
+                        break;
                     }
                     if self
                         .clients
@@ -351,7 +370,8 @@ impl Server {
                         .and_then(Option::as_ref)
                         .map_or(true, |c| c.closing)
                     {
-                        return;
+                        gone = true;
+                        break;
                     }
                     // A short read drained the socket: skip the read that would only say
                     // EAGAIN (level-triggered epoll reports anything arriving later).
@@ -367,8 +387,22 @@ impl Server {
         if let Some(reason) = outcome {
             self.to_close.push((slot, reason));
         }
-        reader.shrink_idle(READ_KEEP);
-        if let Some(client) = self.clients.get_mut(slot).and_then(Option::as_mut) {
+        let client = if gone {
+            None
+        } else {
+            self.clients.get_mut(slot).and_then(Option::as_mut)
+        };
+        if shared {
+            if let Some(client) = client {
+                if reader.pending() > 0 {
+                    client.reader.push_bytes(reader.pending_bytes());
+                }
+            }
+            reader.clear();
+            reader.shrink_idle(READ_KEEP);
+            self.shared_reader = reader;
+        } else if let Some(client) = client {
+            reader.shrink_idle(0);
             client.reader = reader;
         }
     }
@@ -597,15 +631,16 @@ impl Server {
         if recipients.is_empty() {
             self.counters.dropped_no_subscriber += 1;
         } else {
-            let frame: Rc<[u8]> = Frame::Message {
-                token: 0,
-                call: false,
-                channel,
-                message,
-                payload,
-            }
-            .to_vec()
-            .into();
+            let frame = encode_shared(
+                &mut self.enc,
+                &Frame::Message {
+                    token: 0,
+                    call: false,
+                    channel,
+                    message,
+                    payload,
+                },
+            );
             for &r in &recipients {
                 delivered += u32::from(self.enqueue(r, &frame));
             }
@@ -656,15 +691,16 @@ impl Server {
             );
         }
         let token = self.allocate_token();
-        let frame: Rc<[u8]> = Frame::Message {
-            token,
-            call: true,
-            channel,
-            message,
-            payload,
-        }
-        .to_vec()
-        .into();
+        let frame = encode_shared(
+            &mut self.enc,
+            &Frame::Message {
+                token,
+                call: true,
+                channel,
+                message,
+                payload,
+            },
+        );
         let mut reached = Vec::with_capacity(recipients.len());
         for &r in &recipients {
             if self.enqueue(r, &frame) {
@@ -731,14 +767,15 @@ impl Server {
             return;
         };
         self.counters.calls_answered += 1;
-        let reply: Rc<[u8]> = Frame::Reply {
-            seq: call.seq,
-            error,
-            message,
-            payload,
-        }
-        .to_vec()
-        .into();
+        let reply = encode_shared(
+            &mut self.enc,
+            &Frame::Reply {
+                seq: call.seq,
+                error,
+                message,
+                payload,
+            },
+        );
         self.finish_call(&call, reply);
     }
 
@@ -756,14 +793,15 @@ impl Server {
     }
 
     fn call_error(&mut self, call: &PendingCall, code: ErrorCode, text: &str) {
-        let frame: Rc<[u8]> = Frame::Error {
-            seq: call.seq,
-            fatal: false,
-            code,
-            text,
-        }
-        .to_vec()
-        .into();
+        let frame = encode_shared(
+            &mut self.enc,
+            &Frame::Error {
+                seq: call.seq,
+                fatal: false,
+                code,
+                text,
+            },
+        );
         self.finish_call(call, frame);
     }
 
@@ -890,7 +928,8 @@ impl Server {
     }
 
     fn reply(&mut self, slot: Slot, frame: &Frame<'_>) {
-        self.push_reply(slot, frame.to_vec().into());
+        let frame = encode_shared(&mut self.enc, frame);
+        self.push_reply(slot, frame);
     }
 
     fn reject(&mut self, slot: Slot, seq: u32, code: ErrorCode, text: &str) {
@@ -1024,6 +1063,23 @@ impl Server {
         }
     }
 
+    /// Drops the timeouts of calls that were answered: without this every call leaves its
+    /// entry in the heap until the deadline passes, so the heap grows with call rate ×
+    /// timeout. Amortised O(1): runs only when stale entries outnumber live ones.
+    fn compact_timers(&mut self) {
+        let live = self.calls.len() + self.client_count;
+        if self.timers.len() > 256 && self.timers.len() > 2 * live {
+            let (calls, clients) = (&self.calls, &self.clients);
+            self.timers.retain(|Reverse((_, t))| match *t {
+                Timer::Call(token) => calls.contains_key(&token),
+                Timer::Handshake { slot, id } => clients
+                    .get(slot)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|c| c.id == id && !c.greeted),
+            });
+        }
+    }
+
     fn close_pending(&mut self) {
         while let Some((slot, reason)) = self.to_close.pop() {
             self.close(slot, reason);
@@ -1124,6 +1180,14 @@ impl Server {
             }
         }
     }
+}
+
+/// Encodes `frame` in `buf` (reused: no reallocation while the frame grows) and returns
+/// one shared copy of the bytes.
+fn encode_shared(buf: &mut Vec<u8>, frame: &Frame<'_>) -> Rc<[u8]> {
+    buf.clear();
+    frame.encode(buf);
+    Rc::from(&buf[..])
 }
 
 fn send_nosignal(stream: &UnixStream, slices: &[IoSlice<'_>]) -> nix::Result<usize> {

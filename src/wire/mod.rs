@@ -88,6 +88,24 @@ impl FrameReader {
         &mut self.buf[self.end..]
     }
 
+    /// The bytes buffered but not yet returned as frames.
+    pub fn pending_bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Appends `bytes` (the start of a frame another reader received).
+    pub fn push_bytes(&mut self, bytes: &[u8]) {
+        let n = bytes.len();
+        self.buffer_mut(n)[..n].copy_from_slice(bytes);
+        self.filled(n);
+    }
+
+    /// Forgets every buffered byte (keeps the capacity).
+    pub fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
     /// Marks `n` bytes of the slice returned by [`FrameReader::buffer_mut`] as filled.
     pub fn filled(&mut self, n: usize) {
         debug_assert!(self.end + n <= self.buf.len());
