@@ -178,3 +178,42 @@ fn stats_show_each_clients_peer_credentials() {
     assert_eq!(me.name, "creds-test");
     assert_eq!(report.clients.len(), 1);
 }
+
+#[test]
+fn readiness_and_shutdown_are_reported_to_notify_socket() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = common::temp_dir("notify");
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    notify.set_read_timeout(Some(WAIT)).unwrap();
+    let socket = dir.join("qcopd.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qcopd"))
+        .arg("--socket")
+        .arg(&socket)
+        .env_remove("QCOP_SOCKET")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn qcopd");
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY notification");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.contains("READY=1"), "got {ready:?}");
+    assert!(
+        ready.contains(&format!("MAINPID={}", child.id())),
+        "got {ready:?}"
+    );
+    // Ready means accepting: a client connects at once.
+    let opts = qcop::ConnectOptions::new().socket(&socket).timeout(WAIT);
+    Connection::connect(&opts).expect("connect after READY=1");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    let n = notify.recv(&mut buf).expect("STOPPING notification");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
