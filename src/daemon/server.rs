@@ -480,7 +480,10 @@ impl Server {
                     return self.reject(slot, seq, code, &text);
                 }
                 self.counters.messages_received += 1;
-                let n = self.publish(channel, message, payload);
+                let n = self.publish(channel, message, payload).unwrap_or_else(|| {
+                    self.counters.dropped_no_subscriber += 1;
+                    0
+                });
                 if ack {
                     self.reply(slot, &Frame::Ok { seq, value: n });
                 }
@@ -610,27 +613,19 @@ impl Server {
         if channel == SYSTEM_CHANNEL {
             return;
         }
-        // Nobody listening is normal, and not a message a sender lost: skip, uncounted.
-        let mut listeners = std::mem::take(&mut self.scratch);
-        self.router.recipients(SYSTEM_CHANNEL, &mut listeners);
-        let nobody = listeners.is_empty();
-        self.scratch = listeners;
-        if nobody {
-            return;
-        }
         let mut payload = Vec::with_capacity(4 + 2 * channel.len());
         Value::QString(Some(channel.to_owned())).encode(&mut payload);
-        self.publish(SYSTEM_CHANNEL, message, &payload);
+        // Nobody listening is normal here, and not a message a sender lost: not counted.
+        let _ = self.publish(SYSTEM_CHANNEL, message, &payload);
     }
 
-    /// Queues a message for every subscriber of `channel`; returns how many got it.
-    fn publish(&mut self, channel: &str, message: &str, payload: &[u8]) -> u32 {
+    /// Queues a message for every subscriber of `channel`; returns how many got it, or `None`
+    /// when the channel has no subscriber at all.
+    fn publish(&mut self, channel: &str, message: &str, payload: &[u8]) -> Option<u32> {
         let mut recipients = std::mem::take(&mut self.scratch);
         self.router.recipients(channel, &mut recipients);
-        let mut delivered = 0;
-        if recipients.is_empty() {
-            self.counters.dropped_no_subscriber += 1;
-        } else {
+        let mut delivered = None;
+        if !recipients.is_empty() {
             let frame = encode_shared(
                 &mut self.enc,
                 &Frame::Message {
@@ -641,9 +636,11 @@ impl Server {
                     payload,
                 },
             );
+            let mut n = 0;
             for &r in &recipients {
-                delivered += u32::from(self.enqueue(r, &frame));
+                n += u32::from(self.enqueue(r, &frame));
             }
+            delivered = Some(n);
         }
         self.scratch = recipients;
         delivered
