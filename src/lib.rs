@@ -13,8 +13,11 @@
 //! - [`client`]: the library applications link: connect, subscribe, send, receive, call.
 //! - [`daemon`]: the channel server behind the `qcopd` binary.
 //! - [`paths`]: where the socket lives by default.
+//! - [`shm`]: shared-memory foundations (memfd, mappings, shared futexes).
 //!
-//! `unsafe` code is confined to the `sys` module (adopting inherited file descriptors).
+//! `unsafe` code is confined to named modules, each block with its safety argument: `sys`
+//! (adopting inherited and received file descriptors), [`shm::futex`] (the futex system call)
+//! and [`shm::map`] (memory mappings).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -23,6 +26,7 @@ pub mod daemon;
 pub mod datastream;
 pub mod paths;
 pub mod pattern;
+pub mod shm;
 #[allow(unsafe_code)]
 mod sys;
 pub mod wire;

@@ -34,7 +34,7 @@ use crate::wire::{ChannelInfo, ErrorCode, Frame, FrameReader, StatsReport, PROTO
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -46,6 +46,8 @@ const SEND_SEQ_BIT: u32 = 0x8000_0000;
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// Errors about unacknowledged sends kept for `flush` to report.
 const MAX_SEND_ERRORS: usize = 64;
+/// Descriptors from the daemon held before a frame claims them (more is a protocol error).
+const MAX_PENDING_FDS: usize = 16;
 /// Extra time a caller waits past the call timeout for the daemon's own timeout answer.
 const CALL_GRACE: Duration = Duration::from_secs(1);
 
@@ -154,7 +156,8 @@ pub struct Limits {
     pub max_subscriptions: u32,
 }
 
-enum Answer {
+/// What the daemon answered to one request.
+pub(crate) enum Answer {
     Ok(u32),
     Error(ErrorCode, String),
     Registered(u32),
@@ -177,6 +180,10 @@ pub struct Connection {
     wpos: usize,
     inbox: VecDeque<Message>,
     answers: HashMap<u32, Answer>,
+    /// Descriptors received with the stream's bytes, not yet claimed by a frame.
+    fds: VecDeque<OwnedFd>,
+    /// Descriptors that came with answers, by request sequence number.
+    answer_fds: HashMap<u32, OwnedFd>,
     send_errors: VecDeque<(ErrorCode, String)>,
     send_errors_overflow: u64,
     /// A fatal error frame from the daemon, reported when the stream ends.
@@ -201,6 +208,8 @@ impl Connection {
             wpos: 0,
             inbox: VecDeque::new(),
             answers: HashMap::new(),
+            fds: VecDeque::new(),
+            answer_fds: HashMap::new(),
             send_errors: VecDeque::new(),
             send_errors_overflow: 0,
             fatal: None,
@@ -537,6 +546,23 @@ impl Connection {
         self.wait_answer(seq, deadline)
     }
 
+    /// Sends a request whose successful answer carries a file descriptor (shared memory
+    /// handed over by the daemon) and waits for both.
+    #[allow(dead_code)] // used by the shared-memory clients
+    pub(crate) fn request_with_fd<'f>(
+        &mut self,
+        build: impl FnOnce(u32) -> Frame<'f>,
+    ) -> Result<(Answer, OwnedFd), Error> {
+        let deadline = self.deadline(self.opts.timeout);
+        let seq = self.start(build)?;
+        let answer = self.wait_answer(seq, deadline);
+        let fd = self.answer_fds.remove(&seq);
+        match (answer?, fd) {
+            (a, Some(fd)) => Ok((a, fd)),
+            (a, None) => Err(unexpected(a)),
+        }
+    }
+
     fn request_ok<'f>(&mut self, build: impl FnOnce(u32) -> Frame<'f>) -> Result<u32, Error> {
         match self.request(build)? {
             Answer::Ok(v) => Ok(v),
@@ -644,7 +670,13 @@ impl Connection {
     fn read_available(&mut self) -> Result<(), Error> {
         const CHUNK: usize = 16 * 1024;
         loop {
-            match (&self.stream).read(self.reader.buffer_mut(CHUNK)) {
+            let got = crate::sys::recv_with_fds(
+                &self.stream,
+                self.reader.buffer_mut(CHUNK),
+                &mut self.fds,
+                MAX_PENDING_FDS,
+            );
+            match got {
                 Ok(0) => {
                     return Err(match self.fatal.take() {
                         Some((code, text)) => Error::from_daemon(code, text),
@@ -668,6 +700,21 @@ impl Connection {
 
     fn decode_frames(&mut self) -> Result<(), Error> {
         while let Some(frame) = self.reader.next_frame().map_err(Error::Protocol)? {
+            if frame.kind().carries_fd() {
+                // The descriptor arrived with the frame's first byte, so it is queued by now.
+                let Some(fd) = self.fds.pop_front() else {
+                    return Err(Error::Io(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a frame announced a file descriptor that did not arrive",
+                    )));
+                };
+                if self.answer_fds.len() >= MAX_PENDING_FDS {
+                    // Only answers to requests that timed out stay unclaimed: close them.
+                    log::warn!("closing {} unclaimed descriptors", self.answer_fds.len());
+                    self.answer_fds.clear();
+                }
+                self.answer_fds.insert(frame.seq(), fd);
+            }
             match frame {
                 Frame::Message {
                     token,
@@ -772,6 +819,8 @@ impl Connection {
         self.wbuf.clear();
         self.wpos = 0;
         self.answers.clear();
+        self.fds.clear();
+        self.answer_fds.clear();
         self.fatal = None;
         self.reconnects += 1;
         let names: Vec<String> = self.subscriptions.keys().cloned().collect();

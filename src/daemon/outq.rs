@@ -8,6 +8,7 @@
 use crate::wire::Frame;
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
 /// Slices gathered into one `sendmsg`.
@@ -22,6 +23,9 @@ enum Out {
     /// An answer the client asked for (Ok, Error, Reply, ...): never dropped, the client
     /// waits for exactly this frame.
     Answer(Rc<[u8]>),
+    /// An answer that carries a file descriptor: sent with `SCM_RIGHTS` in the `sendmsg`
+    /// that writes the frame's first byte; our copy closes when the frame leaves the queue.
+    AnswerFd(Rc<[u8]>, OwnedFd),
     /// A gap notice: `count` messages were dropped at this point of the stream.
     Lost { count: u64, bytes: [u8; LOST_LEN] },
 }
@@ -36,13 +40,20 @@ impl Out {
 
     fn bytes(&self) -> &[u8] {
         match self {
-            Out::Frame(b) | Out::Answer(b) => b,
+            Out::Frame(b) | Out::Answer(b) | Out::AnswerFd(b, _) => b,
             Out::Lost { bytes, .. } => bytes,
         }
     }
 
     fn droppable(&self) -> bool {
-        !matches!(self, Out::Answer(_))
+        !matches!(self, Out::Answer(_) | Out::AnswerFd(..))
+    }
+
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            Out::AnswerFd(_, fd) => Some(fd.as_fd()),
+            _ => None,
+        }
     }
 }
 
@@ -97,6 +108,22 @@ impl OutQueue {
         true
     }
 
+    /// Appends an answer that carries `fd`, if it fits in `limit` bytes; never dropped.
+    /// On refusal the descriptor is returned.
+    pub fn push_answer_fd(
+        &mut self,
+        frame: Rc<[u8]>,
+        fd: OwnedFd,
+        limit: usize,
+    ) -> Result<(), OwnedFd> {
+        if self.bytes + frame.len() > limit {
+            return Err(fd);
+        }
+        self.bytes += frame.len();
+        self.items.push_back(Out::AnswerFd(frame, fd));
+        Ok(())
+    }
+
     /// Appends a frame, dropping the oldest unsent messages to stay within `limit` bytes.
     ///
     /// The dropped messages are replaced by one `Lost` notice at the place of the gap, so the
@@ -123,7 +150,7 @@ impl OutQueue {
             match old {
                 Out::Frame(_) => dropped += 1,
                 Out::Lost { count, .. } => carried += count,
-                Out::Answer(_) => {} // not reached: answers are skipped above
+                Out::Answer(_) | Out::AnswerFd(..) => {} // not reached: answers are skipped above
             }
         }
         let queued = self.bytes + frame.len() + LOST_LEN <= limit;
@@ -166,18 +193,29 @@ impl OutQueue {
     /// Hands up to [`MAX_IOV`] slices, starting at the unsent part of the head, to `write`
     /// (one `sendmsg`), then consumes what it wrote. Returns the bytes released from the
     /// queue.
+    ///
+    /// A frame that carries a descriptor starts a `sendmsg` of its own, with the descriptor
+    /// passed as the second argument: the kernel attaches it to the frame's first byte, so
+    /// the receiver holds it by the time the frame is complete.
     pub fn write_with(
         &mut self,
-        write: impl FnOnce(&[IoSlice<'_>]) -> nix::Result<usize>,
+        write: impl FnOnce(&[IoSlice<'_>], Option<BorrowedFd<'_>>) -> nix::Result<usize>,
     ) -> nix::Result<usize> {
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let mut n = 0;
+        let fd = match self.items.front() {
+            Some(item) if self.head_written == 0 => item.fd(),
+            _ => None,
+        };
         for (i, item) in self.items.iter().take(MAX_IOV).enumerate() {
+            if i > 0 && item.fd().is_some() {
+                break;
+            }
             let b = item.bytes();
             slices[i] = IoSlice::new(if i == 0 { &b[self.head_written..] } else { b });
             n += 1;
         }
-        let written = write(&slices[..n])?;
+        let written = write(&slices[..n], fd)?;
         Ok(self.advance(written))
     }
 
@@ -246,7 +284,7 @@ mod tests {
     fn drain(q: &mut OutQueue) -> Vec<String> {
         let mut stream = Vec::new();
         while !q.is_empty() {
-            q.write_with(|slices| {
+            q.write_with(|slices, _fd| {
                 for s in slices {
                     stream.extend_from_slice(s);
                 }
@@ -268,6 +306,43 @@ mod tests {
             });
         }
         out
+    }
+
+    #[test]
+    fn a_descriptor_starts_its_own_sendmsg_and_is_never_dropped() {
+        let fd = || std::fs::File::open("/dev/null").unwrap().into();
+        let len = msg(0).len();
+        let limit = len * 4 + LOST_LEN;
+        let mut q = OutQueue::default();
+        q.push_drop_oldest(msg(0), limit);
+        q.push_answer_fd(msg(1), fd(), limit).unwrap();
+        q.push_drop_oldest(msg(2), limit);
+        q.push_answer_fd(msg(3), fd(), limit).unwrap();
+        // Each call: (slices, carried a descriptor).
+        let mut calls = Vec::new();
+        while !q.is_empty() {
+            q.write_with(|slices, fd| {
+                calls.push((slices.len(), fd.is_some()));
+                // Write the first slice only partly the first time a descriptor goes out.
+                let n: usize = slices.iter().map(|s| s.len()).sum();
+                Ok(if fd.is_some() && calls.len() == 2 {
+                    5
+                } else {
+                    n
+                })
+            })
+            .unwrap();
+        }
+        // m0 alone (m1 carries a descriptor); m1 with its descriptor, partly written; the rest
+        // of m1 and m2 without it (already sent); m3 with its own.
+        assert_eq!(calls, [(1, false), (2, true), (2, false), (1, true)]);
+        // Answers with descriptors survive the drop policy.
+        let mut q = OutQueue::default();
+        q.push_answer_fd(msg(9), fd(), limit).unwrap();
+        for i in 10..20 {
+            q.push_drop_oldest(msg(i), limit);
+        }
+        assert_eq!(drain(&mut q)[0], "m9");
     }
 
     #[test]
@@ -294,7 +369,7 @@ mod tests {
             q.push_drop_oldest(msg(i), limit);
         }
         // Finish the head by hand, then decode the rest.
-        q.write_with(|slices| {
+        q.write_with(|slices, _fd| {
             assert_eq!(slices[0].len(), len - 3);
             Ok(slices[0].len())
         })

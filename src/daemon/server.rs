@@ -13,11 +13,11 @@ use crate::wire::{
     PROTOCOL_VERSION,
 };
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{sendmsg, MsgFlags, UnixAddr};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, IoSlice, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -277,7 +277,7 @@ impl Server {
                 text: &text,
             };
             let _ = stream.set_nonblocking(true);
-            let _ = send_nosignal(&stream, &[IoSlice::new(&frame.to_vec())]);
+            let _ = send_nosignal(&stream, &[IoSlice::new(&frame.to_vec())], None);
             return;
         }
         if let Err(e) = stream.set_nonblocking(true) {
@@ -924,6 +924,27 @@ impl Server {
         }
     }
 
+    /// Queues an answer together with a file descriptor (shared memory handed to a client).
+    /// Like [`Server::push_reply`], never dropped by the slow-consumer policy but bounded.
+    #[allow(dead_code)] // used by the shared-memory services
+    pub(crate) fn push_reply_fd(&mut self, slot: Slot, frame: &Frame<'_>, fd: OwnedFd) {
+        debug_assert!(frame.kind().carries_fd());
+        let frame = encode_shared(&mut self.enc, frame);
+        let limit = 2 * self.cfg.max_queue_bytes as usize + frame.len();
+        let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let len = frame.len() as i64;
+        if c.out.push_answer_fd(frame, fd, limit).is_ok() {
+            self.adjust_queued(len);
+            self.mark_dirty(slot);
+        } else if !c.closing {
+            c.closing = true;
+            self.counters.slow_consumer_disconnects += 1;
+            self.to_close.push((slot, CloseReason::SlowConsumer));
+        }
+    }
+
     fn reply(&mut self, slot: Slot, frame: &Frame<'_>) {
         let frame = encode_shared(&mut self.enc, frame);
         self.push_reply(slot, frame);
@@ -998,7 +1019,10 @@ impl Server {
         let mut failure = None;
         while !c.out.is_empty() {
             let stream = &c.stream;
-            match c.out.write_with(|slices| send_nosignal(stream, slices)) {
+            match c
+                .out
+                .write_with(|slices, fd| send_nosignal(stream, slices, fd))
+            {
                 Ok(n) => released += n,
                 Err(nix::errno::Errno::EAGAIN) => break,
                 Err(nix::errno::Errno::EINTR) => {}
@@ -1107,7 +1131,7 @@ impl Server {
                         code: ErrorCode::SlowConsumer,
                         text: "outgoing queue limit exceeded",
                     };
-                    let _ = send_nosignal(&c.stream, &[IoSlice::new(&frame.to_vec())]);
+                    let _ = send_nosignal(&c.stream, &[IoSlice::new(&frame.to_vec())], None);
                 }
             }
         }
@@ -1187,11 +1211,26 @@ fn encode_shared(buf: &mut Vec<u8>, frame: &Frame<'_>) -> Rc<[u8]> {
     Rc::from(&buf[..])
 }
 
-fn send_nosignal(stream: &UnixStream, slices: &[IoSlice<'_>]) -> nix::Result<usize> {
+/// One non-blocking `sendmsg` that never raises SIGPIPE; `fd` travels as `SCM_RIGHTS`.
+fn send_nosignal(
+    stream: &UnixStream,
+    slices: &[IoSlice<'_>],
+    fd: Option<BorrowedFd<'_>>,
+) -> nix::Result<usize> {
+    let raw;
+    let cmsg;
+    let cmsgs: &[ControlMessage<'_>] = match fd {
+        Some(fd) => {
+            raw = [fd.as_raw_fd()];
+            cmsg = [ControlMessage::ScmRights(&raw)];
+            &cmsg
+        }
+        None => &[],
+    };
     sendmsg::<UnixAddr>(
         stream.as_raw_fd(),
         slices,
-        &[],
+        cmsgs,
         MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
         None,
     )

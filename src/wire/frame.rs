@@ -15,6 +15,9 @@ const FLAG_CALL: u8 = 0x01;
 const FLAG_ERROR: u8 = 0x01;
 const FLAG_FATAL: u8 = 0x01;
 const FLAG_CLIENTS: u8 = 0x01;
+/// Header flag: one file descriptor travels with this frame (`SCM_RIGHTS` on the frame's
+/// bytes). Set exactly on the kinds for which [`Kind::carries_fd`] is true.
+pub const FLAG_FD: u8 = 0x80;
 
 /// Frame kinds. Requests from clients are below 0x80, frames from the daemon at or above.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +90,22 @@ impl Kind {
         })
     }
 
+    /// Whether frames of this kind always carry one file descriptor (daemon to client only;
+    /// the daemon never accepts descriptors). Such frames have [`FLAG_FD`] set in the header.
+    pub fn carries_fd(self) -> bool {
+        false
+    }
+
     /// Flag bits defined for this kind; any other bit is a protocol error.
     fn allowed_flags(self) -> u8 {
+        if self.carries_fd() {
+            return FLAG_FD | self.kind_flags();
+        }
+        self.kind_flags()
+    }
+
+    /// Flag bits with a meaning particular to this kind.
+    fn kind_flags(self) -> u8 {
         match self {
             Kind::Send => FLAG_ACK,
             Kind::Message => FLAG_CALL,
@@ -470,7 +487,7 @@ impl Header {
         if reserved != 0 {
             return Err(DecodeError::Reserved);
         }
-        if flags & !kind.allowed_flags() != 0 {
+        if flags & !kind.allowed_flags() != 0 || kind.carries_fd() != (flags & FLAG_FD != 0) {
             return Err(DecodeError::UnknownFlags {
                 kind: kind_byte,
                 flags,
@@ -647,7 +664,10 @@ impl<'a> Frame<'a> {
     /// Appends the encoded frame (header and body) to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
-        let (flags, seq) = self.header_fields();
+        let (mut flags, seq) = self.header_fields();
+        if self.kind().carries_fd() {
+            flags |= FLAG_FD;
+        }
         out.extend_from_slice(&[0; 4]);
         out.push(self.kind() as u8);
         out.push(flags);
@@ -663,6 +683,11 @@ impl<'a> Frame<'a> {
         let mut v = Vec::new();
         self.encode(&mut v);
         v
+    }
+
+    /// The header's sequence field: the request's sequence number, a call token, or 0.
+    pub fn seq(&self) -> u32 {
+        self.header_fields().1
     }
 
     fn header_fields(&self) -> (u8, u32) {

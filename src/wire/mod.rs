@@ -11,7 +11,7 @@ mod frame;
 
 pub use buf::{DecodeError, Reader};
 pub use frame::{
-    ChannelInfo, ClientInfo, ErrorCode, Frame, Kind, StatsReport, HEADER_LEN, MAGIC,
+    ChannelInfo, ClientInfo, ErrorCode, Frame, Kind, StatsReport, FLAG_FD, HEADER_LEN, MAGIC,
     PROTOCOL_VERSION,
 };
 
