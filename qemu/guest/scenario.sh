@@ -18,6 +18,11 @@
 
 STEPS="board daemon pubsub patterns registered call slow_consumer sigkill compat tests daemon_stop"
 
+# Tier 3 (qemu/run test-link): two boards, a (10.9.0.1) and b (10.9.0.2), on one virtual
+# network, each qcopd linked to the other over TCP. Both boards run these steps in lockstep,
+# each playing its side; QCOP_LINK (a or b) says which.
+LINK_STEPS="board net"
+
 # shellcheck disable=SC1091
 . /etc/qcop/board
 SOCKET=/run/qcop/qcopd.sock
@@ -350,6 +355,16 @@ step_daemon_stop() {
     cat /var/log/qcopd.log
 }
 
+# ----- tier 3: linked boards ------------------------------------------------------------
+
+peer_addr() { case "$QCOP_LINK" in a) echo 10.9.0.2 ;; *) echo 10.9.0.1 ;; esac; }
+
+step_net() {
+    ifconfig eth0 | grep -q 'inet addr:10.9.0.' || fail "eth0 has no 10.9.0.x address"
+    until_true 60 ping -c 1 -W 1 "$(peer_addr)" || fail "board $(peer_addr) does not answer ping"
+    info "$(ping -c 3 -W 2 "$(peer_addr)" | tail -1)"
+}
+
 # ----- runner ---------------------------------------------------------------------------
 
 # Each step runs in a subshell with `set -e`, its output to a log that is shown on failure,
@@ -392,6 +407,7 @@ run_step() {
 
 pass=0
 fail=0
+[ -z "${QCOP_LINK:-}" ] || STEPS=$LINK_STEPS
 [ -z "${QCOP_STEPS:-}" ] || STEPS=$(echo "$QCOP_STEPS" | tr , ' ')
 echo "@@QCOP PLAN $STEPS"
 for step in $STEPS; do
