@@ -21,7 +21,7 @@ STEPS="board daemon pubsub patterns registered call slow_consumer sigkill compat
 # Tier 3 (qemu/run test-link): two boards, a (10.9.0.1) and b (10.9.0.2), on one virtual
 # network, each qcopd linked to the other over TCP. Both boards run these steps in lockstep,
 # each playing its side; QCOP_LINK (a or b) says which.
-LINK_STEPS="board net"
+LINK_STEPS="board net link_up a_to_b b_to_a cut_heal link_stats"
 
 # shellcheck disable=SC1091
 . /etc/qcop/board
@@ -358,6 +358,91 @@ step_daemon_stop() {
 # ----- tier 3: linked boards ------------------------------------------------------------
 
 peer_addr() { case "$QCOP_LINK" in a) echo 10.9.0.2 ;; *) echo 10.9.0.1 ;; esac; }
+
+# One column (by header name) of the links table of `qcop stats` (one link per board here).
+link_col() {
+    qcop stats | awk -v col="$1" '
+        $1 == "PEER" && $3 == "STATE" { for (i = 1; i <= NF; i++) idx[$i] = i; table = 1; next }
+        table && NF >= 3 { print $idx[col]; exit }'
+}
+
+link_is_up() { [ "$(link_col STATE)" = up ]; }
+link_is_down() { ! link_is_up; }
+
+# send_numbered CHANNEL FROM TO: one qcop process sends n(int) FROM..TO on CHANNEL, in order.
+send_numbered() {
+    set -- "$1" "$2" "$3" ""
+    i=$2
+    while [ "$i" -le "$3" ]; do
+        set -- "$1" "$2" "$3" "$4${4:+ -- }send $1 n(int) $i"
+        i=$((i + 1))
+    done
+    # shellcheck disable=SC2086
+    qcop $4
+}
+
+# expect_numbered FILE FROM TO: FILE holds exactly the messages FROM..TO, in order, once each.
+expect_numbered() {
+    awk -v from="$2" -v to="$3" '
+        { n++; if ($NF != from + n - 1) { printf "message %d is %s, expected %d\n", n, $NF, from + n - 1; bad = 1; exit } }
+        END { if (!bad && n != to - from + 1) { printf "%d messages, expected %d\n", n, to - from + 1; bad = 1 } exit bad }' "$1" ||
+        fail "$1: not exactly $2..$3 in order (first lines: $(head -3 "$1" | tr '\n' '|'))"
+}
+
+# Board RECEIVER subscribes to CHANNEL and expects n(int) 1..COUNT from the other board,
+# which sends once the subscription has crossed the link.
+transfer() {
+    receiver=$1 channel=$2 count=$3
+    if [ "$QCOP_LINK" = "$receiver" ]; then
+        qcop watch --count "$count" --timeout 60000 "$channel" >"$T/$channel.in" 2>&1 || true
+        expect_numbered "$T/$channel.in" 1 "$count"
+        info "board $receiver received $count messages on $channel, in order, none twice"
+    else
+        until_true 60 qcop registered "$channel" || fail "no remote subscriber on $channel"
+        qcop registered "$channel" | grep -q remote || fail "$channel: subscriber not shown as remote"
+        send_numbered "$channel" 1 "$count"
+    fi
+}
+
+step_link_up() {
+    until_true 60 link_is_up || fail "the link did not come up: $(qcop stats 2>&1 | tail -5)"
+    info "link to $(link_col NAME) ($(link_col PEER)) up, rtt $(link_col RTT_US) us"
+}
+
+step_a_to_b() { transfer b board/b/in 200; }
+
+step_b_to_a() { transfer a board/a/in 200; }
+
+# Board a sends 50 messages, loses its cable, sends 50 more while the link is down (they
+# wait in a's link buffer), gets its cable back; board b receives all 100 exactly once.
+step_cut_heal() {
+    if [ "$QCOP_LINK" = b ]; then
+        # 20 s without a message ends the watch: longer than the cut lasts.
+        qcop watch --timeout 20000 board/b/cut >"$T/cut.in" 2>&1 || true
+        expect_numbered "$T/cut.in" 1 100
+        info "board b received 100 of 100 messages across the cut, in order, none twice"
+    else
+        until_true 60 qcop registered board/b/cut || fail "no remote subscriber on board/b/cut"
+        send_numbered board/b/cut 1 50
+        sleep 2
+        ifconfig eth0 down
+        until_true 15 link_is_down || fail "the link stayed up without a cable"
+        info "cable out: link $(link_col STATE)"
+        send_numbered board/b/cut 51 100
+        info "buffered while down: $(link_col BUFFERED)"
+        ifconfig eth0 up
+        until_true 60 link_is_up || fail "the link did not come back"
+        info "cable back: link up again, reconnects $(link_col RECONNECTS)"
+    fi
+}
+
+step_link_stats() {
+    until_true 30 link_is_up || fail "link not up"
+    qcop stats | sed -n '/^ *PEER /,$p'
+    expect_eq "$(link_col DUPLICATES)" 0 "duplicates dropped on this board"
+    expect_eq "$(link_col DROPPED)" 0 "messages dropped on this board's link"
+    info "in $(link_col MSGS_IN) msgs / out $(link_col MSGS_OUT) msgs, reconnects $(link_col RECONNECTS)"
+}
 
 step_net() {
     ifconfig eth0 | grep -q 'inet addr:10.9.0.' || fail "eth0 has no 10.9.0.x address"
