@@ -13,3 +13,7 @@
 
 pub mod futex;
 pub mod map;
+pub mod control;
+pub mod counting;
+pub mod robust;
+pub mod token;
