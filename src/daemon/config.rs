@@ -50,6 +50,16 @@ pub struct Config {
     pub max_calls_per_client: u32,
     /// Time a new connection has to complete its handshake, in milliseconds.
     pub handshake_timeout_ms: u32,
+    /// Shared-memory segments that may exist at once (0 disables segments).
+    pub shm_max_segments: u32,
+    /// Largest shared-memory segment, in bytes.
+    pub shm_max_segment_bytes: u64,
+    /// Bytes of all shared-memory segments together.
+    pub shm_max_total_segment_bytes: u64,
+    /// System semaphores that may exist at once (0 disables semaphores).
+    pub shm_max_semaphores: u32,
+    /// Segments and semaphores one client may have attached or open at once.
+    pub shm_max_handles_per_client: u32,
 }
 
 impl Default for Config {
@@ -70,6 +80,11 @@ impl Default for Config {
             max_call_timeout_ms: 300_000,
             max_calls_per_client: 64,
             handshake_timeout_ms: 5_000,
+            shm_max_segments: 64,
+            shm_max_segment_bytes: 16 * 1024 * 1024,
+            shm_max_total_segment_bytes: 32 * 1024 * 1024,
+            shm_max_semaphores: 64,
+            shm_max_handles_per_client: 64,
         }
     }
 }
@@ -152,6 +167,12 @@ impl Config {
         }
         if let Some(m) = &self.socket_mode {
             parse_mode(m).map_err(ConfigError::Invalid)?;
+        }
+        if self.shm_max_segment_bytes > self.shm_max_total_segment_bytes {
+            return bad("shm_max_segment_bytes must not exceed shm_max_total_segment_bytes".into());
+        }
+        if self.shm_max_total_segment_bytes > isize::MAX as u64 {
+            return bad("shm_max_total_segment_bytes is larger than the address space".into());
         }
         Ok(())
     }

@@ -7,12 +7,15 @@
 //! - [`server`]: the single-threaded epoll loop tying them together.
 //! - [`signals`]: SIGTERM/SIGINT/SIGHUP delivered to the loop.
 //! - [`stats`]: the counters `qcop stats` shows.
+//! - [`shm_segments`]: shared-memory segments and system semaphores (QSharedMemory,
+//!   QSystemSemaphore): memfds handed to attachers, locks and units recovered from the dead.
 
 pub mod config;
 pub mod listen;
 pub mod outq;
 pub mod router;
 pub mod server;
+pub mod shm_segments;
 pub mod signals;
 pub mod stats;
 

@@ -4,6 +4,7 @@ use super::config::{Config, SlowConsumerPolicy};
 use super::listen::{sd_notify, Listening};
 use super::outq::OutQueue;
 use super::router::{Router, Slot, Subscribed, Unsubscribed};
+use super::shm_segments::{Peer, SegAnswer, Segments};
 use super::signals::Signals;
 use super::stats::{Counters, Gauges};
 use crate::datastream::Value;
@@ -109,6 +110,8 @@ pub struct Server {
     shared_reader: FrameReader,
     queued_total: u64,
     started: Instant,
+    /// Shared-memory segments and system semaphores.
+    segments: Segments,
 }
 
 /// Error starting the event loop.
@@ -163,6 +166,7 @@ impl Server {
             shared_reader: FrameReader::new(0),
             queued_total: 0,
             started: Instant::now(),
+            segments: Segments::default(),
         })
     }
 
@@ -523,9 +527,34 @@ impl Server {
                 self.reply(slot, &Frame::StatsReport { seq, report });
             }
             Frame::Sync { seq } => self.reply(slot, &Frame::Ok { seq, value: 0 }),
+            Frame::Seg(request) => self.segment_request(slot, request),
             other => {
                 self.counters.protocol_errors += 1;
                 let text = format!("unexpected {:?} frame from a client", other.kind());
+                self.fatal(slot, ErrorCode::Malformed, &text);
+            }
+        }
+    }
+
+    /// Shared-memory segments and semaphores: the logic is in `shm_segments`.
+    fn segment_request(&mut self, slot: Slot, request: crate::wire::segments::SegFrame<'_>) {
+        let Some(c) = self.clients[slot].as_ref() else {
+            return;
+        };
+        let peer = Peer {
+            client_id: c.id,
+            pid: c.pid,
+            uid: c.uid,
+            gid: c.gid,
+            name: &c.name,
+        };
+        match self.segments.handle(&self.cfg, &peer, request) {
+            SegAnswer::Reply(frame) => self.reply(slot, &Frame::Seg(frame)),
+            SegAnswer::ReplyFd(frame, fd) => self.push_reply_fd(slot, &Frame::Seg(frame), fd),
+            SegAnswer::Ok(seq) => self.reply(slot, &Frame::Ok { seq, value: 0 }),
+            SegAnswer::Error(seq, code, text) => self.reject(slot, seq, code, &text),
+            SegAnswer::Fatal(text) => {
+                self.counters.protocol_errors += 1;
                 self.fatal(slot, ErrorCode::Malformed, &text);
             }
         }
@@ -831,10 +860,9 @@ impl Server {
         } else {
             Vec::new()
         };
-        StatsReport {
-            counters: self.counters.report(&gauges),
-            clients,
-        }
+        let mut counters = self.counters.report(&gauges);
+        counters.extend(self.segments.report());
+        StatsReport { counters, clients }
     }
 
     // ----- output ------------------------------------------------------------------------
@@ -1168,6 +1196,7 @@ impl Server {
                 );
             }
         }
+        self.segments.client_closed(id);
         for name in std::mem::take(&mut c.subscriptions) {
             if let Unsubscribed::Removed {
                 removed_channel: true,

@@ -131,7 +131,8 @@ impl Control {
         }
         let c = Control { map, header };
         c.word_at(OFF_VERSION).store(VERSION, Ordering::Relaxed);
-        c.word_at(OFF_KIND).store(header.kind as u32, Ordering::Relaxed);
+        c.word_at(OFF_KIND)
+            .store(header.kind as u32, Ordering::Relaxed);
         c.word_at(OFF_FLAGS).store(header.flags, Ordering::Relaxed);
         c.map
             .atomic_u64(OFF_DATA_SIZE)
@@ -161,7 +162,11 @@ impl Control {
             return bad(format!("layout version {}", load(OFF_VERSION)));
         }
         if load(OFF_KIND) != kind as u32 {
-            return bad(format!("kind {} where {} was expected", load(OFF_KIND), kind as u32));
+            return bad(format!(
+                "kind {} where {} was expected",
+                load(OFF_KIND),
+                kind as u32
+            ));
         }
         let slots = load(OFF_SLOTS);
         if slots > MAX_SLOTS {

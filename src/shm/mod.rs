@@ -11,9 +11,9 @@
 //! kernel see the same layout. Memory another process writes is untrusted: every index and
 //! length read from it is checked before use.
 
-pub mod futex;
-pub mod map;
 pub mod control;
 pub mod counting;
+pub mod futex;
+pub mod map;
 pub mod robust;
 pub mod token;

@@ -260,7 +260,9 @@ mod tests {
         assert_eq!(l.owner(), tok(1).raw());
         assert_eq!(
             l.try_lock(tok(2)),
-            Err(LockFailure::Busy { owner: tok(1).raw() })
+            Err(LockFailure::Busy {
+                owner: tok(1).raw()
+            })
         );
         assert_eq!(l.try_lock(tok(1)), Err(LockFailure::Recursive));
         assert_eq!(

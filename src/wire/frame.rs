@@ -1,6 +1,7 @@
 //! Frame kinds, their fields, and their encoding.
 
 use super::buf::{put_bytes, put_str, DecodeError, Reader};
+use super::segments::{self, SegFrame};
 use std::fmt;
 
 /// Header length: body length (u32), kind (u8), flags (u8), reserved (u16), sequence (u32).
@@ -43,6 +44,22 @@ pub enum Kind {
     Stats = 0x09,
     /// Round trip confirming all earlier frames were processed.
     Sync = 0x0a,
+    /// Create (or create-or-attach) a shared-memory segment.
+    SegCreate = 0x18,
+    /// Attach to a shared-memory segment.
+    SegAttach = 0x19,
+    /// Ask for a segment's control block (its lock).
+    SegControl = 0x1a,
+    /// Create (or create-or-open) a system semaphore.
+    SemCreate = 0x1b,
+    /// Open a system semaphore.
+    SemOpen = 0x1c,
+    /// Detach a segment or close a semaphore.
+    SegClose = 0x1d,
+    /// Remove a segment's or semaphore's name.
+    SegRemove = 0x1e,
+    /// List segments and semaphores.
+    SegList = 0x1f,
     /// Daemon handshake answer.
     Welcome = 0x81,
     /// Success of a request.
@@ -61,6 +78,14 @@ pub enum Kind {
     StatsReport = 0x88,
     /// Messages dropped for this client.
     Lost = 0x89,
+    /// A segment's data memfd (answer to `SegCreate` / `SegAttach`).
+    SegAttached = 0x98,
+    /// A segment's control memfd (answer to `SegControl`).
+    SegControlBlock = 0x99,
+    /// A semaphore's control memfd (answer to `SemCreate` / `SemOpen`).
+    SemOpened = 0x9a,
+    /// Answer to `SegList`.
+    SegListing = 0x9b,
 }
 
 impl Kind {
@@ -77,6 +102,14 @@ impl Kind {
             0x08 => ListChannels,
             0x09 => Stats,
             0x0a => Sync,
+            0x18 => SegCreate,
+            0x19 => SegAttach,
+            0x1a => SegControl,
+            0x1b => SemCreate,
+            0x1c => SemOpen,
+            0x1d => SegClose,
+            0x1e => SegRemove,
+            0x1f => SegList,
             0x81 => Welcome,
             0x82 => Ok,
             0x83 => Error,
@@ -86,6 +119,10 @@ impl Kind {
             0x87 => Channels,
             0x88 => StatsReport,
             0x89 => Lost,
+            0x98 => SegAttached,
+            0x99 => SegControlBlock,
+            0x9a => SemOpened,
+            0x9b => SegListing,
             _ => return None,
         })
     }
@@ -93,7 +130,7 @@ impl Kind {
     /// Whether frames of this kind always carry one file descriptor (daemon to client only;
     /// the daemon never accepts descriptors). Such frames have [`FLAG_FD`] set in the header.
     pub fn carries_fd(self) -> bool {
-        false
+        segments::carries_fd(self as u8)
     }
 
     /// Flag bits defined for this kind; any other bit is a protocol error.
@@ -112,7 +149,10 @@ impl Kind {
             Kind::Respond | Kind::Reply => FLAG_ERROR,
             Kind::Error => FLAG_FATAL,
             Kind::Stats => FLAG_CLIENTS,
-            _ => 0,
+            k => segments::KINDS
+                .iter()
+                .find(|(b, _)| *b == k as u8)
+                .map_or(0, |(_, f)| *f),
         }
     }
 }
@@ -154,6 +194,18 @@ pub enum ErrorCode {
     Denied,
     /// The responder answered the call with an error.
     Remote,
+    /// No shared-memory segment or semaphore of that name (or handle).
+    SegNotFound,
+    /// A segment or semaphore of that name exists already.
+    SegExists,
+    /// A segment size of 0 or over the daemon's limit.
+    SegInvalidSize,
+    /// A limit on segments, semaphores, bytes or attachments is reached.
+    SegLimit,
+    /// An invalid mode, group, value, pid or handle.
+    SegInvalid,
+    /// The daemon could not create or share the memory (memfd, mmap or /proc failed).
+    SegUnavailable,
     /// A code this build does not know.
     Unknown(u16),
 }
@@ -180,6 +232,12 @@ impl ErrorCode {
             HandshakeRequired => 15,
             Denied => 16,
             Remote => 17,
+            SegNotFound => 30,
+            SegExists => 31,
+            SegInvalidSize => 32,
+            SegLimit => 33,
+            SegInvalid => 34,
+            SegUnavailable => 35,
             Unknown(v) => v,
         }
     }
@@ -205,6 +263,12 @@ impl ErrorCode {
             15 => HandshakeRequired,
             16 => Denied,
             17 => Remote,
+            30 => SegNotFound,
+            31 => SegExists,
+            32 => SegInvalidSize,
+            33 => SegLimit,
+            34 => SegInvalid,
+            35 => SegUnavailable,
             other => Unknown(other),
         }
     }
@@ -231,6 +295,12 @@ impl fmt::Display for ErrorCode {
             HandshakeRequired => "handshake required",
             Denied => "access denied",
             Remote => "responder returned an error",
+            SegNotFound => "no such shared-memory segment or semaphore",
+            SegExists => "shared-memory segment or semaphore exists already",
+            SegInvalidSize => "invalid shared-memory size",
+            SegLimit => "shared-memory limit reached",
+            SegInvalid => "invalid shared-memory request",
+            SegUnavailable => "shared memory unavailable in the daemon",
             Unknown(v) => return write!(f, "error code {v}"),
         };
         f.write_str(s)
@@ -460,6 +530,8 @@ pub enum Frame<'a> {
         /// How many.
         count: u64,
     },
+    /// Shared-memory segments and system semaphores (kinds 0x18-0x1f, 0x98-0x9b).
+    Seg(SegFrame<'a>),
 }
 
 /// The fixed 12-byte header that precedes every frame body.
@@ -631,6 +703,7 @@ impl<'a> Frame<'a> {
                 report: decode_stats(&mut r)?,
             },
             Kind::Lost => Frame::Lost { count: r.u64()? },
+            k => Frame::Seg(SegFrame::decode(k as u8, h.flags & !FLAG_FD, seq, &mut r)?),
         };
         r.finish()?;
         Ok(frame)
@@ -658,6 +731,7 @@ impl<'a> Frame<'a> {
             Frame::Channels { .. } => Kind::Channels,
             Frame::StatsReport { .. } => Kind::StatsReport,
             Frame::Lost { .. } => Kind::Lost,
+            Frame::Seg(f) => f.kind(),
         }
     }
 
@@ -710,6 +784,7 @@ impl<'a> Frame<'a> {
             Frame::Error { seq, fatal, .. } => (f(fatal), seq),
             Frame::Message { token, call, .. } => (f(call), token),
             Frame::Reply { seq, error, .. } => (f(error), seq),
+            Frame::Seg(ref s) => s.header_fields(),
         }
     }
 
@@ -797,6 +872,7 @@ impl<'a> Frame<'a> {
             }
             Frame::StatsReport { report, .. } => encode_stats(report, out),
             Frame::Lost { count } => out.extend_from_slice(&count.to_be_bytes()),
+            Frame::Seg(f) => f.encode_body(out),
         }
     }
 }

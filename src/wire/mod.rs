@@ -8,6 +8,7 @@
 
 mod buf;
 mod frame;
+pub mod segments;
 
 pub use buf::{DecodeError, Reader};
 pub use frame::{
