@@ -26,6 +26,7 @@
 //! them so a loop can re-register.
 
 mod error;
+pub(crate) mod segments;
 
 pub use error::Error;
 
@@ -168,6 +169,8 @@ pub(crate) enum Answer {
         message: String,
         data: Vec<u8>,
     },
+    /// A shared-memory segment or semaphore answer.
+    Seg(crate::wire::segments::SegFrame<'static>),
 }
 
 /// A connection to `qcopd`.
@@ -778,6 +781,12 @@ impl Connection {
                         },
                     );
                 }
+                Frame::Seg(f) => match f.into_answer() {
+                    Some((seq, a)) => {
+                        self.answers.insert(seq, Answer::Seg(a));
+                    }
+                    None => log::debug!("ignoring an unexpected shared-memory frame"),
+                },
                 other => log::debug!("ignoring unexpected {:?} frame", other.kind()),
             }
         }
@@ -858,6 +867,7 @@ fn unexpected(a: Answer) -> Error {
         Answer::Channels(_) => "Channels",
         Answer::Stats(_) => "Stats",
         Answer::Reply { .. } => "Reply",
+        Answer::Seg(_) => "shared-memory",
     };
     Error::Handshake(format!("unexpected {what} answer"))
 }

@@ -4,6 +4,16 @@
 //! - [`futex`]: waiting and waking on 32-bit words in shared memory (shared futexes).
 //! - [`map`]: anonymous memory files (memfd) and their mappings, with bounds-checked access.
 //!
+//! Segments and semaphores (Qt's `QSharedMemory` and `QSystemSemaphore`), bottom up:
+//! - [`token`]: 30-bit holder tokens, and the process liveness check of the daemon-less
+//!   fallback;
+//! - [`robust`]: the segment lock, a futex mutex that hands itself over with an
+//!   "owner died" flag when its holder dies;
+//! - [`counting`]: counting semaphores with SysV-style undo slots;
+//! - [`control`]: the control block layout that holds the lock or the semaphore;
+//! - [`SharedMemory`], [`SystemSemaphore`] and [`ShmError`]: the API applications use
+//!   (`borrow`, the in-place data access under the lock, is its only `unsafe`).
+//!
 //! Memory is created by `qcopd` as a memfd and handed to clients as a file descriptor over
 //! the daemon's socket, so nothing is ever named in `/dev/shm` and nothing outlives the last
 //! process that holds it. Everything placed in shared memory uses fixed-width fields at
@@ -11,9 +21,19 @@
 //! kernel see the same layout. Memory another process writes is untrusted: every index and
 //! length read from it is checked before use.
 
-pub mod control;
-pub mod counting;
 pub mod futex;
 pub mod map;
+
+mod borrow;
+pub mod control;
+pub mod counting;
+mod error;
 pub mod robust;
+mod segment;
+mod semaphore;
 pub mod token;
+
+pub use error::ShmError;
+pub use map::Access;
+pub use segment::{SegmentBuilder, SegmentGuard, SharedMemory, MAX_NAME_LEN};
+pub use semaphore::{SemaphoreBuilder, SystemSemaphore};

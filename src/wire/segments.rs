@@ -317,6 +317,50 @@ impl<'a> SegFrame<'a> {
         })
     }
 
+    /// A daemon-to-client frame as an owned answer with its sequence number; `None` for
+    /// requests.
+    pub fn into_answer(self) -> Option<(u32, SegFrame<'static>)> {
+        Some(match self {
+            SegFrame::Attached {
+                seq,
+                read_only,
+                created,
+                handle,
+                token,
+                size,
+            } => (
+                seq,
+                SegFrame::Attached {
+                    seq,
+                    read_only,
+                    created,
+                    handle,
+                    token,
+                    size,
+                },
+            ),
+            SegFrame::ControlBlock { seq, handle } => (seq, SegFrame::ControlBlock { seq, handle }),
+            SegFrame::SemOpened {
+                seq,
+                created,
+                handle,
+                token,
+                slot,
+            } => (
+                seq,
+                SegFrame::SemOpened {
+                    seq,
+                    created,
+                    handle,
+                    token,
+                    slot,
+                },
+            ),
+            SegFrame::Listing { seq, entries } => (seq, SegFrame::Listing { seq, entries }),
+            _ => return None,
+        })
+    }
+
     /// The frame's kind.
     pub fn kind(&self) -> Kind {
         match self {
