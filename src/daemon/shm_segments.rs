@@ -964,6 +964,37 @@ mod tests {
     }
 
     #[test]
+    fn read_only_descriptors_cannot_be_mapped_writable_or_reopened_by_others() {
+        use crate::shm::map::{Access, Mapping};
+        let mut s = Segments::default();
+        let p = peer(1000, 100);
+        assert!(matches!(create(&mut s, &p, "ro", 4096), SegAnswer::ReplyFd(..)));
+        let a = s.handle(
+            &cfg(),
+            &p,
+            SegFrame::Attach {
+                seq: 2,
+                read_only: true,
+                name: "ro",
+                pid: 99,
+            },
+        );
+        let SegAnswer::ReplyFd(SegFrame::Attached { read_only, .. }, fd) = a else {
+            panic!("expected an attachment, got {a:?}");
+        };
+        assert!(read_only);
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        assert_eq!(flags & libc::O_ACCMODE, libc::O_RDONLY);
+        assert!(Mapping::map(fd.as_fd(), Access::ReadWrite).is_err());
+        assert!(Mapping::map(fd.as_fd(), Access::ReadOnly).is_ok());
+        // Reopening through /proc/self/fd for writing needs write permission on the inode,
+        // which only the daemon's user has.
+        let st = nix::sys::stat::fstat(&fd).unwrap();
+        assert_eq!(st.st_mode & 0o777, 0o600);
+        assert_eq!(st.st_uid, nix::unistd::geteuid().as_raw());
+    }
+
+    #[test]
     fn limits_names_and_sizes_are_enforced() {
         let mut s = Segments::default();
         let p = peer(1000, 100);

@@ -65,6 +65,8 @@ pub enum Topic {
     Call,
     /// `qcop serve`.
     Serve,
+    /// `qcop shm list` / `qcop shm rm`.
+    Shm,
     /// The Qt Extended form `qcop CHANNEL 'msg()' ... -w ...`.
     OldForm,
     /// Argument types and how to write their values.
@@ -75,7 +77,7 @@ pub enum Topic {
 
 impl Topic {
     /// Every topic with the names `qcop help NAME` accepts (the first is the canonical one).
-    const NAMES: [(Topic, &'static [&'static str]); 11] = [
+    const NAMES: [(Topic, &'static [&'static str]); 12] = [
         (Topic::Send, &["send"]),
         (Topic::Watch, &["watch"]),
         (Topic::Wait, &["wait"]),
@@ -84,6 +86,7 @@ impl Topic {
         (Topic::Stats, &["stats"]),
         (Topic::Call, &["call"]),
         (Topic::Serve, &["serve"]),
+        (Topic::Shm, &["shm"]),
         (Topic::OldForm, &["old", "old-form", "-w"]),
         (Topic::Types, &["types", "arguments", "args"]),
         (Topic::Chain, &["chain", "modifiers", "--"]),
@@ -187,6 +190,15 @@ pub enum Command {
         /// Stop after answering this many calls.
         count: Option<u64>,
     },
+    /// List shared-memory segments and semaphores.
+    ShmList,
+    /// Remove a segment's or semaphore's name.
+    ShmRemove {
+        /// The name.
+        name: String,
+        /// It names a semaphore.
+        semaphore: bool,
+    },
 }
 
 /// A mistake on the command line (exit status 2).
@@ -216,7 +228,7 @@ impl fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 /// The command names; any other first word starts the old form.
-const COMMANDS: [(&str, Topic); 8] = [
+const COMMANDS: [(&str, Topic); 9] = [
     ("send", Topic::Send),
     ("watch", Topic::Watch),
     ("wait", Topic::Wait),
@@ -225,6 +237,7 @@ const COMMANDS: [(&str, Topic); 8] = [
     ("stats", Topic::Stats),
     ("call", Topic::Call),
     ("serve", Topic::Serve),
+    ("shm", Topic::Shm),
 ];
 
 /// The usage error for an empty command line (answered with a short usage summary).
@@ -332,7 +345,7 @@ fn parse_help(global: Global, words: &[String]) -> Result<Invocation, UsageError
                 None,
                 format!(
                     "no help on {name:?} (topics: send, watch, wait, registered, channels, \
-                     stats, call, serve, old, types, chain)"
+                     stats, call, serve, shm, old, types, chain)"
                 ),
             )),
         },
@@ -536,6 +549,27 @@ fn parse_command(words: &[String], modifiers: Modifiers) -> Result<Parsed, Usage
                 count: opts.count,
             }
         }
+        Topic::Shm => match pos.as_slice() {
+            ["list"] => Command::ShmList,
+            ["rm", name] => {
+                qcop::pattern::check_name(name, qcop::shm::MAX_NAME_LEN).map_err(|e| {
+                    UsageError::new(Some(topic), format!("invalid name {name:?}: {e}"))
+                })?;
+                Command::ShmRemove {
+                    name: (*name).to_owned(),
+                    semaphore: opts.semaphore,
+                }
+            }
+            ["list", extra, ..] | ["rm", _, extra, ..] => return Err(unexpected(topic, extra)),
+            ["rm"] => return Err(missing(topic, "the NAME to remove")),
+            [] => return Err(missing(topic, "'list' or 'rm NAME'")),
+            [other, ..] => {
+                return Err(UsageError::new(
+                    Some(topic),
+                    format!("unknown shm command {other:?} (list, rm)"),
+                ))
+            }
+        },
         Topic::OldForm | Topic::Types | Topic::Chain => unreachable!("not a command"),
     };
     Ok(Parsed::Steps(vec![Step {
@@ -620,6 +654,7 @@ struct Options<'a> {
     timeout: Option<Duration>,
     count: Option<u64>,
     clients: bool,
+    semaphore: bool,
     help: bool,
 }
 
@@ -630,6 +665,7 @@ impl<'a> Options<'a> {
             timeout: None,
             count: None,
             clients: false,
+            semaphore: false,
             help: false,
         };
         // Past the channel and signature(s), words that are not this command's options are
@@ -663,6 +699,7 @@ impl<'a> Options<'a> {
                     opts.count = Some(parse_count(value()?, topic)?);
                 }
                 ("--clients", Topic::Stats) if inline.is_none() => opts.clients = true,
+                ("--semaphore", Topic::Shm) if inline.is_none() => opts.semaphore = true,
                 _ if opts.positional.len() >= fixed => opts.positional.push(word),
                 _ => {
                     return Err(UsageError::new(

@@ -5,6 +5,7 @@ use crate::output::{self, Align, Out};
 use crate::Failure;
 use qcop::datastream::{self, Signature};
 use qcop::pattern::{self, Pattern};
+use qcop::shm::ShmError;
 use qcop::{ConnectOptions, Connection, Error, Message};
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -141,6 +142,16 @@ impl<'o> Session<'o> {
                 payload,
                 count,
             } => self.serve(index, channel, message, reply, payload, *count, step.hex),
+            Command::ShmList => self.shm_list(),
+            Command::ShmRemove { name, semaphore } => {
+                self.conn.shm_remove(name, *semaphore).map_err(|e| {
+                    let what = if *semaphore { "semaphore" } else { "segment" };
+                    Failure::Error(format!(
+                        "cannot remove {what} {name:?}: {}",
+                        ShmError::from(e)
+                    ))
+                })
+            }
         }
     }
 
@@ -301,6 +312,85 @@ impl<'o> Session<'o> {
         align[8] = Align::Left;
         self.out.line("")?;
         self.print_rows(&rows, &align)
+    }
+
+    fn shm_list(&mut self) -> Result<(), Failure> {
+        let list = self
+            .conn
+            .shm_list()
+            .map_err(|e| Failure::Error(ShmError::from(e).to_string()))?;
+        let header = [
+            "KIND", "NAME", "SIZE", "MODE", "UID", "GID", "STATE", "ATTACHED",
+        ];
+        let mut rows = vec![header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()];
+        let mut attached = vec![[
+            "NAME",
+            "KIND",
+            "CLIENT",
+            "PID",
+            "UID",
+            "ACCESS",
+            "CLIENT_NAME",
+        ]
+        .iter()
+        .map(|h| (*h).to_owned())
+        .collect::<Vec<_>>()];
+        for e in &list {
+            let kind = if e.semaphore { "semaphore" } else { "segment" };
+            let mut state = Vec::new();
+            if e.persistent {
+                state.push("persistent".to_owned());
+            }
+            if e.removed {
+                state.push("removed".to_owned());
+            }
+            let size = if e.semaphore {
+                if e.undo {
+                    state.push("undo".to_owned());
+                }
+                format!("{}/{}", e.value, e.max)
+            } else {
+                if e.value != 0 {
+                    state.push(format!("locked by pid {}", e.value));
+                }
+                if e.max != 0 {
+                    state.push(format!("owner died {} times", e.max));
+                }
+                e.size.to_string()
+            };
+            rows.push(vec![
+                kind.to_owned(),
+                e.name.clone(),
+                size,
+                format!("{:04o}", e.mode),
+                e.uid.to_string(),
+                e.gid.to_string(),
+                if state.is_empty() {
+                    "-".to_owned()
+                } else {
+                    state.join(", ")
+                },
+                e.attachers.len().to_string(),
+            ]);
+            for a in &e.attachers {
+                attached.push(vec![
+                    e.name.clone(),
+                    kind.to_owned(),
+                    a.client_id.to_string(),
+                    a.pid.to_string(),
+                    a.uid.to_string(),
+                    if a.read_only { "ro" } else { "rw" }.to_owned(),
+                    a.name.clone(),
+                ]);
+            }
+        }
+        use Align::{Left as L, Right as R};
+        self.print_rows(&rows, &[L, L, R, R, R, R, L, R])?;
+        if attached.len() > 1 {
+            self.out.line("")?;
+            self.print_rows(&attached, &[L, L, R, R, R, L, L])?;
+        }
+        Ok(())
     }
 
     fn print_rows(&mut self, rows: &[Vec<String>], align: &[Align]) -> Result<(), Failure> {

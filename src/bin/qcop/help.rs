@@ -14,6 +14,7 @@ pub fn text(topic: Option<Topic>) -> &'static str {
         Some(Topic::Stats) => STATS,
         Some(Topic::Call) => CALL,
         Some(Topic::Serve) => SERVE,
+        Some(Topic::Shm) => SHM,
         Some(Topic::OldForm) => OLD_FORM,
         Some(Topic::Types) => TYPES,
         Some(Topic::Chain) => CHAIN,
@@ -23,7 +24,7 @@ pub fn text(topic: Option<Topic>) -> &'static str {
 /// Shown with a usage error when no command was given.
 pub const SHORT: &str = "\
 Usage: qcop [OPTIONS] COMMAND ARGS... [-- COMMAND ARGS...]...
-Commands: send, watch, wait, registered, channels, stats, call, serve, help
+Commands: send, watch, wait, registered, channels, stats, call, serve, shm, help
 Run 'qcop --help' for the full description.
 ";
 
@@ -48,6 +49,9 @@ Commands:
                        Send a request and print the reply (default timeout 5000 ms)
   serve CHANNEL 'msg(types)' 'reply(types)' [REPLY ARGS...] [--count N]
                        Answer calls of one message with a fixed reply
+  shm list             List shared-memory segments and semaphores, with who has them
+  shm rm [--semaphore] NAME
+                       Remove a segment's (or semaphore's) name
   help [COMMAND|TOPIC] Show help on a command, or on: types, chain, old
 
 Options (before the command):
@@ -106,6 +110,37 @@ Examples:
   qcop call QPE/Calc 'add(int,int)' 2 3
   qcop QPE/System 'ping()' -w QPE/System 'pong()' 1000
   qcop stats --clients
+";
+
+const SHM: &str = "\
+qcop shm - shared-memory segments and system semaphores
+
+Usage:
+  qcop shm list
+  qcop shm rm [--semaphore] NAME
+
+'list' prints every segment and semaphore you may read (root: all of them), then who has
+them attached:
+  KIND       segment or semaphore
+  NAME       the name applications use (Qt's key)
+  SIZE       bytes of a segment; VALUE/MAX of a semaphore
+  MODE       permission bits, on the owner UID and the group GID
+  STATE      persistent (outlives its attachers until removed), removed (nameless, gone
+             with its last attacher), undo (units of openers that go away come back),
+             locked by pid N, owner died N times (locks recovered from dead holders)
+  ATTACHED   number of attachments; the second table lists each one: client id, pid, uid,
+             rw or ro, and the client's name
+'rm' removes a name (a segment's; with --semaphore, a semaphore's). Processes that have it
+attached keep using it; new ones cannot attach; the memory goes with the last of them. Only
+the owner or root may remove. Nothing lives in /dev/shm: a segment without attachers that
+is not persistent is gone already, and everything goes when qcopd stops.
+
+Exit status: 0 done, 1 not found, not allowed, or qcopd not running.
+
+Examples:
+  qcop shm list
+  qcop shm rm status-table
+  qcop shm rm --semaphore encoder-slots
 ";
 
 const SEND: &str = "\
