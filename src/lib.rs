@@ -13,11 +13,13 @@
 //! - [`client`]: the library applications link: connect, subscribe, send, receive, call.
 //! - [`daemon`]: the channel server behind the `qcopd` binary.
 //! - [`paths`]: where the socket lives by default.
-//! - [`shm`]: shared-memory foundations (memfd, mappings, shared futexes).
+//! - [`shm`]: shared-memory foundations (memfd, mappings, shared futexes), and on them
+//!   [`shm::SharedMemory`] and [`shm::SystemSemaphore`] (Qt's `QSharedMemory` and
+//!   `QSystemSemaphore`, with locks and semaphore units recovered from dead holders).
 //!
 //! `unsafe` code is confined to named modules, each block with its safety argument: `sys`
-//! (adopting inherited and received file descriptors), [`shm::futex`] (the futex system call)
-//! and [`shm::map`] (memory mappings).
+//! (adopting inherited and received file descriptors), [`shm::futex`] (the futex system call),
+//! [`shm::map`] (memory mappings) and `shm::borrow` (in-place access to a locked segment).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
