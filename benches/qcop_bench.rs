@@ -14,7 +14,7 @@
 //! - `util`: errors, role arguments, the shared clock, `/proc` readers;
 //! - `procs`: CPU placement, child processes, qcopd, the watchdog;
 //! - `report`: percentiles and Markdown tables;
-//! - `rr`, `broadcast`, `footprint`, `startup`: one group each, with its roles.
+//! - `rr`, `broadcast`, `footprint`, `startup`, `seglock`: one group each, with its roles.
 #![forbid(unsafe_code)]
 
 #[path = "qcop_bench/broadcast.rs"]
@@ -27,6 +27,8 @@ mod procs;
 mod report;
 #[path = "qcop_bench/rr.rs"]
 mod rr;
+#[path = "qcop_bench/seglock.rs"]
+mod seglock;
 #[path = "qcop_bench/startup.rs"]
 mod startup;
 #[path = "qcop_bench/util.rs"]
@@ -42,7 +44,7 @@ qcop_bench - qcop figures and their floors, measured in one run
 
 Usage: cargo bench --bench qcop_bench -- [OPTIONS] [GROUP...]
 
-Groups (default: all): rr, broadcast, footprint, startup
+Groups (default: all): rr, broadcast, footprint, startup, seglock
 
 Options:
   --pin LIST   Placements to measure, comma-separated: same (all processes on the first
@@ -75,13 +77,15 @@ enum Group {
     Broadcast,
     Footprint,
     Startup,
+    Seglock,
 }
 
-const GROUPS: [(&str, Group); 4] = [
+const GROUPS: [(&str, Group); 5] = [
     ("rr", Group::Rr),
     ("broadcast", Group::Broadcast),
     ("footprint", Group::Footprint),
     ("startup", Group::Startup),
+    ("seglock", Group::Seglock),
 ];
 
 struct Options {
@@ -166,7 +170,7 @@ fn run_role(args: &[String]) -> ExitCode {
         eprintln!("qcop_bench: --role needs a name");
         return ExitCode::from(2);
     };
-    let roles: [(&str, Role); 12] = [
+    let roles: [(&str, Role); 14] = [
         ("rr-client", rr::client_role),
         ("rr-responder", rr::responder_role),
         ("relay", rr::relay_role),
@@ -179,6 +183,8 @@ fn run_role(args: &[String]) -> ExitCode {
         ("holder", footprint::holder_role),
         ("idle-listener", footprint::idle_listener_role),
         ("startup-probe", startup::probe_role),
+        ("seglock-solo", seglock::solo_role),
+        ("seglock-contend", seglock::contend_role),
     ];
     let Some(&(_, f)) = roles.iter().find(|(n, _)| n == name) else {
         eprintln!("qcop_bench: unknown role {name:?}");
@@ -281,6 +287,16 @@ fn bench(opts: &Options, out: &mut String) -> Res<()> {
                 },
             )
             .map(|t| vec![t])?,
+            Group::Seglock => seglock::run(
+                dir.path(),
+                &placements,
+                &seglock::Params {
+                    solo_iters: if q { 20_000 } else { 1_000_000 },
+                    solo_rounds: if q { 3 } else { 7 },
+                    contended_iters: if q { 20_000 } else { 500_000 },
+                    contended_rounds: if q { 1 } else { 3 },
+                },
+            )?,
             Group::Startup => vec![startup::run(
                 dir.path(),
                 &placements,

@@ -968,7 +968,10 @@ mod tests {
         use crate::shm::map::{Access, Mapping};
         let mut s = Segments::default();
         let p = peer(1000, 100);
-        assert!(matches!(create(&mut s, &p, "ro", 4096), SegAnswer::ReplyFd(..)));
+        assert!(matches!(
+            create(&mut s, &p, "ro", 4096),
+            SegAnswer::ReplyFd(..)
+        ));
         let a = s.handle(
             &cfg(),
             &p,

@@ -12,6 +12,7 @@
 use super::map::{Access, Mapping};
 
 /// The whole mapping as bytes, for as long as `map` is borrowed.
+#[inline]
 pub(crate) fn bytes(map: &Mapping) -> &[u8] {
     // SAFETY: `as_ptr()..as_ptr()+len()` is one live MAP_SHARED mapping owned by `map`; it is
     // unmapped only when `map` drops, which the borrow prevents for the slice's lifetime.
@@ -23,6 +24,7 @@ pub(crate) fn bytes(map: &Mapping) -> &[u8] {
 }
 
 /// The whole mapping as mutable bytes; `None` for a read-only mapping.
+#[inline]
 pub(crate) fn bytes_mut(map: &mut Mapping) -> Option<&mut [u8]> {
     if map.access() != Access::ReadWrite {
         return None;

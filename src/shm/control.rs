@@ -188,6 +188,7 @@ impl Control {
     }
 
     /// The segment lock.
+    #[inline]
     pub fn lock(&self) -> RobustLock<'_> {
         RobustLock::new(self.word_at(OFF_WORD))
     }
@@ -231,6 +232,7 @@ impl Control {
     /// A word of the block. Every offset used is a constant inside `CONTROL_SIZE` (or a
     /// slot index checked against `MAX_SLOTS`), 4-aligned, and the mapping was checked to
     /// be read-write and at least `CONTROL_SIZE` long, so the lookup cannot fail.
+    #[inline]
     fn word_at(&self, off: usize) -> &AtomicU32 {
         self.map
             .atomic_u32(off)

@@ -69,6 +69,7 @@ pub struct RobustLock<'a> {
 
 impl<'a> RobustLock<'a> {
     /// The lock stored in `word` (0 = free).
+    #[inline]
     pub fn new(word: &'a AtomicU32) -> Self {
         RobustLock { word }
     }
@@ -84,8 +85,18 @@ impl<'a> RobustLock<'a> {
     }
 
     /// Takes the lock if it is free; never sleeps.
+    #[inline]
     pub fn try_lock(&self, me: Token) -> Result<Acquired, LockFailure> {
-        let mut w = self.word.load(Ordering::Relaxed);
+        // The common case first: free and clean. Acquire: pairs with the Release in
+        // `unlock`.
+        let mut w =
+            match self
+                .word
+                .compare_exchange(0, me.raw(), Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(Acquired::Clean),
+                Err(now) => now,
+            };
         loop {
             let owner = w & OWNER_MASK;
             if owner == me.raw() {
@@ -168,8 +179,19 @@ impl<'a> RobustLock<'a> {
     }
 
     /// Releases the lock held by `me`, waking one waiter if any sleeps.
+    #[inline]
     pub fn unlock(&self, me: Token) -> Result<(), NotOwner> {
-        let mut w = self.word.load(Ordering::Relaxed);
+        // The common case first: held by us, nobody waiting. Release: pairs with the
+        // Acquire in `take` / `try_lock` of the next holder, which then sees everything
+        // written under the lock.
+        let mut w =
+            match self
+                .word
+                .compare_exchange(me.raw(), 0, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(()),
+                Err(now) => now,
+            };
         loop {
             if w & OWNER_MASK != me.raw() {
                 return Err(NotOwner {
@@ -217,6 +239,7 @@ impl<'a> RobustLock<'a> {
     }
 
     /// CAS from `from` (free) to `to`; reports whether the previous holder died.
+    #[inline]
     fn take(&self, from: u32, to: u32) -> Result<Acquired, u32> {
         // Acquire: pairs with the Release in `unlock` (and the AcqRel in `recover`).
         self.word

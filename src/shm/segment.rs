@@ -278,6 +278,10 @@ impl SharedMemory {
     /// too, this waiter checking the holder's process) marks the lock, and it is returned
     /// with [`SegmentGuard::previous_owner_died`] set.
     pub fn lock(&mut self) -> Result<SegmentGuard<'_>, ShmError> {
+        // Uncontended: no closure, no wait loop.
+        if let Ok(how) = self.control.lock().try_lock(self.token) {
+            return Ok(self.guard(how));
+        }
         match self.lock_inner(None)? {
             Some(g) => Ok(g),
             None => Err(ShmError::LockError(
@@ -329,22 +333,25 @@ impl SharedMemory {
         result: Result<Acquired, LockFailure>,
     ) -> Result<Option<SegmentGuard<'_>>, ShmError> {
         match result {
-            Ok(how) => {
-                if how == Acquired::OwnerDied {
-                    log::warn!(
-                        "segment {:?}: the previous lock holder died; the data may be inconsistent",
-                        self.name
-                    );
-                }
-                Ok(Some(SegmentGuard {
-                    owner_died: how == Acquired::OwnerDied,
-                    shm: self,
-                }))
-            }
+            Ok(how) => Ok(Some(self.guard(how))),
             Err(LockFailure::Busy { .. } | LockFailure::TimedOut) => Ok(None),
             Err(LockFailure::Recursive) => Err(ShmError::LockError(
                 "this attachment already holds the lock".into(),
             )),
+        }
+    }
+
+    #[inline]
+    fn guard(&mut self, how: Acquired) -> SegmentGuard<'_> {
+        if how == Acquired::OwnerDied {
+            log::warn!(
+                "segment {:?}: the previous lock holder died; the data may be inconsistent",
+                self.name
+            );
+        }
+        SegmentGuard {
+            owner_died: how == Acquired::OwnerDied,
+            shm: self,
         }
     }
 
@@ -399,12 +406,14 @@ impl SegmentGuard<'_> {
     }
 
     /// The data, in place (Qt: `constData()`).
+    #[inline]
     pub fn data(&self) -> &[u8] {
         borrow::bytes(&self.shm.data)
     }
 
     /// The data, in place and writable (Qt: `data()`); [`ShmError::PermissionDenied`] on a
     /// read-only attachment.
+    #[inline]
     pub fn data_mut(&mut self) -> Result<&mut [u8], ShmError> {
         borrow::bytes_mut(&mut self.shm.data)
             .ok_or_else(|| ShmError::PermissionDenied("the segment is attached read-only".into()))
@@ -435,6 +444,7 @@ impl SegmentGuard<'_> {
 }
 
 impl Drop for SegmentGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         let _ = self.shm.control.lock().unlock(self.shm.token);
     }
