@@ -749,7 +749,7 @@ fn test_user(name: &str) -> Result<(u32, u32), String> {
     match nix::unistd::User::from_name(name) {
         Ok(Some(u)) => Ok((u.uid.as_raw(), u.gid.as_raw())),
         _ => Err(format!(
-            "user {name} does not exist (.ci/run creates it: useradd --system --user-group {name})"
+            "user {name} does not exist (.ci/test-users creates it, as root)"
         )),
     }
 }
@@ -945,4 +945,54 @@ fn requests_for_others_handles_and_daemon_frames_are_refused() {
         .iter()
         .any(|g| matches!(g, Got::Error { fatal: true, .. })));
     assert_eq!(handles(&d), 1);
+}
+
+#[test]
+fn cli_reads_and_writes_under_the_lock_and_reports_a_dead_holder() {
+    let d = Daemon::start();
+    let run = |args: &[&str]| d.cli().args(args).output().unwrap();
+    let out = run(&[
+        "shm",
+        "write",
+        "--create",
+        "16",
+        "--persistent",
+        "cli/rw",
+        "2",
+        "0a0b",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["shm", "read", "cli/rw", "0", "4"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0x00000a0b\n");
+    assert!(out.stderr.is_empty());
+
+    // A `qcop shm lock` killed while it holds the lock: the next command is told.
+    let mut holder = d.cli().args(["shm", "lock", "cli/rw"]).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "locked cli/rw\n");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let out = run(&["shm", "read", "cli/rw", "2", "2"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0x0a0b\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("previous lock holder") && err.contains("died"),
+        "{err}"
+    );
+
+    let out = run(&["shm", "read", "cli/rw", "10", "7"]);
+    assert_eq!(out.status.code(), Some(1), "past the end");
+    let out = run(&["shm", "write", "cli/missing", "0", "00"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    let out = run(&["shm", "write", "cli/rw", "0", "0xg0"]);
+    assert_eq!(out.status.code(), Some(2), "bad hex is a usage error");
 }

@@ -16,7 +16,7 @@
 # mid-stream) and compat_shm (an armv7 and an aarch64 program sharing one shared-memory
 # queue on the aarch64 kernel; guard it like step_compat).
 
-STEPS="board daemon pubsub patterns registered call slow_consumer sigkill compat tests daemon_stop"
+STEPS="board daemon pubsub patterns registered call slow_consumer sigkill compat compat_seg tests daemon_stop"
 
 # Tier 3 (qemu/run test-link): two boards, a (10.9.0.1) and b (10.9.0.2), on one virtual
 # network, each qcopd linked to the other over TCP. Both boards run these steps in lockstep,
@@ -320,6 +320,38 @@ step_compat() {
         expect_eq "$(client_col $w PID)" "$w" "pid of the 32-bit client in stats --clients"
         stop_job $w
         info "$triple qcop (32-bit, compat mode) interoperates with the $(uname -m) qcopd and qcop"
+    done
+}
+
+# A shared-memory segment between armv7 and aarch64 programs on the aarch64 kernel: the
+# fixed-width control block and lock word must mean the same to both, including the lock
+# hand-over when a 32-bit holder is killed.
+step_compat_seg() {
+    [ -n "$QCOP_COMPAT" ] || { echo "NA no 32-bit compat payload on this board"; return 77; }
+    for triple in $QCOP_COMPAT; do
+        q32=/opt/qcop/$triple/qcop
+        qcop shm write --create 64 --persistent compat/seg 0 0102030405060708 || fail "64-bit create"
+        expect_eq "$("$q32" shm read compat/seg 0 8)" 0x0102030405060708 "32-bit read of 64-bit data"
+        "$q32" shm write compat/seg 8 a1a2 || fail "32-bit write"
+        expect_eq "$(qcop shm read compat/seg 6 4)" 0x0708a1a2 "64-bit read of 32-bit data"
+        # A 32-bit holder killed with the lock: the 64-bit locker gets it, and is told.
+        recovered=$(stat_of shm_locks_recovered)
+        "$q32" shm lock compat/seg >"$T/lock32.out" 2>&1 &
+        l=$!
+        until_true 10 grep -q "locked compat/seg" "$T/lock32.out" || fail "32-bit lock: $(cat "$T/lock32.out")"
+        stop_job $l KILL
+        qcop shm read compat/seg 0 2 >"$T/after.out" 2>"$T/after.err" || fail "64-bit lock after the kill: $(cat "$T/after.err")"
+        grep -q "previous lock holder" "$T/after.err" || fail "the holder's death was not reported: $(cat "$T/after.err")"
+        expect_eq "$(stat_of shm_locks_recovered)" $((recovered + 1)) "locks recovered by qcopd"
+        # And the other way: a 64-bit holder killed, a 32-bit locker told.
+        qcop shm lock compat/seg >"$T/lock64.out" 2>&1 &
+        l=$!
+        until_true 10 grep -q "locked compat/seg" "$T/lock64.out" || fail "64-bit lock"
+        stop_job $l KILL
+        "$q32" shm read compat/seg 0 2 >/dev/null 2>"$T/after32.err" || fail "32-bit lock after the kill"
+        grep -q "previous lock holder" "$T/after32.err" || fail "not reported to the 32-bit locker"
+        qcop shm rm compat/seg || fail "remove"
+        info "$triple qcop and the $(uname -m) qcop share a segment and its robust lock"
     done
 }
 

@@ -199,6 +199,37 @@ pub enum Command {
         /// It names a semaphore.
         semaphore: bool,
     },
+    /// Write bytes into a segment under its lock.
+    ShmWrite {
+        /// Segment name.
+        name: String,
+        /// Byte offset.
+        offset: usize,
+        /// The bytes.
+        data: Vec<u8>,
+        /// Create the segment with this size if it does not exist.
+        create: Option<u64>,
+        /// A created segment outlives this command.
+        persistent: bool,
+        /// Mode of a created segment.
+        mode: u16,
+    },
+    /// Read bytes of a segment under its lock and print them as hex.
+    ShmRead {
+        /// Segment name.
+        name: String,
+        /// Byte offset.
+        offset: usize,
+        /// Bytes to read.
+        len: usize,
+    },
+    /// Take a segment's lock and hold it.
+    ShmLock {
+        /// Segment name.
+        name: String,
+        /// Release after this long; `None`: hold until interrupted.
+        hold: Option<Duration>,
+    },
 }
 
 /// A mistake on the command line (exit status 2).
@@ -551,22 +582,46 @@ fn parse_command(words: &[String], modifiers: Modifiers) -> Result<Parsed, Usage
         }
         Topic::Shm => match pos.as_slice() {
             ["list"] => Command::ShmList,
-            ["rm", name] => {
-                qcop::pattern::check_name(name, qcop::shm::MAX_NAME_LEN).map_err(|e| {
-                    UsageError::new(Some(topic), format!("invalid name {name:?}: {e}"))
-                })?;
-                Command::ShmRemove {
-                    name: (*name).to_owned(),
-                    semaphore: opts.semaphore,
-                }
+            ["write", name, offset, hex] => Command::ShmWrite {
+                name: shm_name(name)?,
+                offset: parse_size(offset, "OFFSET")?,
+                data: match datastream::parse_arg(datastream::ArgType::QByteArray, hex) {
+                    Ok(datastream::Value::QByteArray(Some(bytes))) => bytes,
+                    _ => {
+                        return Err(UsageError::new(
+                            Some(topic),
+                            format!("{hex:?} is not hex bytes (like 0a0b or 0x0a0b)"),
+                        ))
+                    }
+                },
+                create: opts.create,
+                persistent: opts.persistent,
+                mode: opts.mode.unwrap_or(0o600),
+            },
+            ["read", name, offset, len] => Command::ShmRead {
+                name: shm_name(name)?,
+                offset: parse_size(offset, "OFFSET")?,
+                len: parse_size(len, "LEN")?,
+            },
+            ["lock", name] => Command::ShmLock {
+                name: shm_name(name)?,
+                hold: opts.hold,
+            },
+            ["write" | "read", ..] => {
+                return Err(missing(topic, "NAME, OFFSET and HEX (write) or LEN (read)"))
             }
+            ["lock", ..] => return Err(missing(topic, "exactly one NAME to lock")),
+            ["rm", name] => Command::ShmRemove {
+                name: shm_name(name)?,
+                semaphore: opts.semaphore,
+            },
             ["list", extra, ..] | ["rm", _, extra, ..] => return Err(unexpected(topic, extra)),
             ["rm"] => return Err(missing(topic, "the NAME to remove")),
             [] => return Err(missing(topic, "'list' or 'rm NAME'")),
             [other, ..] => {
                 return Err(UsageError::new(
                     Some(topic),
-                    format!("unknown shm command {other:?} (list, rm)"),
+                    format!("unknown shm command {other:?} (list, rm, read, write, lock)"),
                 ))
             }
         },
@@ -655,6 +710,10 @@ struct Options<'a> {
     count: Option<u64>,
     clients: bool,
     semaphore: bool,
+    create: Option<u64>,
+    persistent: bool,
+    mode: Option<u16>,
+    hold: Option<Duration>,
     help: bool,
 }
 
@@ -666,6 +725,10 @@ impl<'a> Options<'a> {
             count: None,
             clients: false,
             semaphore: false,
+            create: None,
+            persistent: false,
+            mode: None,
+            hold: None,
             help: false,
         };
         // Past the channel and signature(s), words that are not this command's options are
@@ -700,6 +763,28 @@ impl<'a> Options<'a> {
                 }
                 ("--clients", Topic::Stats) if inline.is_none() => opts.clients = true,
                 ("--semaphore", Topic::Shm) if inline.is_none() => opts.semaphore = true,
+                ("--persistent", Topic::Shm) if inline.is_none() => opts.persistent = true,
+                ("--create", Topic::Shm) => {
+                    opts.create = Some(parse_size(value()?, "--create")? as u64);
+                }
+                ("--mode", Topic::Shm) => {
+                    let text = value()?;
+                    let mode = u16::from_str_radix(text.trim_start_matches("0o"), 8)
+                        .ok()
+                        .filter(|m| *m <= 0o777)
+                        .ok_or_else(|| {
+                            UsageError::new(
+                                Some(topic),
+                                format!(
+                                    "--mode takes octal permission bits like 0640, not {text:?}"
+                                ),
+                            )
+                        })?;
+                    opts.mode = Some(mode);
+                }
+                ("--hold", Topic::Shm) => {
+                    opts.hold = Some(parse_millis(value()?, "--hold", Some(topic))?);
+                }
                 _ if opts.positional.len() >= fixed => opts.positional.push(word),
                 _ => {
                     return Err(UsageError::new(
@@ -730,6 +815,24 @@ fn parse_millis(text: &str, what: &str, topic: Option<Topic>) -> Result<Duration
         _ => Err(UsageError::new(
             topic,
             format!("{what} takes milliseconds (a whole number), not {text:?}"),
+        )),
+    }
+}
+
+/// A segment or semaphore name.
+fn shm_name(name: &str) -> Result<String, UsageError> {
+    qcop::pattern::check_name(name, qcop::shm::MAX_NAME_LEN)
+        .map(|()| name.to_owned())
+        .map_err(|e| UsageError::new(Some(Topic::Shm), format!("invalid name {name:?}: {e}")))
+}
+
+/// A byte offset, length or size (decimal).
+fn parse_size(text: &str, what: &str) -> Result<usize, UsageError> {
+    match text.parse::<usize>() {
+        Ok(n) if text.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(UsageError::new(
+            Some(Topic::Shm),
+            format!("{what} takes a number of bytes, not {text:?}"),
         )),
     }
 }
@@ -972,6 +1075,52 @@ mod tests {
             Command::Stats { clients: true }
         );
         assert_eq!(steps(&["channels"])[0].command, Command::Channels);
+    }
+
+    #[test]
+    fn shm_commands() {
+        assert_eq!(steps(&["shm", "list"])[0].command, Command::ShmList);
+        assert_eq!(
+            steps(&["shm", "rm", "--semaphore", "a/b"])[0].command,
+            Command::ShmRemove {
+                name: "a/b".into(),
+                semaphore: true
+            }
+        );
+        assert_eq!(
+            steps(&["shm", "write", "--create", "64", "--mode", "0644", "s", "8", "0x0a0B"])[0]
+                .command,
+            Command::ShmWrite {
+                name: "s".into(),
+                offset: 8,
+                data: vec![0x0a, 0x0b],
+                create: Some(64),
+                persistent: false,
+                mode: 0o644,
+            }
+        );
+        assert_eq!(
+            steps(&["shm", "lock", "--hold", "250", "s"])[0].command,
+            Command::ShmLock {
+                name: "s".into(),
+                hold: Some(Duration::from_millis(250)),
+            }
+        );
+        for bad in [
+            &["shm"][..],
+            &["shm", "rm"],
+            &["shm", "list", "x"],
+            &["shm", "frob"],
+            &["shm", "read", "s", "0"],
+            &["shm", "read", "s", "-1", "4"],
+            &["shm", "write", "s", "0", "abc"],
+            &["shm", "write", "--mode", "999", "s", "0", "00"],
+            &["shm", "rm", ""],
+            &["stats", "--semaphore"],
+        ] {
+            let e = usage(bad);
+            assert!(!e.message.is_empty(), "{bad:?}");
+        }
     }
 
     #[test]

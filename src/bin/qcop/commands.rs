@@ -5,7 +5,7 @@ use crate::output::{self, Align, Out};
 use crate::Failure;
 use qcop::datastream::{self, Signature};
 use qcop::pattern::{self, Pattern};
-use qcop::shm::ShmError;
+use qcop::shm::{SharedMemory, ShmError};
 use qcop::{ConnectOptions, Connection, Error, Message};
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -143,6 +143,76 @@ impl<'o> Session<'o> {
                 count,
             } => self.serve(index, channel, message, reply, payload, *count, step.hex),
             Command::ShmList => self.shm_list(),
+            Command::ShmWrite {
+                name,
+                offset,
+                data,
+                create,
+                persistent,
+                mode,
+            } => {
+                let b = SharedMemory::builder(name).connect_options(self.conn.options().clone());
+                let mut shm = match create {
+                    Some(size) => b
+                        .size(*size)
+                        .persistent(*persistent)
+                        .mode(*mode)
+                        .create_or_attach(),
+                    None => b.attach(),
+                }
+                .map_err(|e| shm_failure(name, e))?;
+                let mut guard = shm.lock().map_err(|e| shm_failure(name, e))?;
+                warn_owner_died(name, guard.previous_owner_died());
+                guard
+                    .write(*offset, data)
+                    .map_err(|e| shm_failure(name, e))?;
+                drop(guard);
+                shm.detach().map_err(|e| shm_failure(name, e))
+            }
+            Command::ShmRead { name, offset, len } => {
+                let mut shm = SharedMemory::builder(name)
+                    .connect_options(self.conn.options().clone())
+                    .read_only()
+                    .attach()
+                    .map_err(|e| shm_failure(name, e))?;
+                if offset
+                    .checked_add(*len)
+                    .map_or(true, |end| end > shm.size())
+                {
+                    return Err(Failure::Error(format!(
+                        "segment {name:?}: {len} bytes at offset {offset} run past its {} bytes",
+                        shm.size()
+                    )));
+                }
+                let mut buf = vec![0u8; *len];
+                let guard = shm.lock().map_err(|e| shm_failure(name, e))?;
+                warn_owner_died(name, guard.previous_owner_died());
+                guard
+                    .read(*offset, &mut buf)
+                    .map_err(|e| shm_failure(name, e))?;
+                drop(guard);
+                self.out.line(&format!("0x{}", datastream::hex(&buf)))?;
+                shm.detach().map_err(|e| shm_failure(name, e))
+            }
+            Command::ShmLock { name, hold } => {
+                let mut shm = SharedMemory::builder(name)
+                    .connect_options(self.conn.options().clone())
+                    .read_only()
+                    .attach()
+                    .map_err(|e| shm_failure(name, e))?;
+                let guard = shm.lock().map_err(|e| shm_failure(name, e))?;
+                warn_owner_died(name, guard.previous_owner_died());
+                self.out.line(&format!("locked {name}"))?;
+                match hold {
+                    Some(d) => std::thread::sleep(*d),
+                    // Until interrupted; the daemon then hands the lock on as owner-died.
+                    None => loop {
+                        std::thread::sleep(Duration::from_secs(3600));
+                    },
+                }
+                drop(guard);
+                shm.detach().map_err(|e| shm_failure(name, e))
+            }
             Command::ShmRemove { name, semaphore } => {
                 self.conn.shm_remove(name, *semaphore).map_err(|e| {
                     let what = if *semaphore { "semaphore" } else { "segment" };
@@ -479,6 +549,18 @@ fn time_limit(timeout: Timeout) -> Option<Duration> {
 /// `now + d`, or `None` (no limit) if that is beyond what an `Instant` can hold.
 fn deadline_after(d: Duration) -> Option<Instant> {
     Instant::now().checked_add(d)
+}
+
+fn shm_failure(name: &str, e: ShmError) -> Failure {
+    Failure::Error(format!("segment {name:?}: {e}"))
+}
+
+fn warn_owner_died(name: &str, died: bool) {
+    if died {
+        output::warn(&format!(
+            "qcop: warning: the previous lock holder of {name:?} died; the data may be inconsistent"
+        ));
+    }
 }
 
 impl From<Error> for Failure {

@@ -52,6 +52,8 @@ Commands:
   shm list             List shared-memory segments and semaphores, with who has them
   shm rm [--semaphore] NAME
                        Remove a segment's (or semaphore's) name
+  shm read|write|lock ...
+                       Read or write a segment's bytes under its lock, or hold the lock
   help [COMMAND|TOPIC] Show help on a command, or on: types, chain, old
 
 Options (before the command):
@@ -118,6 +120,9 @@ qcop shm - shared-memory segments and system semaphores
 Usage:
   qcop shm list
   qcop shm rm [--semaphore] NAME
+  qcop shm read NAME OFFSET LEN
+  qcop shm write [--create SIZE [--persistent] [--mode MODE]] NAME OFFSET HEX
+  qcop shm lock [--hold MS] NAME
 
 'list' prints every segment and semaphore you may read (root: all of them), then who has
 them attached:
@@ -135,12 +140,22 @@ attached keep using it; new ones cannot attach; the memory goes with the last of
 the owner or root may remove. Nothing lives in /dev/shm: a segment without attachers that
 is not persistent is gone already, and everything goes when qcopd stops.
 
-Exit status: 0 done, 1 not found, not allowed, or qcopd not running.
+'read' attaches read-only, takes the lock, and prints LEN bytes at OFFSET as hex (0x...).
+'write' attaches read-write, takes the lock and writes HEX (like 0a0b or 0x0a0b) at OFFSET;
+with --create SIZE it creates the segment if it does not exist (mode 0600 unless --mode;
+--persistent to keep it after the command exits, which it otherwise would not be).
+'lock' takes the lock, prints 'locked NAME', and holds it for --hold MS, or until the
+command is interrupted: the next locker is then told the holder died, as with any process.
+All three warn on stderr when the previous lock holder died holding the lock.
+
+Exit status: 0 done, 1 not found, not allowed, out of range, or qcopd not running.
 
 Examples:
   qcop shm list
   qcop shm rm status-table
   qcop shm rm --semaphore encoder-slots
+  qcop shm write --create 4096 --persistent --mode 0644 board/status 0 01
+  qcop shm read board/status 0 16
 ";
 
 const SEND: &str = "\
