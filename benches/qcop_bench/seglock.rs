@@ -3,7 +3,9 @@
 //! Figure: `SharedMemory::lock()`, an 8-byte increment through the guard, and the guard's
 //! drop (unlock), on a segment qcopd created. The daemon is not on this path: it only hands
 //! out the memory. Floor: a plain futex mutex (the classic three-state one: 0 free, 1 held,
-//! 2 held with waiters) on a word of a shared file mapping, with the same increment.
+//! 2 held with waiters) on a word of a shared file mapping, with the same increment of a
+//! counter one page further (qcop's lock word and data are in separate memory too, so both
+//! bounce two cache lines between contending CPUs).
 //!
 //! - uncontended: one process alternates floor and figure in rounds and reports ns per
 //!   lock/increment/unlock;
@@ -55,7 +57,8 @@ pub fn run(dir: &Path, placements: &[Placement], p: &Params) -> Res<Vec<Table>> 
          round. qcop: `SharedMemory::lock()`, increment through the guard, drop. Robust word \
          only: the lock protocol of `qcop::shm::robust` alone (owner token, owner-died and \
          waiters bits) on the floor's word, without the segment API. Floor: a three-state \
-         futex mutex on a shared file mapping with the same increment.",
+         futex mutex on a shared file mapping, incrementing a counter one page away from \
+         the lock word (as qcop's data is).",
         grouped(p.solo_iters),
         p.solo_rounds
     ));
@@ -139,7 +142,7 @@ fn contend(socket: &str, file: &str, kind: &str, pl: &Placement, iters: u64) -> 
         .connect_options(opts)
         .create()
         .ctx("create the bench segment")?;
-    std::fs::write(file, [0u8; 4096]).ctx("create the floor file")?;
+    std::fs::write(file, [0u8; FLOOR_FILE]).ctx("create the floor file")?;
     let args = role_args(&[
         ("kind", &kind),
         ("socket", &socket),
@@ -166,7 +169,10 @@ fn contend(socket: &str, file: &str, kind: &str, pl: &Placement, iters: u64) -> 
         }
         _ => {
             let bytes = std::fs::read(file).ctx("read the floor file")?;
-            u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default())
+            let c = bytes
+                .get(FLOOR_COUNTER..FLOOR_COUNTER + 8)
+                .unwrap_or_default();
+            u64::from_le_bytes(c.try_into().unwrap_or_default())
         }
     };
     if total != 2 * iters {
@@ -203,7 +209,11 @@ fn raw_unlock(w: &AtomicU32) {
     }
 }
 
-/// The floor's lock word (offset 0) and counter (offset 8) in a shared file mapping.
+/// Bytes of the floor's file: the lock word at 0, the counter one page further.
+const FLOOR_FILE: usize = 8192;
+const FLOOR_COUNTER: usize = 4096;
+
+/// The floor's lock word and counter in a shared file mapping.
 fn floor_map(file: &str) -> Res<Mapping> {
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -216,7 +226,7 @@ fn floor_map(file: &str) -> Res<Mapping> {
 fn floor_words(m: &Mapping) -> Res<(&AtomicU32, &AtomicU64)> {
     Ok((
         m.atomic_u32(0).ok_or("floor lock word")?,
-        m.atomic_u64(8).ok_or("floor counter")?,
+        m.atomic_u64(FLOOR_COUNTER).ok_or("floor counter")?,
     ))
 }
 
@@ -234,7 +244,7 @@ pub fn solo_role(args: &RoleArgs) -> Res<()> {
     die_with_parent();
     let (iters, rounds): (u64, usize) = (args.num("iters")?, args.num("rounds")?);
     let file = args.str("file")?;
-    std::fs::write(file, [0u8; 4096]).ctx("create the floor file")?;
+    std::fs::write(file, [0u8; FLOOR_FILE]).ctx("create the floor file")?;
     let m = floor_map(file)?;
     let (word, counter) = floor_words(&m)?;
     let opts = ConnectOptions::new().socket(args.str("socket")?);
