@@ -27,6 +27,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const SEGMENT: &str = "bench/seglock";
+/// Offset of the record written under the lock in the contended test (after the counter).
+const ROW_AT: usize = 64;
+/// Record sizes of the contended test: just the counter, and a 512-byte status row.
+const ROWS: [usize; 2] = [0, 512];
 
 /// Iteration counts.
 pub struct Params {
@@ -66,6 +70,7 @@ pub fn run(dir: &Path, placements: &[Placement], p: &Params) -> Res<Vec<Table>> 
         "Segment lock, two processes contending (ns per lock + increment + unlock)",
         vec![
             "placement",
+            "under the lock",
             "qcop",
             "floor",
             "qcop ÷ floor",
@@ -74,8 +79,10 @@ pub fn run(dir: &Path, placements: &[Placement], p: &Params) -> Res<Vec<Table>> 
     );
     contended.notes.push(format!(
         "Two processes, {} pairs each, started together; wall time of both over all pairs, \
-         median of {} run(s). Floor contended %: share of the floor's acquisitions that \
-         found the lock held (how much the two processes actually collided).",
+         median of {} run(s); under the lock, an 8-byte increment, or the increment and a \
+         512-byte record (a longer hold, so more collisions). Floor contended %: share of \
+         the floor's acquisitions that found the lock held (how much the two processes \
+         actually collided).",
         grouped(p.contended_iters),
         p.contended_rounds
     ));
@@ -108,20 +115,34 @@ pub fn run(dir: &Path, placements: &[Placement], p: &Params) -> Res<Vec<Table>> 
             ratio(q, f),
         ]);
 
-        let (mut qs, mut fs) = (Vec::new(), Vec::new());
-        for _ in 0..p.contended_rounds {
-            fs.push(contend(&socket, &file, "floor", pl, p.contended_iters)?);
-            qs.push(contend(&socket, &file, "qcop", pl, p.contended_iters)?);
+        for row in ROWS {
+            let (mut qs, mut fs) = (Vec::new(), Vec::new());
+            for _ in 0..p.contended_rounds {
+                fs.push(contend(
+                    &socket,
+                    &file,
+                    "floor",
+                    pl,
+                    p.contended_iters,
+                    row,
+                )?);
+                qs.push(contend(&socket, &file, "qcop", pl, p.contended_iters, row)?);
+            }
+            let (q, _) = median(qs);
+            let (f, f_sleeps) = median(fs);
+            contended.rows.push(vec![
+                pl.label(),
+                if row == 0 {
+                    "increment".to_owned()
+                } else {
+                    format!("increment + {row}-byte row")
+                },
+                format!("{q:.1}"),
+                format!("{f:.1}"),
+                ratio(q, f),
+                format!("{f_sleeps:.1}"),
+            ]);
         }
-        let (q, _) = median(qs);
-        let (f, f_sleeps) = median(fs);
-        contended.rows.push(vec![
-            pl.label(),
-            format!("{q:.1}"),
-            format!("{f:.1}"),
-            ratio(q, f),
-            format!("{f_sleeps:.1}"),
-        ]);
         daemon.stop()?;
     }
     Ok(vec![solo, contended])
@@ -134,11 +155,18 @@ fn median(mut runs: Vec<(f64, f64)>) -> (f64, f64) {
 }
 
 /// One contended run of `kind` ("qcop" or "floor"): two processes, started together.
-fn contend(socket: &str, file: &str, kind: &str, pl: &Placement, iters: u64) -> Res<(f64, f64)> {
+fn contend(
+    socket: &str,
+    file: &str,
+    kind: &str,
+    pl: &Placement,
+    iters: u64,
+    row: usize,
+) -> Res<(f64, f64)> {
     // A fresh segment (or file) per run: its counter must end at exactly 2 × iters.
     let opts = ConnectOptions::new().socket(socket);
     let shm = SharedMemory::builder(SEGMENT)
-        .size(64)
+        .size(4096)
         .connect_options(opts)
         .create()
         .ctx("create the bench segment")?;
@@ -148,6 +176,7 @@ fn contend(socket: &str, file: &str, kind: &str, pl: &Placement, iters: u64) -> 
         ("socket", &socket),
         ("file", &file),
         ("iters", &iters),
+        ("row", &row),
     ]);
     let mut a = role("seglock-contend", &args, pl.cpus(0))?;
     let mut b = role("seglock-contend", &args, pl.cpus(1))?;
@@ -300,11 +329,14 @@ pub fn solo_role(args: &RoleArgs) -> Res<()> {
 }
 
 /// `seglock-contend`: after the parent's go, `iters` lock/increment/unlock pairs on the
-/// shared segment (`kind=qcop`) or the floor's file mapping (`kind=floor`); prints how
-/// often it slept.
+/// shared segment (`kind=qcop`) or the floor's file mapping (`kind=floor`), each also
+/// writing a `row`-byte record under the lock; the floor reports how many of its
+/// acquisitions found the lock held.
 pub fn contend_role(args: &RoleArgs) -> Res<()> {
     die_with_parent();
     let iters: u64 = args.num("iters")?;
+    let row: usize = args.num("row")?;
+    let record = vec![0x5au8; row];
     let mut sleeps = 0u64;
     match args.str("kind")? {
         "qcop" => {
@@ -320,6 +352,7 @@ pub fn contend_role(args: &RoleArgs) -> Res<()> {
                 let data = g.data_mut().ctx("data")?;
                 let v = u64::from_le_bytes(data[..8].try_into().unwrap_or_default());
                 data[..8].copy_from_slice(&(v + 1).to_le_bytes());
+                data[ROW_AT..ROW_AT + row].copy_from_slice(&record);
             }
             // Stay attached until both are done: the segment must not vanish under the
             // other process (the parent holds it too, but be explicit).
@@ -334,6 +367,9 @@ pub fn contend_role(args: &RoleArgs) -> Res<()> {
             for _ in 0..iters {
                 raw_lock(word, &mut sleeps);
                 bump(counter);
+                if !m.write(FLOOR_COUNTER + ROW_AT, &record) {
+                    return Err("floor record out of bounds".into());
+                }
                 raw_unlock(word);
             }
             println!("done {sleeps}");
