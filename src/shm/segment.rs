@@ -316,6 +316,11 @@ impl SharedMemory {
             ..
         } = self;
         let result = control.lock().lock(*token, timeout, &mut |owner| {
+            // A word no attachment could have written (garbage from a misbehaving
+            // attacher) has no holder to wait for.
+            if Token::from_raw(owner).is_none() {
+                return Liveness::Dead;
+            }
             if !*daemon_lost && conn.daemon_reachable() {
                 return Liveness::Unknown;
             }
