@@ -18,7 +18,7 @@ use crate::report::{grouped, ratio, Table};
 use crate::util::{field, role_args, Context, Res, RoleArgs};
 use qcop::shm::map::{Access, Mapping};
 use qcop::shm::robust::RobustLock;
-use qcop::shm::token::Token;
+use qcop::shm::token::{Liveness, Token};
 use qcop::shm::{futex, SharedMemory};
 use qcop::ConnectOptions;
 use std::os::fd::AsFd;
@@ -72,6 +72,7 @@ pub fn run(dir: &Path, placements: &[Placement], p: &Params) -> Res<Vec<Table>> 
             "placement",
             "under the lock",
             "qcop",
+            "robust word only",
             "floor",
             "qcop ÷ floor",
             "floor contended %",
@@ -79,8 +80,8 @@ pub fn run(dir: &Path, placements: &[Placement], p: &Params) -> Res<Vec<Table>> 
     );
     contended.notes.push(format!(
         "Two processes, {} pairs each, started together; wall time of both over all pairs, \
-         median of {} run(s); under the lock, an 8-byte increment, or the increment and a \
-         512-byte record (a longer hold, so more collisions). Floor contended %: share of \
+         median of {} run(s). Robust word only: `qcop::shm::robust` on the floor's word. Under \
+         the lock: an 8-byte increment, or the increment and a 512-byte record (a longer hold, so more collisions). Floor contended %: share of \
          the floor's acquisitions that found the lock held (how much the two processes \
          actually collided).",
         grouped(p.contended_iters),
@@ -116,19 +117,15 @@ pub fn run(dir: &Path, placements: &[Placement], p: &Params) -> Res<Vec<Table>> 
         ]);
 
         for row in ROWS {
-            let (mut qs, mut fs) = (Vec::new(), Vec::new());
+            let (mut qs, mut rs, mut fs) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..p.contended_rounds {
-                fs.push(contend(
-                    &socket,
-                    &file,
-                    "floor",
-                    pl,
-                    p.contended_iters,
-                    row,
-                )?);
-                qs.push(contend(&socket, &file, "qcop", pl, p.contended_iters, row)?);
+                let run = |kind| contend(&socket, &file, kind, pl, p.contended_iters, row);
+                fs.push(run("floor")?);
+                rs.push(run("robust")?);
+                qs.push(run("qcop")?);
             }
             let (q, _) = median(qs);
+            let (r, _) = median(rs);
             let (f, f_sleeps) = median(fs);
             contended.rows.push(vec![
                 pl.label(),
@@ -138,6 +135,7 @@ pub fn run(dir: &Path, placements: &[Placement], p: &Params) -> Res<Vec<Table>> 
                     format!("increment + {row}-byte row")
                 },
                 format!("{q:.1}"),
+                format!("{r:.1}"),
                 format!("{f:.1}"),
                 ratio(q, f),
                 format!("{f_sleeps:.1}"),
@@ -358,6 +356,24 @@ pub fn contend_role(args: &RoleArgs) -> Res<()> {
             // other process (the parent holds it too, but be explicit).
             println!("done {sleeps}");
             shm.detach().ctx("detach")?;
+        }
+        "robust" => {
+            let m = floor_map(args.str("file")?)?;
+            let (word, counter) = floor_words(&m)?;
+            let me = Token::new(std::process::id(), 0).ok_or("pid does not fit a token")?;
+            let lock = RobustLock::new(word);
+            println!("ready");
+            wait_for_parent();
+            for _ in 0..iters {
+                lock.lock(me, None, &mut |_| Liveness::Unknown)
+                    .map_err(|e| format!("{e:?}"))?;
+                bump(counter);
+                if !m.write(FLOOR_COUNTER + ROW_AT, &record) {
+                    return Err("record out of bounds".into());
+                }
+                lock.unlock(me).map_err(|e| format!("{e:?}"))?;
+            }
+            println!("done 0");
         }
         _ => {
             let m = floor_map(args.str("file")?)?;
