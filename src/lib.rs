@@ -15,6 +15,10 @@
 //! - [`paths`]: where the socket lives by default.
 //! - [`shm`]: shared-memory foundations (memfd, mappings, shared futexes).
 //!
+//! The daemon is also a system bus: an access policy by user and group, sender credentials
+//! for receivers that ask, applications started on demand for their channel, and monitors
+//! (see [`daemon::policy`] and [`daemon::activate`]).
+//!
 //! `unsafe` code is confined to named modules, each block with its safety argument: `sys`
 //! (adopting inherited and received file descriptors), [`shm::futex`] (the futex system call)
 //! and [`shm::map`] (memory mappings).
@@ -31,4 +35,6 @@ pub mod shm;
 mod sys;
 pub mod wire;
 
-pub use client::{ConnectOptions, Connection, Error, Message, Reply};
+pub use client::{
+    ConnectOptions, Connection, Credentials, Error, Message, Monitored, Reply, Revocation,
+};

@@ -1,5 +1,8 @@
 //! The daemon's configuration: embedded defaults, optionally overridden by a TOML file.
 
+use super::activate::{ActivationConfig, ServiceConfig};
+use super::names::{Names, SystemNames};
+use super::policy::{Policy, PolicyConfig};
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -50,6 +53,14 @@ pub struct Config {
     pub max_calls_per_client: u32,
     /// Time a new connection has to complete its handshake, in milliseconds.
     pub handshake_timeout_ms: u32,
+    /// Monitors (`qcop monitor`) connected at once.
+    pub max_monitors: u32,
+    /// Access policy (`[policy]`); without it, whoever can connect may send and receive.
+    pub policy: Option<PolicyConfig>,
+    /// Settings shared by activatable services (`[activation]`).
+    pub activation: ActivationConfig,
+    /// Activatable services (`[[service]]`).
+    pub service: Vec<ServiceConfig>,
 }
 
 impl Default for Config {
@@ -70,6 +81,10 @@ impl Default for Config {
             max_call_timeout_ms: 300_000,
             max_calls_per_client: 64,
             handshake_timeout_ms: 5_000,
+            max_monitors: 4,
+            policy: None,
+            activation: ActivationConfig::default(),
+            service: Vec::new(),
         }
     }
 }
@@ -113,14 +128,25 @@ impl Config {
 
     /// Parses and validates configuration text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(text, &SystemNames)
+    }
+
+    /// Parses and validates configuration text, resolving user and group names with `names`.
+    pub fn parse_with(text: &str, names: &dyn Names) -> Result<Config, ConfigError> {
         let cfg: Config = basic_toml::from_str(text)
             .map_err(|e| ConfigError::Parse(PathBuf::new(), e.to_string()))?;
-        cfg.validate()?;
+        cfg.validate_with(names)?;
         Ok(cfg)
     }
 
-    /// Checks ranges and the relations between limits.
+    /// Checks ranges and the relations between limits, and resolves the user and group
+    /// names of the policy and the services (an unknown name is an error).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_with(&SystemNames)
+    }
+
+    /// [`Config::validate`] with names resolved by `names`.
+    pub fn validate_with(&self, names: &dyn Names) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.max_clients == 0 {
             return bad("max_clients must be at least 1".into());
@@ -153,6 +179,8 @@ impl Config {
         if let Some(m) = &self.socket_mode {
             parse_mode(m).map_err(ConfigError::Invalid)?;
         }
+        Policy::compile(self.policy.as_ref(), names, 0)?;
+        super::activate::validate(self, names)?;
         Ok(())
     }
 
@@ -177,7 +205,14 @@ impl Config {
     /// The mode given to a socket directory the daemon creates.
     pub fn dir_mode(&self) -> u32 {
         if self.socket_group.is_some() || self.socket_mode() & 0o077 != 0 {
-            0o750 | (self.socket_mode() & 0o005)
+            // Connecting needs write permission on the socket and search permission on
+            // the directory: a socket others may write gets a directory they may enter.
+            let others = if self.socket_mode() & 0o002 != 0 {
+                0o005
+            } else {
+                self.socket_mode() & 0o005
+            };
+            0o750 | others
         } else {
             0o700
         }

@@ -7,13 +7,21 @@
 //! - [`server`]: the single-threaded epoll loop tying them together.
 //! - [`signals`]: SIGTERM/SIGINT/SIGHUP delivered to the loop.
 //! - [`stats`]: the counters `qcop stats` shows.
+//! - [`policy`]: who may send, receive and monitor what (`[policy]`).
+//! - [`names`]: user and group names of the configuration, resolved at load.
+//! - [`activate`]: services started on demand for their channel (`[[service]]`).
+//! - [`spool`]: the on-disk queue of persistent services.
 
+pub mod activate;
 pub mod config;
 pub mod listen;
+pub mod names;
 pub mod outq;
+pub mod policy;
 pub mod router;
 pub mod server;
 pub mod signals;
+pub mod spool;
 pub mod stats;
 
 pub use config::{Config, ConfigError, SlowConsumerPolicy};

@@ -65,6 +65,10 @@ pub enum Topic {
     Call,
     /// `qcop serve`.
     Serve,
+    /// `qcop monitor`.
+    Monitor,
+    /// `qcop services`.
+    Services,
     /// The Qt Extended form `qcop CHANNEL 'msg()' ... -w ...`.
     OldForm,
     /// Argument types and how to write their values.
@@ -75,7 +79,7 @@ pub enum Topic {
 
 impl Topic {
     /// Every topic with the names `qcop help NAME` accepts (the first is the canonical one).
-    const NAMES: [(Topic, &'static [&'static str]); 11] = [
+    const NAMES: [(Topic, &'static [&'static str]); 13] = [
         (Topic::Send, &["send"]),
         (Topic::Watch, &["watch"]),
         (Topic::Wait, &["wait"]),
@@ -84,6 +88,8 @@ impl Topic {
         (Topic::Stats, &["stats"]),
         (Topic::Call, &["call"]),
         (Topic::Serve, &["serve"]),
+        (Topic::Monitor, &["monitor"]),
+        (Topic::Services, &["services"]),
         (Topic::OldForm, &["old", "old-form", "-w"]),
         (Topic::Types, &["types", "arguments", "args"]),
         (Topic::Chain, &["chain", "modifiers", "--"]),
@@ -145,6 +151,8 @@ pub enum Command {
         channels: Vec<String>,
         /// Stop after this many messages.
         count: Option<u64>,
+        /// Print each message's sender (pid, uid, gid).
+        credentials: bool,
     },
     /// Wait for one message and print its arguments.
     Wait {
@@ -187,6 +195,15 @@ pub enum Command {
         /// Stop after answering this many calls.
         count: Option<u64>,
     },
+    /// Print all traffic (sends, calls, replies) with its senders.
+    Monitor {
+        /// Channels and patterns to show; empty: everything.
+        patterns: Vec<String>,
+        /// Stop after this many events.
+        count: Option<u64>,
+    },
+    /// List the services the daemon starts on demand.
+    Services,
 }
 
 /// A mistake on the command line (exit status 2).
@@ -216,7 +233,7 @@ impl fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 /// The command names; any other first word starts the old form.
-const COMMANDS: [(&str, Topic); 8] = [
+const COMMANDS: [(&str, Topic); 10] = [
     ("send", Topic::Send),
     ("watch", Topic::Watch),
     ("wait", Topic::Wait),
@@ -225,6 +242,8 @@ const COMMANDS: [(&str, Topic); 8] = [
     ("stats", Topic::Stats),
     ("call", Topic::Call),
     ("serve", Topic::Serve),
+    ("monitor", Topic::Monitor),
+    ("services", Topic::Services),
 ];
 
 /// The usage error for an empty command line (answered with a short usage summary).
@@ -332,7 +351,7 @@ fn parse_help(global: Global, words: &[String]) -> Result<Invocation, UsageError
                 None,
                 format!(
                     "no help on {name:?} (topics: send, watch, wait, registered, channels, \
-                     stats, call, serve, old, types, chain)"
+                     stats, call, serve, monitor, services, old, types, chain)"
                 ),
             )),
         },
@@ -493,6 +512,7 @@ fn parse_command(words: &[String], modifiers: Modifiers) -> Result<Parsed, Usage
             Command::Watch {
                 channels,
                 count: opts.count,
+                credentials: opts.credentials,
             }
         }
         Topic::Wait => match pos.as_slice() {
@@ -536,6 +556,17 @@ fn parse_command(words: &[String], modifiers: Modifiers) -> Result<Parsed, Usage
                 count: opts.count,
             }
         }
+        Topic::Monitor => Command::Monitor {
+            patterns: pos
+                .iter()
+                .map(|c| channel_or_pattern(c, topic))
+                .collect::<Result<_, _>>()?,
+            count: opts.count,
+        },
+        Topic::Services => match pos.as_slice() {
+            [] => Command::Services,
+            [extra, ..] => return Err(unexpected(topic, extra)),
+        },
         Topic::OldForm | Topic::Types | Topic::Chain => unreachable!("not a command"),
     };
     Ok(Parsed::Steps(vec![Step {
@@ -620,6 +651,7 @@ struct Options<'a> {
     timeout: Option<Duration>,
     count: Option<u64>,
     clients: bool,
+    credentials: bool,
     help: bool,
 }
 
@@ -630,6 +662,7 @@ impl<'a> Options<'a> {
             timeout: None,
             count: None,
             clients: false,
+            credentials: false,
             help: false,
         };
         // Past the channel and signature(s), words that are not this command's options are
@@ -656,13 +689,14 @@ impl<'a> Options<'a> {
             };
             match (flag, topic) {
                 ("-h" | "--help", _) => opts.help = true,
-                ("--timeout", Topic::Watch | Topic::Wait | Topic::Call) => {
+                ("--timeout", Topic::Watch | Topic::Wait | Topic::Call | Topic::Monitor) => {
                     opts.timeout = Some(parse_millis(value()?, "--timeout", Some(topic))?);
                 }
-                ("--count", Topic::Watch | Topic::Serve) => {
+                ("--count", Topic::Watch | Topic::Serve | Topic::Monitor) => {
                     opts.count = Some(parse_count(value()?, topic)?);
                 }
                 ("--clients", Topic::Stats) if inline.is_none() => opts.clients = true,
+                ("--credentials", Topic::Watch) if inline.is_none() => opts.credentials = true,
                 _ if opts.positional.len() >= fixed => opts.positional.push(word),
                 _ => {
                     return Err(UsageError::new(
@@ -899,10 +933,48 @@ mod tests {
             s[0].command,
             Command::Watch {
                 channels: vec!["QPE/*".into(), "x".into()],
-                count: Some(3)
+                count: Some(3),
+                credentials: false,
             }
         );
         assert_eq!(s[0].timeout, ms(50));
+        let s = steps(&["watch", "--credentials", "x"]);
+        assert_eq!(
+            s[0].command,
+            Command::Watch {
+                channels: vec!["x".into()],
+                count: None,
+                credentials: true,
+            }
+        );
+    }
+
+    #[test]
+    fn monitor_and_services() {
+        let s = steps(&["monitor"]);
+        assert_eq!(
+            s[0].command,
+            Command::Monitor {
+                patterns: vec![],
+                count: None
+            }
+        );
+        let s = steps(&["monitor", "--count", "2", "QPE/*", "--timeout", "10", "a"]);
+        assert_eq!(
+            s[0].command,
+            Command::Monitor {
+                patterns: vec!["QPE/*".into(), "a".into()],
+                count: Some(2)
+            }
+        );
+        assert_eq!(s[0].timeout, ms(10));
+        assert_eq!(steps(&["services"])[0].command, Command::Services);
+        assert_eq!(usage(&["services", "x"]).topic, Some(Topic::Services));
+        assert_eq!(usage(&["monitor", "a[b"]).topic, Some(Topic::Monitor));
+        assert_eq!(
+            usage(&["monitor", "--credentials"]).topic,
+            Some(Topic::Monitor)
+        );
     }
 
     #[test]
