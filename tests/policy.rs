@@ -497,12 +497,16 @@ fn a_denial_stops_a_chain_but_not_what_it_already_did() {
     assert_eq!(counter(&mut root, "protocol_errors"), 0);
 }
 
+/// What the subscribers of one round of traffic saw: the exact subscriber's messages, the
+/// pattern subscriber's, `registered_count`, and the channel list.
+type Seen = (Vec<String>, Vec<String>, u32, Vec<(String, u32)>);
+
 #[test]
 fn monitor_sees_all_traffic_and_changes_nothing() {
     let d = Daemon::start();
     // One round of traffic: sends to an exact and a pattern subscriber, a call answered by
     // a responder, a send to a channel nobody listens to.
-    let round = |d: &Daemon| -> (Vec<String>, Vec<String>, u32, Vec<(String, u32)>) {
+    let round = |d: &Daemon| -> Seen {
         let mut s = d.connect();
         s.subscribe("mon/x").unwrap();
         let mut p = d.connect();

@@ -181,14 +181,11 @@ fn a_call_waits_for_the_started_program_to_answer() {
 
 #[test]
 fn a_program_that_never_subscribes_times_out_and_its_queue_is_dropped() {
-    let config = format!(
-        "{}",
-        service(
-            "slow",
-            "QPE/Application/slow",
-            "sleep 30",
-            "timeout_ms = 300"
-        )
+    let config = service(
+        "slow",
+        "QPE/Application/slow",
+        "sleep 30",
+        "timeout_ms = 300",
     );
     let d = Daemon::start_with(&config);
     let mut c = d.connect();

@@ -246,6 +246,87 @@ mod tests {
     }
 
     #[test]
+    fn documented_policy_example_decides_as_its_comments_say() {
+        use crate::daemon::names::StaticNames;
+        use crate::daemon::policy::Action;
+        let names = StaticNames {
+            users: [
+                ("system", 900, 900),
+                ("launcher", 901, 901),
+                ("camera", 902, 44),
+                ("messages", 903, 903),
+                ("alice", 1000, 100),
+                ("bob", 1001, 1001),
+            ]
+            .iter()
+            .map(|(n, u, g)| ((*n).to_owned(), *u, *g))
+            .collect(),
+            groups: vec![
+                ("guests".into(), 100, vec![]),
+                ("developers".into(), 2000, vec!["bob".into()]),
+                ("video".into(), 44, vec![]),
+            ],
+        };
+        let text = include_str!("../../docs/policy.toml");
+        let cfg = Config::parse_with(text, &names).unwrap();
+        assert_eq!(cfg.service.len(), 2);
+        assert_eq!(
+            cfg.activation.spool_dir.as_deref(),
+            Some(Path::new("/var/spool/qcop"))
+        );
+        let p = Policy::compile(cfg.policy.as_ref(), &names, 0).unwrap();
+        let alice = p.view(1000, 100);
+        let rule = |r: Result<(), crate::daemon::policy::Denial>| r.err().map(|d| d.rule);
+        assert_eq!(
+            rule(p.check(&alice, Action::Send, "QPE/Secure/keys", "unlock()")),
+            Some(Some(2))
+        );
+        assert_eq!(
+            rule(p.check(&alice, Action::Send, "QPE/System", "reboot()")),
+            Some(Some(5))
+        );
+        assert_eq!(
+            rule(p.check(&alice, Action::Send, "QPE/System", "setTime(int)")),
+            None
+        );
+        assert_eq!(
+            rule(p.check_subscription(&alice, Action::Receive, "QPE/*")),
+            None
+        );
+        assert_eq!(
+            rule(p.check(&alice, Action::Receive, "QPE/Secure/keys", "k()")),
+            Some(Some(3))
+        );
+        assert_eq!(
+            rule(p.check_subscription(&alice, Action::Receive, "sensors/imu")),
+            Some(None)
+        );
+        assert_eq!(
+            rule(p.check_subscription(&alice, Action::Monitor, "*")),
+            Some(None)
+        );
+        let launcher = p.view(901, 901);
+        assert_eq!(
+            rule(p.check(&launcher, Action::Send, "QPE/System", "reboot()")),
+            None
+        );
+        let bob = p.view(1001, 1001); // a listed member of developers
+        assert_eq!(
+            rule(p.check_subscription(&bob, Action::Monitor, "QPE/*")),
+            None
+        );
+        // The same file with names this machine lacks is refused, naming the first.
+        if nix::unistd::User::from_name("system")
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains("policy rule 1: unknown user \"system\""), "{e}");
+        }
+    }
+
+    #[test]
     fn values_and_policy_parse() {
         let c = Config::parse(
             "max_payload = 1048576\nmax_queue_bytes = 4194304\nslow_consumer = \"disconnect\"\nsocket_group = \"qcop\"\n",
@@ -255,6 +336,9 @@ mod tests {
         assert_eq!(c.slow_consumer, SlowConsumerPolicy::Disconnect);
         assert_eq!(c.socket_mode(), 0o660);
         assert_eq!(c.dir_mode(), 0o750);
+        // A socket everyone may connect to needs a directory everyone may enter.
+        let open = Config::parse("socket_mode = \"0666\"").unwrap();
+        assert_eq!(open.dir_mode(), 0o755);
     }
 
     #[test]
