@@ -23,8 +23,25 @@ fn qcop_path() -> &'static str {
 
 /// A `[[service]]` entry running `script` with `/bin/sh -c`.
 fn service(name: &str, channel: &str, script: &str, extra: &str) -> String {
+    service_env(name, channel, script, extra, &[])
+}
+
+/// [`service`] with environment variables. Started programs get a cleared environment, so
+/// under qemu-user the variable that points ARM programs at their libraries is passed on.
+fn service_env(
+    name: &str,
+    channel: &str,
+    script: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> String {
+    let mut vars: Vec<String> = env.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
+    if let Ok(prefix) = std::env::var("QEMU_LD_PREFIX") {
+        vars.push(format!("QEMU_LD_PREFIX = {prefix:?}"));
+    }
     format!(
-        "[[service]]\nname = {name:?}\nchannel = {channel:?}\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\n{extra}\n"
+        "[[service]]\nname = {name:?}\nchannel = {channel:?}\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\nenvironment = {{ {} }}\n{extra}\n",
+        vars.join(", ")
     )
 }
 
@@ -422,11 +439,12 @@ fn a_service_runs_as_its_configured_user() {
     );
     let config = format!(
         "socket_mode = \"0666\"\n{}",
-        service(
+        service_env(
             "who",
             "QPE/Application/who",
             &script,
-            "user = \"qcoptest-a\"\nworking_directory = \"/\"\nenvironment = { QCOP_TEST = \"1\" }"
+            "user = \"qcoptest-a\"\nworking_directory = \"/\"",
+            &[("QCOP_TEST", "1")],
         )
     );
     let d = Daemon::start_with(&config);

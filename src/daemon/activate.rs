@@ -384,6 +384,10 @@ impl Service {
 
     fn spawn(&mut self, socket: &Path) -> Result<u32, String> {
         let spec = &self.spec;
+        // Checked first so that the reason is the same everywhere: where exec errors do not
+        // reach the parent (qemu-user), a missing program would look like an exit with 127.
+        nix::unistd::access(spec.argv[0].as_str(), nix::unistd::AccessFlags::X_OK)
+            .map_err(|e| format!("cannot start {}: {}", spec.argv[0], e.desc()))?;
         let mut cmd = Command::new(&spec.argv[0]);
         cmd.args(&spec.argv[1..])
             .env_clear()
