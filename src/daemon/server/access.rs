@@ -307,6 +307,11 @@ impl Server {
             let text = format!("at most {max} monitors may be connected (max_monitors)");
             return self.reject(slot, seq, ErrorCode::TooManyMonitors, &text);
         }
+        let max_patterns = self.cfg.max_subscriptions_per_client as usize;
+        if patterns.len() > max_patterns {
+            let text = format!("a monitor may watch at most {max_patterns} patterns");
+            return self.reject(slot, seq, ErrorCode::TooManySubscriptions, &text);
+        }
         let mut watches = Vec::with_capacity(patterns.len());
         for p in patterns {
             let valid = check_name(p, self.cfg.max_channel_len as usize)
