@@ -105,28 +105,13 @@ fn wait_pattern(conn: &mut Connection, pattern: &str, subscribers: u32) {
 }
 
 const RULES: &str = r#"
-[policy]
-default = "deny"
-
-[[policy.rule]]
-deny = ["send"]
-group = "qcoptest-extra"
-channel = "QPE/Secure/*"
-
-[[policy.rule]]
-deny = ["send"]
-group = "qcoptest"
-channel = "QPE/System"
-message = "reboot()"
-
-[[policy.rule]]
-deny = ["receive"]
-user = "qcoptest-b"
-channel = "QPE/Secure/*"
-
-[[policy.rule]]
-allow = ["send", "receive"]
-channel = "QPE/*"
+policy_default = "deny"
+policy = [
+    "deny send QPE/Secure/* for group qcoptest-extra",
+    "deny send QPE/System message reboot() for group qcoptest",
+    "deny receive QPE/Secure/* for user qcoptest-b",
+    "allow send,receive QPE/*",
+]
 "#;
 
 #[test]
@@ -351,18 +336,14 @@ fn monitor_is_for_root_unless_a_rule_allows_it() {
         return;
     };
     let a = &bus.users.a;
-    // No [policy]: only root and the daemon's user.
+    // No policy: only root and the daemon's user.
     let o = bus.run_as(a, &["monitor", "--count", "1"]);
     assert_denied(&o, "only root and the daemon's user may monitor");
 
     bus.reload(
         r#"
-        [policy]
-        default = "allow"
-        [[policy.rule]]
-        allow = ["monitor"]
-        user = "qcoptest-a"
-        channel = "QPE/*"
+        policy_default = "allow"
+        policy = ["allow monitor QPE/* for user qcoptest-a"]
         "#,
     );
     let mut root = bus.d.connect();
@@ -400,8 +381,8 @@ fn monitor_is_for_root_unless_a_rule_allows_it() {
 #[test]
 fn reload_revokes_subscriptions_and_a_broken_file_keeps_the_old_rules() {
     let allow_b = r#"
-        [policy]
-        default = "allow"
+        policy_default = "allow"
+        policy = []
     "#;
     let Some(bus) = Bus::start("reload_revokes_subscriptions", allow_b) else {
         return;
@@ -416,12 +397,8 @@ fn reload_revokes_subscriptions_and_a_broken_file_keeps_the_old_rules() {
     // Now b may receive r/y but not r/x: r/x is revoked (and its channel removed), the
     // watch goes on with r/y.
     let deny_x = r#"
-        [policy]
-        default = "allow"
-        [[policy.rule]]
-        deny = ["receive", "send"]
-        user = "qcoptest-b"
-        channel = "r/x"
+        policy_default = "allow"
+        policy = ["deny receive,send r/x for user qcoptest-b"]
     "#;
     bus.reload(deny_x);
     eventually("r/x revoked", || !root.is_registered("r/x").unwrap());
@@ -433,11 +410,8 @@ fn reload_revokes_subscriptions_and_a_broken_file_keeps_the_old_rules() {
     // A broken file (unknown user) is refused as a whole: the previous rules stay.
     bus.reload(
         r#"
-        [policy]
-        default = "allow"
-        [[policy.rule]]
-        allow = ["receive"]
-        user = "no-such-user-qcop"
+        policy_default = "allow"
+        policy = ["allow receive * for user no-such-user-qcop"]
     "#,
     );
     eventually("the failed reload", || {
@@ -452,12 +426,8 @@ fn reload_revokes_subscriptions_and_a_broken_file_keeps_the_old_rules() {
     // Denying r/y too leaves the watch with nothing: it says why and fails.
     bus.reload(
         r#"
-        [policy]
-        default = "allow"
-        [[policy.rule]]
-        deny = ["receive"]
-        user = "qcoptest-b"
-        channel = "r/*"
+        policy_default = "allow"
+        policy = ["deny receive r/* for user qcoptest-b"]
     "#,
     );
     let o = finish(watch);

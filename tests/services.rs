@@ -35,13 +35,12 @@ fn service_env(
     extra: &str,
     env: &[(&str, &str)],
 ) -> String {
-    let mut vars: Vec<String> = env.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
+    let mut vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if let Ok(prefix) = std::env::var("QEMU_LD_PREFIX") {
-        vars.push(format!("QEMU_LD_PREFIX = {prefix:?}"));
+        vars.push(format!("QEMU_LD_PREFIX={prefix}"));
     }
     format!(
-        "[[service]]\nname = {name:?}\nchannel = {channel:?}\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\nenvironment = {{ {} }}\n{extra}\n",
-        vars.join(", ")
+        "[[service]]\nname = {name:?}\nchannel = {channel:?}\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\nenvironment = {vars:?}\n{extra}\n"
     )
 }
 
@@ -240,7 +239,7 @@ fn a_program_that_never_subscribes_times_out_and_its_queue_is_dropped() {
 #[test]
 fn the_queue_of_a_starting_service_is_bounded() {
     let config = format!(
-        "[activation]\nmax_queued_messages = 2\n{}",
+        "activation_max_queued_messages = 2\n{}",
         service(
             "full",
             "QPE/Application/full",
@@ -278,7 +277,7 @@ fn the_queue_of_a_starting_service_is_bounded() {
 #[test]
 fn a_program_that_fails_answers_callers_with_an_error() {
     let config = format!(
-        "[activation]\nrestart_delay_ms = 60000\n{}{}",
+        "activation_restart_delay_ms = 60000\n{}{}",
         service("crash", "QPE/Application/crash", "exit 3", ""),
         "[[service]]\nname = \"missing\"\nchannel = \"QPE/Application/missing\"\ncommand = [\"/nonexistent/qcop-app\"]\n"
     );
@@ -331,7 +330,7 @@ fn persistent_queues_survive_a_daemon_restart() {
     let spool = dir.join("spool");
     let out = dir.join("out");
     let waiting = format!(
-        "[activation]\nspool_dir = {:?}\ntimeout_ms = 60000\n{}",
+        "spool_dir = {:?}\nactivation_timeout_ms = 60000\n{}",
         spool.display().to_string(),
         service(
             "keep",
@@ -390,7 +389,7 @@ fn persistent_queues_survive_a_daemon_restart() {
         out.display()
     );
     let delivering = format!(
-        "[activation]\nspool_dir = {:?}\n{}",
+        "spool_dir = {:?}\n{}",
         spool.display().to_string(),
         service("keep", "QPE/Application/keep", &script, "persistent = true")
     );
@@ -433,8 +432,10 @@ fn a_service_runs_as_its_configured_user() {
     let dir = common::temp_dir("who");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let qcop = runnable_copy(Path::new(qcop_path()), &dir);
+    // The program checks what it was given before answering.
     let script = format!(
-        "exec '{}' serve QPE/Application/who 'who()' 'me()' --count 1",
+        "[ \"$QCOP_TEST\" = 1 ] && [ \"$QCOP_SERVICE\" = who ] && [ \"$(pwd)\" = /tmp ] && \
+         exec '{}' serve QPE/Application/who 'who()' 'me()' --count 1",
         qcop.display()
     );
     let config = format!(
@@ -443,7 +444,7 @@ fn a_service_runs_as_its_configured_user() {
             "who",
             "QPE/Application/who",
             &script,
-            "user = \"qcoptest-a\"\nworking_directory = \"/\"",
+            "user = \"qcoptest-a\"\nworking_directory = \"/tmp\"",
             &[("QCOP_TEST", "1")],
         )
     );

@@ -27,7 +27,7 @@ Logging: RUST_LOG=debug|info|warn|error (default info), to stderr.
 systemd: sends READY=1 when NOTIFY_SOCKET is set; accepts a socket via LISTEN_FDS.
 Lifecycle events are published on the channel 'qcop/daemon' as newChannel(QString) and
 removedChannel(QString).
-System bus: a [policy] section decides who may send, receive and monitor what (by user and
+System bus: 'policy' rules decide who may send, receive and monitor what (by user and
 group); [[service]] entries start programs when a message arrives for their channel. See
 docs/policy.toml for a commented example; 'qcop services' and 'qcop monitor' show them at
 work.

@@ -25,14 +25,14 @@
 use super::config::{Config, ConfigError};
 use super::names::Names;
 use super::router::Slot;
+use super::spawn::{self, Program};
 use super::spool::{self, Record, Spool};
 use crate::pattern::{check_name, is_pattern, Pattern};
 use crate::wire::{Credentials, ErrorCode, ServiceInfo, ServiceState};
 use serde::Deserialize;
-use std::collections::{BTreeMap, VecDeque};
-use std::os::unix::process::CommandExt;
+use std::collections::VecDeque;
+use std::ffi::CString;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Most services a configuration may declare.
@@ -40,31 +40,24 @@ pub const MAX_SERVICES: usize = 256;
 /// `PATH` given to started programs unless their environment sets one.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The `[activation]` section: settings shared by every service.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ActivationConfig {
-    /// Time a started program has to subscribe, in milliseconds.
-    pub timeout_ms: u32,
-    /// Messages queued per service while it starts.
-    pub max_queued_messages: u32,
-    /// Payload and name bytes queued per service while it starts.
-    pub max_queued_bytes: u32,
-    /// After a failed start, further messages are refused for this long, in milliseconds
-    /// (a program that crashes at once is not restarted for every message).
-    pub restart_delay_ms: u32,
-    /// Directory for the queues of `persistent` services.
-    pub spool_dir: Option<PathBuf>,
+/// The `activation_*` settings shared by every service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ActivationConfig {
+    timeout_ms: u32,
+    max_queued_messages: u32,
+    max_queued_bytes: u32,
+    restart_delay_ms: u32,
+    spool_dir: Option<PathBuf>,
 }
 
-impl Default for ActivationConfig {
-    fn default() -> Self {
+impl ActivationConfig {
+    fn of(cfg: &Config) -> ActivationConfig {
         ActivationConfig {
-            timeout_ms: 10_000,
-            max_queued_messages: 64,
-            max_queued_bytes: 256 * 1024,
-            restart_delay_ms: 1_000,
-            spool_dir: None,
+            timeout_ms: cfg.activation_timeout_ms,
+            max_queued_messages: cfg.activation_max_queued_messages,
+            max_queued_bytes: cfg.activation_max_queued_bytes,
+            restart_delay_ms: cfg.activation_restart_delay_ms,
+            spool_dir: cfg.spool_dir.clone(),
         }
     }
 }
@@ -88,15 +81,16 @@ pub struct ServiceConfig {
     /// Working directory (default `/`).
     #[serde(default)]
     pub working_directory: Option<PathBuf>,
-    /// Environment variables, on top of `PATH`, `QCOP_SOCKET` and `QCOP_SERVICE`.
+    /// Environment variables as `KEY=value`, on top of (or replacing) `PATH`,
+    /// `QCOP_SOCKET` and `QCOP_SERVICE`.
     #[serde(default)]
-    pub environment: BTreeMap<String, String>,
+    pub environment: Vec<String>,
     /// Keep queued sends in the spool directory across daemon restarts.
     #[serde(default)]
     pub persistent: bool,
-    /// Overrides `[activation] timeout_ms` for this service.
+    /// Overrides `activation_timeout_ms` for this service (0: no override).
     #[serde(default)]
-    pub timeout_ms: Option<u32>,
+    pub timeout_ms: u32,
 }
 
 enum ChannelMatch {
@@ -118,33 +112,30 @@ struct Spec {
     name: String,
     channel_text: String,
     channel: ChannelMatch,
-    argv: Vec<String>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-    cwd: PathBuf,
-    env: BTreeMap<String, String>,
+    /// The program, ready for `execve` except for `QCOP_SOCKET` (added at spawn time).
+    program: Program,
     persistent: bool,
     timeout: Duration,
 }
 
-/// Checks `[activation]` and every `[[service]]` of `cfg`, resolving names with `names`.
+/// Checks the `activation_*` settings and every `[[service]]` of `cfg`, resolving names with `names`.
 pub fn validate(cfg: &Config, names: &dyn Names) -> Result<(), ConfigError> {
-    compile(cfg, names).map(|_| ())
+    compile(cfg, Path::new("/"), names).map(|_| ())
 }
 
-fn compile(cfg: &Config, names: &dyn Names) -> Result<Vec<Spec>, ConfigError> {
-    let a = &cfg.activation;
+fn compile(cfg: &Config, socket: &Path, names: &dyn Names) -> Result<Vec<Spec>, ConfigError> {
+    let a = &ActivationConfig::of(cfg);
     let bad = |m: String| ConfigError::Invalid(m);
     if a.timeout_ms == 0 || a.max_queued_messages == 0 || a.max_queued_bytes == 0 {
         return Err(bad(
-            "activation: timeout_ms, max_queued_messages and max_queued_bytes must be at least 1"
+            "activation_timeout_ms, activation_max_queued_messages and activation_max_queued_bytes must be at least 1"
                 .into(),
         ));
     }
     if let Some(d) = &a.spool_dir {
         if !d.is_absolute() {
             return Err(bad(format!(
-                "activation: spool_dir {} must be an absolute path",
+                "spool_dir {} must be an absolute path",
                 d.display()
             )));
         }
@@ -157,8 +148,8 @@ fn compile(cfg: &Config, names: &dyn Names) -> Result<Vec<Spec>, ConfigError> {
     }
     let mut specs: Vec<Spec> = Vec::with_capacity(cfg.service.len());
     for s in &cfg.service {
-        let spec =
-            compile_one(s, cfg, names).map_err(|e| bad(format!("service {:?}: {e}", s.name)))?;
+        let spec = compile_one(s, cfg, socket, names)
+            .map_err(|e| bad(format!("service {:?}: {e}", s.name)))?;
         if specs.iter().any(|o| o.name == spec.name) {
             return Err(bad(format!("service {:?} is declared twice", s.name)));
         }
@@ -167,7 +158,12 @@ fn compile(cfg: &Config, names: &dyn Names) -> Result<Vec<Spec>, ConfigError> {
     Ok(specs)
 }
 
-fn compile_one(s: &ServiceConfig, cfg: &Config, names: &dyn Names) -> Result<Spec, String> {
+fn compile_one(
+    s: &ServiceConfig,
+    cfg: &Config,
+    socket: &Path,
+    names: &dyn Names,
+) -> Result<Spec, String> {
     let name_ok = !s.name.is_empty()
         && s.name.len() <= 64
         && !s.name.starts_with('.')
@@ -192,9 +188,12 @@ fn compile_one(s: &ServiceConfig, cfg: &Config, names: &dyn Names) -> Result<Spe
         }
         Some(_) => {}
     }
-    if s.command.iter().any(|a| a.contains('\0')) {
-        return Err("command contains a NUL byte".into());
-    }
+    let argv = s
+        .command
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "command contains a NUL byte")?;
     let (uid, user_gid) = match &s.user {
         None => (None, None),
         Some(u) => {
@@ -211,25 +210,42 @@ fn compile_one(s: &ServiceConfig, cfg: &Config, names: &dyn Names) -> Result<Spe
                 .0,
         ),
     };
-    let cwd = s
-        .working_directory
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/"));
+    let cwd = s.working_directory.as_deref().unwrap_or(Path::new("/"));
     if !cwd.is_absolute() {
         return Err(format!(
             "working_directory {} must be an absolute path",
             cwd.display()
         ));
     }
-    for (k, v) in &s.environment {
-        if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
-            return Err(format!("environment variable {k:?} is not valid"));
+    let cwd = CString::new(cwd.as_os_str().as_encoded_bytes())
+        .map_err(|_| "working_directory contains a NUL byte")?;
+    // Defaults first; the configured entries replace them by name.
+    let mut env = vec![
+        format!("PATH={DEFAULT_PATH}"),
+        format!("QCOP_SOCKET={}", socket.display()),
+        format!("QCOP_SERVICE={}", s.name),
+    ];
+    for e in &s.environment {
+        match e.split_once('=') {
+            Some((k, _)) if !k.is_empty() => {
+                env.retain(|d| d.split_once('=').map_or(true, |(dk, _)| dk != k));
+                env.push(e.clone());
+            }
+            _ => return Err(format!("environment entry {e:?} is not KEY=value")),
         }
     }
-    if s.persistent && cfg.activation.spool_dir.is_none() {
-        return Err("persistent needs [activation] spool_dir".into());
+    let envp = env
+        .into_iter()
+        .map(CString::new)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "environment contains a NUL byte")?;
+    if s.persistent && cfg.spool_dir.is_none() {
+        return Err("persistent needs spool_dir".into());
     }
-    let timeout = s.timeout_ms.unwrap_or(cfg.activation.timeout_ms);
+    let timeout = match s.timeout_ms {
+        0 => cfg.activation_timeout_ms,
+        t => t,
+    };
     if timeout == 0 {
         return Err("timeout_ms must be at least 1".into());
     }
@@ -237,11 +253,13 @@ fn compile_one(s: &ServiceConfig, cfg: &Config, names: &dyn Names) -> Result<Spe
         name: s.name.clone(),
         channel_text: s.channel.clone(),
         channel,
-        argv: s.command.clone(),
-        uid,
-        gid,
-        cwd,
-        env: s.environment.clone(),
+        program: Program {
+            argv,
+            envp,
+            cwd,
+            uid,
+            gid,
+        },
         persistent: s.persistent,
         timeout: Duration::from_millis(timeout.into()),
     })
@@ -340,7 +358,8 @@ enum Phase {
 
 struct Service {
     spec: Spec,
-    child: Option<Child>,
+    /// The running program's pid (it is ours to reap).
+    child: Option<u32>,
     phase: Phase,
     queue: VecDeque<Queued>,
     queued_bytes: usize,
@@ -370,7 +389,7 @@ impl Service {
     }
 
     fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child
     }
 
     fn state(&self) -> ServiceState {
@@ -382,33 +401,11 @@ impl Service {
         }
     }
 
-    fn spawn(&mut self, socket: &Path) -> Result<u32, String> {
-        let spec = &self.spec;
-        // Checked first so that the reason is the same everywhere: where exec errors do not
-        // reach the parent (qemu-user), a missing program would look like an exit with 127.
-        nix::unistd::access(spec.argv[0].as_str(), nix::unistd::AccessFlags::X_OK)
-            .map_err(|e| format!("cannot start {}: {}", spec.argv[0], e.desc()))?;
-        let mut cmd = Command::new(&spec.argv[0]);
-        cmd.args(&spec.argv[1..])
-            .env_clear()
-            .env("PATH", DEFAULT_PATH)
-            .env("QCOP_SOCKET", socket)
-            .env("QCOP_SERVICE", &spec.name)
-            .envs(&spec.env)
-            .current_dir(&spec.cwd)
-            .stdin(Stdio::null());
-        // With a uid, std also drops the supplementary groups of a root daemon.
-        if let Some(gid) = spec.gid {
-            cmd.gid(gid);
-        }
-        if let Some(uid) = spec.uid {
-            cmd.uid(uid);
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", spec.argv[0]))?;
-        let pid = child.id();
-        self.child = Some(child);
+    fn spawn(&mut self) -> Result<u32, String> {
+        let argv0 = self.spec.program.argv[0].to_string_lossy();
+        let pid =
+            spawn::spawn(&self.spec.program).map_err(|e| format!("cannot start {argv0}: {e}"))?;
+        self.child = Some(pid);
         Ok(pid)
     }
 
@@ -479,7 +476,7 @@ pub struct Activation {
     socket: PathBuf,
     services: Vec<Service>,
     /// Programs of services removed by a reload, reaped when they exit.
-    detached: Vec<(String, Child)>,
+    detached: Vec<(String, u32)>,
     /// Largest spool file worth reading.
     max_file: u64,
     /// Counters for `qcop stats`.
@@ -493,9 +490,12 @@ impl Activation {
         socket: PathBuf,
         names: &dyn Names,
     ) -> Result<Activation, ConfigError> {
-        let services = compile(cfg, names)?.into_iter().map(Service::new).collect();
+        let services = compile(cfg, &socket, names)?
+            .into_iter()
+            .map(Service::new)
+            .collect();
         Ok(Activation {
-            cfg: cfg.activation.clone(),
+            cfg: ActivationConfig::of(cfg),
             socket,
             services,
             detached: Vec::new(),
@@ -534,7 +534,7 @@ impl Activation {
                     code: ErrorCode::ActivationFailed,
                     text: format!(
                         "service {name} failed ({why}); next start attempt in {} ms",
-                        at.duration_since(now).as_millis()
+                        at.duration_since(now).as_millis() as u64
                     ),
                 });
             }
@@ -555,7 +555,7 @@ impl Activation {
             });
         }
         if s.child.is_none() {
-            match s.spawn(&self.socket) {
+            match s.spawn() {
                 Ok(pid) => {
                     s.starts += 1;
                     self.counters.starts += 1;
@@ -629,7 +629,10 @@ impl Activation {
                 continue;
             };
             if now >= deadline {
-                let why = format!("did not subscribe within {} ms", s.spec.timeout.as_millis());
+                let why = format!(
+                    "did not subscribe within {} ms",
+                    s.spec.timeout.as_millis() as u64
+                );
                 self.counters.timeouts += 1;
                 fail(s, &why, now, &self.cfg, &mut self.counters, &mut out);
                 continue;
@@ -665,13 +668,12 @@ impl Activation {
     pub fn reap(&mut self, now: Instant) -> Vec<Dropped> {
         let mut out = Vec::new();
         for s in &mut self.services {
-            let Some(child) = s.child.as_mut() else {
+            let Some(pid) = s.child else {
                 continue;
             };
-            let pid = child.id();
-            let status = match child.try_wait() {
+            let status = match spawn::try_reap(pid) {
                 Ok(None) => continue,
-                Ok(Some(status)) => status.to_string(),
+                Ok(Some(status)) => status,
                 Err(e) => format!("cannot be waited for ({e})"),
             };
             s.child = None;
@@ -691,13 +693,10 @@ impl Activation {
             }
         }
         self.detached
-            .retain_mut(|(name, child)| match child.try_wait() {
+            .retain(|(name, pid)| match spawn::try_reap(*pid) {
                 Ok(None) => true,
                 Ok(Some(status)) => {
-                    log::info!(
-                        "program of removed service {name} (pid {}) exited: {status}",
-                        child.id()
-                    );
+                    log::info!("program of removed service {name} (pid {pid}) exited: {status}");
                     false
                 }
                 Err(_) => false,
@@ -774,7 +773,7 @@ impl Activation {
             }
             if total > limit {
                 log::error!(
-                    "service {}: {} spooled messages exceed max_queued_messages ({limit}); \
+                    "service {}: {} spooled messages exceed activation_max_queued_messages ({limit}); \
                      the newest {} were dropped",
                     s.spec.name,
                     total,
@@ -789,7 +788,7 @@ impl Activation {
                 s.spec.name,
                 s.queue.len()
             );
-            match s.spawn(&self.socket) {
+            match s.spawn() {
                 Ok(pid) => {
                     s.starts += 1;
                     self.counters.starts += 1;
@@ -814,7 +813,7 @@ impl Activation {
         cfg: &Config,
         names: &dyn Names,
     ) -> Result<Vec<Dropped>, ConfigError> {
-        let specs = compile(cfg, names)?;
+        let specs = compile(cfg, &self.socket, names)?;
         let mut old: Vec<Service> = std::mem::take(&mut self.services);
         let mut services = Vec::with_capacity(specs.len());
         for spec in specs {
@@ -851,7 +850,7 @@ impl Activation {
             }
         }
         self.services = services;
-        self.cfg = cfg.activation.clone();
+        self.cfg = ActivationConfig::of(cfg);
         self.max_file = max_file(cfg);
         Ok(out)
     }
@@ -981,7 +980,8 @@ mod tests {
     }
 
     fn config(services: &str) -> Config {
-        let text = format!("[activation]\ntimeout_ms = 1000\nmax_queued_messages = 3\n{services}");
+        let text =
+            format!("activation_timeout_ms = 1000\nactivation_max_queued_messages = 3\n{services}");
         let cfg: Config = basic_toml::from_str(&text).unwrap();
         cfg
     }
@@ -1031,8 +1031,8 @@ mod tests {
         let a = activation("[[service]]\nname = \"cam\"\nchannel = \"QPE/Application/cam*\"\ncommand = [\"/x\"]\nuser = \"camera\"\n");
         assert_eq!(a.find("QPE/Application/camera"), Some(0));
         assert_eq!(a.find("QPE/Other"), None);
-        assert_eq!(a.services[0].spec.uid, Some(1500));
-        assert_eq!(a.services[0].spec.gid, Some(44));
+        assert_eq!(a.services[0].spec.program.uid, Some(1500));
+        assert_eq!(a.services[0].spec.program.gid, Some(44));
     }
 
     #[test]
@@ -1207,9 +1207,10 @@ mod tests {
 
     fn kill(a: &mut Activation) {
         for s in &mut a.services {
-            if let Some(mut c) = s.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
+            if let Some(pid) = s.child.take() {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
             }
         }
     }

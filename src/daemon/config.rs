@@ -1,8 +1,8 @@
 //! The daemon's configuration: embedded defaults, optionally overridden by a TOML file.
 
-use super::activate::{ActivationConfig, ServiceConfig};
+use super::activate::ServiceConfig;
 use super::names::{Names, SystemNames};
-use super::policy::{Policy, PolicyConfig};
+use super::policy::Policy;
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -55,10 +55,21 @@ pub struct Config {
     pub handshake_timeout_ms: u32,
     /// Monitors (`qcop monitor`) connected at once.
     pub max_monitors: u32,
-    /// Access policy (`[policy]`); without it, whoever can connect may send and receive.
-    pub policy: Option<PolicyConfig>,
-    /// Settings shared by activatable services (`[activation]`).
-    pub activation: ActivationConfig,
+    /// Access policy rules, `EFFECT ACTIONS CHANNEL [message M] [for WHO]`, first match
+    /// wins; without this key whoever can connect may send and receive.
+    pub policy: Option<Vec<String>>,
+    /// `"deny"` or `"allow"`: what applies to send and receive when no rule matches.
+    pub policy_default: String,
+    /// Time a started service has to subscribe, in milliseconds.
+    pub activation_timeout_ms: u32,
+    /// Messages queued per service while it starts.
+    pub activation_max_queued_messages: u32,
+    /// Name and payload bytes queued per service while it starts.
+    pub activation_max_queued_bytes: u32,
+    /// After a failed start, messages for the service are refused for this long (ms).
+    pub activation_restart_delay_ms: u32,
+    /// Directory where `persistent` services keep their queues across restarts.
+    pub spool_dir: Option<PathBuf>,
     /// Activatable services (`[[service]]`).
     pub service: Vec<ServiceConfig>,
 }
@@ -83,7 +94,12 @@ impl Default for Config {
             handshake_timeout_ms: 5_000,
             max_monitors: 4,
             policy: None,
-            activation: ActivationConfig::default(),
+            policy_default: "deny".into(),
+            activation_timeout_ms: 10_000,
+            activation_max_queued_messages: 64,
+            activation_max_queued_bytes: 256 * 1024,
+            activation_restart_delay_ms: 1_000,
+            spool_dir: None,
             service: Vec::new(),
         }
     }
@@ -179,7 +195,7 @@ impl Config {
         if let Some(m) = &self.socket_mode {
             parse_mode(m).map_err(ConfigError::Invalid)?;
         }
-        Policy::compile(self.policy.as_ref(), names, 0)?;
+        Policy::compile(self.policy.as_deref(), &self.policy_default, names, 0)?;
         super::activate::validate(self, names)?;
         Ok(())
     }
@@ -270,11 +286,9 @@ mod tests {
         let text = include_str!("../../docs/policy.toml");
         let cfg = Config::parse_with(text, &names).unwrap();
         assert_eq!(cfg.service.len(), 2);
-        assert_eq!(
-            cfg.activation.spool_dir.as_deref(),
-            Some(Path::new("/var/spool/qcop"))
-        );
-        let p = Policy::compile(cfg.policy.as_ref(), &names, 0).unwrap();
+        assert_eq!(cfg.spool_dir.as_deref(), Some(Path::new("/var/spool/qcop")));
+        assert_eq!(cfg.service[0].environment, ["QT_QPA_PLATFORM=linuxfb"]);
+        let p = Policy::compile(cfg.policy.as_deref(), &cfg.policy_default, &names, 0).unwrap();
         let alice = p.view(1000, 100);
         let rule = |r: Result<(), crate::daemon::policy::Denial>| r.err().map(|d| d.rule);
         assert_eq!(
@@ -322,7 +336,10 @@ mod tests {
             .is_none()
         {
             let e = Config::parse(text).unwrap_err().to_string();
-            assert!(e.contains("policy rule 1: unknown user \"system\""), "{e}");
+            assert!(
+                e.contains("policy rule 1 (") && e.contains("unknown user \"system\""),
+                "{e}"
+            );
         }
     }
 

@@ -7,9 +7,10 @@
 //! - [`server`]: the single-threaded epoll loop tying them together.
 //! - [`signals`]: SIGTERM/SIGINT/SIGHUP delivered to the loop.
 //! - [`stats`]: the counters `qcop stats` shows.
-//! - [`policy`]: who may send, receive and monitor what (`[policy]`).
+//! - [`policy`]: who may send, receive and monitor what (the `policy` rules).
 //! - [`names`]: user and group names of the configuration, resolved at load.
 //! - [`activate`]: services started on demand for their channel (`[[service]]`).
+//! - `spawn`: fork and exec of those services (the daemon's only `unsafe` code).
 //! - [`spool`]: the on-disk queue of persistent services.
 
 pub mod activate;
@@ -21,6 +22,8 @@ pub mod policy;
 pub mod router;
 pub mod server;
 pub mod signals;
+#[allow(unsafe_code)]
+mod spawn;
 pub mod spool;
 pub mod stats;
 

@@ -1,31 +1,33 @@
 //! Access policy: which clients may send to, receive from and monitor which channels.
 //!
 //! Clients are told apart by the credentials the kernel gives for their connection
-//! (`SO_PEERCRED`: uid and gid when they connected). The rules come from the `[policy]`
-//! section of the configuration:
+//! (`SO_PEERCRED`: uid and gid when they connected). The rules are the `policy` key of the
+//! configuration:
 //!
 //! ```toml
-//! [policy]
-//! default = "deny"                 # what applies when no rule matches
-//!
-//! [[policy.rule]]
-//! deny = ["send"]
-//! group = "guests"
-//! channel = "QPE/Secure/*"
-//!
-//! [[policy.rule]]
-//! allow = ["send", "receive"]
-//! channel = "QPE/*"
+//! policy_default = "deny"          # what applies when no rule matches
+//! policy = [
+//!     "deny send QPE/Secure/* for group guests",
+//!     "deny send QPE/System message reboot()",
+//!     "allow send,receive QPE/*",
+//! ]
 //! ```
+//!
+//! A rule reads `EFFECT ACTIONS CHANNEL [message MESSAGE] [for WHO]`: `allow` or `deny`;
+//! one or more of `send`, `receive`, `monitor` joined by commas; a channel name or pattern
+//! (`*` for every channel); optionally a message name or pattern; and `everyone` (the
+//! default), `user NAME`, `group NAME`, `uid N` or `gid N`. A name containing spaces is
+//! written in double quotes. Denials quote the rule in this form.
 //!
 //! Evaluation, for one client, one action and one channel (and message):
 //! 1. root and the daemon's own user are always allowed; rules do not apply to them;
 //! 2. otherwise the rules are read in the order written; the **first** rule that names the
 //!    action, matches the client (user, group, uid, gid or everyone), the channel and the
 //!    message (if it names one) decides;
-//! 3. if none matches, `default` decides for `send` and `receive`; `monitor` is denied.
+//! 3. if none matches, `policy_default` decides for `send` and `receive`; `monitor` is
+//!    denied.
 //!
-//! Without a `[policy]` section everything the socket permissions let in may send and
+//! Without a `policy` key everything the socket permissions let in may send and
 //! receive (qcopd's behaviour before policies existed), and only root and the daemon's user
 //! may monitor.
 //!
@@ -41,24 +43,37 @@
 use super::config::ConfigError;
 use super::names::Names;
 use crate::pattern::{is_pattern, Pattern};
-use serde::Deserialize;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 /// Allow or deny.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
     /// The action is permitted.
     Allow,
     /// The action is refused with a `Denied` error.
-    #[default]
     Deny,
 }
 
+impl Effect {
+    fn parse(word: &str) -> Option<Effect> {
+        match word {
+            "allow" => Some(Effect::Allow),
+            "deny" => Some(Effect::Deny),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Effect::Allow => "allow",
+            Effect::Deny => "deny",
+        }
+    }
+}
+
 /// What a rule is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Sending messages and calls to a channel.
     Send,
@@ -84,40 +99,15 @@ impl Action {
             Action::Monitor => "monitor",
         }
     }
-}
 
-/// The `[policy]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyConfig {
-    /// What applies to `send` and `receive` when no rule matches (default: deny).
-    #[serde(default)]
-    pub default: Effect,
-    /// The rules, in evaluation order (`[[policy.rule]]`).
-    #[serde(default, rename = "rule")]
-    pub rules: Vec<RuleConfig>,
-}
-
-/// One `[[policy.rule]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    /// Actions this rule allows (exactly one of `allow` and `deny`).
-    pub allow: Option<Vec<Action>>,
-    /// Actions this rule denies.
-    pub deny: Option<Vec<Action>>,
-    /// Applies to this user (at most one of user, group, uid, gid; none: everyone).
-    pub user: Option<String>,
-    /// Applies to clients whose gid is this group's or whose user is a listed member.
-    pub group: Option<String>,
-    /// Applies to this numeric uid.
-    pub uid: Option<u32>,
-    /// Applies to this numeric gid.
-    pub gid: Option<u32>,
-    /// Channel name or pattern (default: every channel).
-    pub channel: Option<String>,
-    /// Message name or pattern, e.g. `reboot()` (default: every message).
-    pub message: Option<String>,
+    fn parse(word: &str) -> Option<Action> {
+        match word {
+            "send" => Some(Action::Send),
+            "receive" => Some(Action::Receive),
+            "monitor" => Some(Action::Monitor),
+            _ => None,
+        }
+    }
 }
 
 enum Subject {
@@ -197,7 +187,7 @@ pub struct ClientView {
 
 /// The compiled policy.
 pub struct Policy {
-    /// A `[policy]` section was given.
+    /// A `policy` key was given.
     configured: bool,
     default: Effect,
     rules: Vec<Rule>,
@@ -208,7 +198,7 @@ pub struct Policy {
 pub const MAX_RULES: usize = 4096;
 
 impl Policy {
-    /// The policy of a configuration without a `[policy]` section.
+    /// The policy of a configuration without a `policy` key.
     pub fn open(daemon_uid: u32) -> Policy {
         Policy {
             configured: false,
@@ -218,39 +208,44 @@ impl Policy {
         }
     }
 
-    /// Compiles `cfg` (or the open policy for `None`), resolving names with `names`.
+    /// Compiles the `policy` rules (the open policy for `None`) with `policy_default`,
+    /// resolving names with `names`.
     pub fn compile(
-        cfg: Option<&PolicyConfig>,
+        rules: Option<&[String]>,
+        default: &str,
         names: &dyn Names,
         daemon_uid: u32,
     ) -> Result<Policy, ConfigError> {
-        let Some(cfg) = cfg else {
+        let default = Effect::parse(default).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "policy_default must be \"allow\" or \"deny\", not {default:?}"
+            ))
+        })?;
+        let Some(rules) = rules else {
             return Ok(Policy::open(daemon_uid));
         };
-        if cfg.rules.len() > MAX_RULES {
+        if rules.len() > MAX_RULES {
             return Err(ConfigError::Invalid(format!(
                 "policy: {} rules, at most {MAX_RULES} are supported",
-                cfg.rules.len()
+                rules.len()
             )));
         }
-        let rules = cfg
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                compile_rule(r, names)
-                    .map_err(|e| ConfigError::Invalid(format!("policy rule {}: {e}", i + 1)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut compiled = Vec::with_capacity(rules.len());
+        for (i, text) in rules.iter().enumerate() {
+            let rule = compile_rule(text, names).map_err(|e| {
+                ConfigError::Invalid(format!("policy rule {} ({text:?}): {e}", i + 1))
+            })?;
+            compiled.push(rule);
+        }
         Ok(Policy {
             configured: true,
-            default: cfg.default,
-            rules,
+            default,
+            rules: compiled,
             daemon_uid,
         })
     }
 
-    /// Whether a `[policy]` section is in force.
+    /// Whether `policy` rules are in force.
     pub fn is_configured(&self) -> bool {
         self.configured
     }
@@ -349,7 +344,7 @@ impl Policy {
         let who = format!("uid {} gid {}", view.uid, view.gid);
         let text = match (action, self.configured) {
             (Action::Monitor, false) => format!(
-                "denied: only root and the daemon's user may monitor unless a [policy] rule \
+                "denied: only root and the daemon's user may monitor unless a policy rule \
                  allows it ({who})"
             ),
             (Action::Monitor, true) => {
@@ -366,78 +361,156 @@ impl Policy {
     }
 }
 
-fn compile_rule(r: &RuleConfig, names: &dyn Names) -> Result<Rule, String> {
-    let (effect, actions) = match (&r.allow, &r.deny) {
-        (Some(a), None) => (Effect::Allow, a),
-        (None, Some(d)) => (Effect::Deny, d),
-        _ => return Err("give exactly one of allow = [...] and deny = [...]".into()),
-    };
-    if actions.is_empty() {
-        return Err("names no action (send, receive, monitor)".into());
+/// Splits a rule into words; a word in double quotes may contain spaces.
+fn words(text: &str) -> Result<Vec<&str>, String> {
+    let mut out = Vec::new();
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        let (word, after) = match rest.strip_prefix('"') {
+            Some(inner) => {
+                let end = inner.find('"').ok_or("a quoted name is not closed")?;
+                (&inner[..end], &inner[end + 1..])
+            }
+            None => {
+                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                (&rest[..end], &rest[end..])
+            }
+        };
+        out.push(word);
+        rest = after.trim_start();
     }
-    let bits = actions.iter().fold(0u8, |b, a| b | a.bit());
-    let subjects = [
-        r.user.is_some(),
-        r.group.is_some(),
-        r.uid.is_some(),
-        r.gid.is_some(),
-    ]
-    .iter()
-    .filter(|s| **s)
-    .count();
-    if subjects > 1 {
-        return Err("give at most one of user, group, uid and gid".into());
-    }
-    let (subject, who) = if let Some(name) = &r.user {
-        let (uid, _) = names
-            .user(name)
-            .ok_or_else(|| format!("unknown user {name:?}"))?;
-        (Subject::Uid(uid), format!("user {name}"))
-    } else if let Some(name) = &r.group {
-        let (gid, members) = names
-            .group(name)
-            .ok_or_else(|| format!("unknown group {name:?}"))?;
-        // Members listed in the group database that are not users (stale entries) are
-        // skipped rather than failing the whole configuration.
-        let members = members
-            .iter()
-            .filter_map(|m| names.user(m).map(|(uid, _)| uid))
-            .collect();
-        (Subject::Group { gid, members }, format!("group {name}"))
-    } else if let Some(uid) = r.uid {
-        (Subject::Uid(uid), format!("uid {uid}"))
-    } else if let Some(gid) = r.gid {
-        (Subject::Gid(gid), format!("gid {gid}"))
+    Ok(out)
+}
+
+/// A name as a rule word: quoted if it contains spaces.
+fn quoted(name: &str) -> String {
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        format!("\"{name}\"")
     } else {
-        (Subject::Everyone, "everyone".to_owned())
-    };
-    let channel = Matcher::new(r.channel.as_deref()).map_err(|e| format!("channel: {e}"))?;
-    let message = match &r.message {
-        None => None,
-        Some(m) => Some(Matcher::new(Some(m)).map_err(|e| format!("message: {e}"))?),
-    };
-    let action_names: Vec<&str> = actions.iter().map(|a| a.name()).collect();
+        name.to_owned()
+    }
+}
+
+/// Parses `EFFECT ACTIONS CHANNEL [message MESSAGE] [for WHO]`.
+fn compile_rule(text: &str, names: &dyn Names) -> Result<Rule, String> {
+    let w = words(text)?;
+    let mut it = w.iter().copied();
+    let effect = it
+        .next()
+        .and_then(Effect::parse)
+        .ok_or("a rule starts with allow or deny")?;
+    let action_list = it
+        .next()
+        .ok_or("allow or deny is followed by actions (send, receive, monitor)")?;
+    let mut actions = 0u8;
+    let mut action_names = Vec::new();
+    for a in action_list.split(',') {
+        let action = Action::parse(a)
+            .ok_or_else(|| format!("unknown action {a:?} (send, receive, monitor)"))?;
+        actions |= action.bit();
+        action_names.push(action.name());
+    }
+    let channel_text = it
+        .next()
+        .ok_or("the actions are followed by a channel or pattern (* for all)")?;
+    let channel = Matcher::new(Some(channel_text)).map_err(|e| format!("channel: {e}"))?;
+    let mut message = None;
+    let mut message_text = None;
+    let mut subject = Subject::Everyone;
+    let mut who = "everyone".to_owned();
+    while let Some(keyword) = it.next() {
+        let mut value = |what: &str| {
+            it.next()
+                .ok_or_else(|| format!("{keyword:?} is followed by {what}"))
+        };
+        match keyword {
+            "message" if message.is_none() => {
+                let m = value("a message name or pattern")?;
+                message = Some(Matcher::new(Some(m)).map_err(|e| format!("message: {e}"))?);
+                message_text = Some(m);
+            }
+            "for" => {
+                (subject, who) =
+                    parse_subject(value("everyone, user, group, uid or gid")?, &mut it, names)?;
+                if let Some(extra) = it.next() {
+                    return Err(format!("unexpected {extra:?} after the subject"));
+                }
+            }
+            other => return Err(format!("unexpected {other:?} (expected message or for)")),
+        }
+    }
     let mut text = format!(
         "{} {} {}",
-        if effect == Effect::Allow {
-            "allow"
-        } else {
-            "deny"
-        },
+        effect.name(),
         action_names.join(","),
-        r.channel.as_deref().unwrap_or("*"),
+        quoted(channel_text)
     );
-    if let Some(m) = &r.message {
-        text.push_str(&format!(" message {m}"));
+    if let Some(m) = message_text {
+        text.push_str(" message ");
+        text.push_str(&quoted(m));
     }
-    text.push_str(&format!(" for {who}"));
+    text.push_str(" for ");
+    text.push_str(&who);
     Ok(Rule {
         effect,
-        actions: bits,
+        actions,
         subject,
         channel,
         message,
         text,
+    })
+}
+
+/// The words after `for`: the subject and how it reads in messages.
+fn parse_subject<'a>(
+    kind: &str,
+    it: &mut impl Iterator<Item = &'a str>,
+    names: &dyn Names,
+) -> Result<(Subject, String), String> {
+    if kind == "everyone" {
+        return Ok((Subject::Everyone, "everyone".to_owned()));
+    }
+    let value = it
+        .next()
+        .ok_or_else(|| format!("{kind:?} is followed by a name or number"))?;
+    Ok(match kind {
+        "user" => {
+            let (uid, _) = names
+                .user(value)
+                .ok_or_else(|| format!("unknown user {value:?}"))?;
+            (Subject::Uid(uid), format!("user {}", quoted(value)))
+        }
+        "group" => {
+            let (gid, members) = names
+                .group(value)
+                .ok_or_else(|| format!("unknown group {value:?}"))?;
+            // Listed members that are not users (stale entries) are skipped rather than
+            // failing the whole configuration.
+            let members = members
+                .iter()
+                .filter_map(|m| names.user(m).map(|(uid, _)| uid))
+                .collect();
+            (
+                Subject::Group { gid, members },
+                format!("group {}", quoted(value)),
+            )
+        }
+        "uid" | "gid" => {
+            let id: u32 = value
+                .parse()
+                .map_err(|_| format!("{kind} takes a number, not {value:?}"))?;
+            let subject = if kind == "uid" {
+                Subject::Uid(id)
+            } else {
+                Subject::Gid(id)
+            };
+            (subject, format!("{kind} {id}"))
+        }
+        other => {
+            return Err(format!(
+                "\"for\" is followed by everyone, user, group, uid or gid, not {other:?}"
+            ))
+        }
     })
 }
 
@@ -558,45 +631,37 @@ mod tests {
         }
     }
 
-    fn policy(text: &str) -> Policy {
-        let cfg: PolicyConfig = basic_toml::from_str(text).unwrap();
-        Policy::compile(Some(&cfg), &names(), DAEMON).unwrap()
+    fn compiled(default: &str, rules: &[&str]) -> Result<Policy, String> {
+        let rules: Vec<String> = rules.iter().map(|r| (*r).to_owned()).collect();
+        Policy::compile(Some(&rules), default, &names(), DAEMON).map_err(|e| e.to_string())
     }
 
-    fn compile_error(text: &str) -> String {
-        let cfg: PolicyConfig = basic_toml::from_str(text).unwrap();
-        match Policy::compile(Some(&cfg), &names(), DAEMON) {
-            Err(e) => e.to_string(),
+    fn policy(default: &str, rules: &[&str]) -> Policy {
+        compiled(default, rules).unwrap()
+    }
+
+    fn compile_error(rules: &[&str]) -> String {
+        match compiled("deny", rules) {
+            Err(e) => e,
             Ok(p) => panic!("expected an error, got {p:?}"),
         }
     }
 
-    const EXAMPLE: &str = r#"
-        default = "allow"
-        [[rule]]
-        deny = ["send"]
-        group = "guests"
-        channel = "QPE/Secure/*"
-        [[rule]]
-        deny = ["receive"]
-        channel = "QPE/Secure/*"
-        [[rule]]
-        allow = ["send"]
-        user = "alice"
-        channel = "QPE/System"
-        message = "reboot()"
-        [[rule]]
-        deny = ["send"]
-        channel = "QPE/System"
-        message = "reboot()"
-        [[rule]]
-        allow = ["monitor"]
-        uid = 1001
-    "#;
+    const EXAMPLE: [&str; 5] = [
+        "deny send QPE/Secure/* for group guests",
+        "deny receive QPE/Secure/*",
+        "allow send QPE/System message reboot() for user alice",
+        "deny send QPE/System message reboot()",
+        "allow monitor * for uid 1001",
+    ];
+
+    fn example() -> Policy {
+        policy("allow", &EXAMPLE)
+    }
 
     #[test]
     fn first_matching_rule_decides_and_its_text_is_named() {
-        let p = policy(EXAMPLE);
+        let p = example();
         let guest = p.view(1003, 1003);
         assert_eq!(
             p.check(&guest, Action::Send, "QPE/Secure/keys", "x()"),
@@ -620,17 +685,16 @@ mod tests {
             .check(&bob, Action::Send, "QPE/System", "reboot()")
             .unwrap_err();
         assert_eq!(e.rule, Some(4));
-        assert!(
-            e.text
-                .contains("deny send QPE/System message reboot() for everyone"),
-            "{e:?}"
+        assert_eq!(
+            e.text,
+            "denied by rule 4 (deny send QPE/System message reboot() for everyone)"
         );
         assert_eq!(p.check(&bob, Action::Send, "QPE/System", "halt()"), Ok(()));
     }
 
     #[test]
     fn group_rules_match_the_gid_or_a_listed_member() {
-        let p = policy(EXAMPLE);
+        let p = example();
         // Listed member, other primary group.
         assert!(p
             .check(&p.view(1003, 5), Action::Send, "QPE/Secure/a", "m()")
@@ -646,8 +710,7 @@ mod tests {
 
     #[test]
     fn root_and_the_daemon_user_are_never_denied() {
-        let p =
-            policy("default = \"deny\"\n[[rule]]\ndeny = [\"send\", \"receive\", \"monitor\"]\n");
+        let p = policy("deny", &["deny send,receive,monitor *"]);
         for uid in [0, DAEMON] {
             let v = p.view(uid, 77);
             assert!(v.trusted);
@@ -662,7 +725,7 @@ mod tests {
 
     #[test]
     fn subscriptions_are_checked_on_their_name() {
-        let p = policy(EXAMPLE);
+        let p = example();
         let bob = p.view(1002, 100);
         assert!(p
             .check_subscription(&bob, Action::Receive, "QPE/Secure/*")
@@ -682,19 +745,12 @@ mod tests {
     #[test]
     fn message_rules_when_subscribing() {
         let p = policy(
-            r#"
-            [[rule]]
-            allow = ["receive"]
-            channel = "a"
-            message = "hello()"
-            [[rule]]
-            deny = ["receive"]
-            channel = "b"
-            message = "secret()"
-            [[rule]]
-            allow = ["receive"]
-            channel = "b"
-            "#,
+            "deny",
+            &[
+                "allow receive a message hello()",
+                "deny receive b message secret()",
+                "allow receive b",
+            ],
         );
         let v = p.view(1001, 1001);
         // Some messages on "a" may be received: the subscription is allowed...
@@ -730,7 +786,7 @@ mod tests {
             .check_subscription(&open.view(0, 0), Action::Monitor, "*")
             .is_ok());
 
-        let p = policy(EXAMPLE); // default allow, rule 5 allows monitor for uid 1001
+        let p = example(); // default allow, rule 5 allows monitor for uid 1001
         assert!(p
             .check_subscription(&p.view(1001, 1), Action::Monitor, "*")
             .is_ok());
@@ -742,25 +798,56 @@ mod tests {
 
     #[test]
     fn configuration_errors_name_the_rule() {
-        let e = compile_error("[[rule]]\nallow = [\"send\"]\nuser = \"mallory\"\n");
-        assert!(e.contains("policy rule 1: unknown user \"mallory\""), "{e}");
-        let e = compile_error(
-            "[[rule]]\nallow = [\"send\"]\n[[rule]]\nallow = [\"send\"]\ngroup = \"nope\"\n",
+        let e = compile_error(&["allow send * for user mallory"]);
+        assert!(
+            e.contains(
+                "policy rule 1 (\"allow send * for user mallory\"): unknown user \"mallory\""
+            ),
+            "{e}"
         );
-        assert!(e.contains("policy rule 2: unknown group \"nope\""), "{e}");
-        let e = compile_error("[[rule]]\nallow = [\"send\"]\ndeny = [\"send\"]\n");
-        assert!(e.contains("exactly one of allow"), "{e}");
-        let e = compile_error("[[rule]]\ndeny = []\n");
-        assert!(e.contains("no action"), "{e}");
-        let e = compile_error("[[rule]]\ndeny = [\"send\"]\nuser = \"alice\"\nuid = 3\n");
-        assert!(e.contains("at most one of user"), "{e}");
-        let e = compile_error("[[rule]]\ndeny = [\"send\"]\nchannel = \"a[b\"\n");
-        assert!(e.contains("channel: pattern"), "{e}");
-        assert!(basic_toml::from_str::<PolicyConfig>("[[rule]]\ndeny = [\"own\"]\n").is_err());
-        assert!(basic_toml::from_str::<PolicyConfig>(
-            "[[rule]]\ndeny = [\"send\"]\nchanel = \"x\"\n"
-        )
-        .is_err());
+        let e = compile_error(&["allow send *", "allow send * for group nope"]);
+        assert!(
+            e.contains("policy rule 2 ") && e.contains("unknown group \"nope\""),
+            "{e}"
+        );
+        for (rule, why) in [
+            ("alow send *", "starts with allow or deny"),
+            ("deny", "followed by actions"),
+            ("deny own *", "unknown action \"own\""),
+            ("deny send", "followed by a channel"),
+            ("deny send a[b", "channel: pattern"),
+            ("deny send * message", "followed by a message name"),
+            ("deny send * for", "followed by everyone"),
+            ("deny send * for users x", "not \"users\""),
+            ("deny send * for uid x", "uid takes a number"),
+            ("deny send * for everyone now", "unexpected \"now\""),
+            ("deny send * chanel x", "unexpected \"chanel\""),
+            ("deny send \"a b", "quoted name is not closed"),
+        ] {
+            let e = compile_error(&[rule]);
+            assert!(e.contains(why), "{rule}: {e}");
+        }
+        let e = compiled("maybe", &[]).unwrap_err();
+        assert!(e.contains("policy_default must be"), "{e}");
+    }
+
+    #[test]
+    fn rules_read_back_as_written() {
+        let p = policy(
+            "deny",
+            &[
+                "deny  send,receive   \"QPE/My Channel\"  message  \"a b()\"  for group guests",
+                "allow receive * for gid 7",
+            ],
+        );
+        let e = p.check(&p.view(1003, 1003), Action::Send, "QPE/My Channel", "a b()");
+        assert_eq!(
+            e.unwrap_err().text,
+            "denied by rule 1 (deny send,receive \"QPE/My Channel\" message \"a b()\" for group guests)"
+        );
+        assert!(p
+            .check_subscription(&p.view(5, 7), Action::Receive, "x")
+            .is_ok());
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl Spool {
             };
             found.push((seq, path));
         }
-        found.sort();
+        found.sort_unstable_by_key(|(seq, _)| *seq);
         for (seq, path) in found {
             self.next = self.next.max(seq + 1);
             match read_record(&path, max_file) {

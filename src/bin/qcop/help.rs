@@ -285,7 +285,7 @@ A monitor changes nothing for the others: it is not a subscriber (not counted by
 'registered' or 'channels'), never answers calls, starts no service, and when it reads too
 slowly only its own oldest lines are dropped ('# lost N events' on stderr). Messages sent
 while nobody subscribed are shown too. Only root and the daemon's user may monitor, unless
-the daemon's [policy] has a rule allowing 'monitor'; otherwise qcop prints 'access denied'
+the daemon's policy has a rule allowing 'monitor'; otherwise qcop prints 'access denied'
 and exits 1.
 
 Options:

@@ -53,7 +53,12 @@ impl Access {
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
         };
-        let policy = Policy::compile(cfg.policy.as_ref(), &SystemNames, daemon.uid)?;
+        let policy = Policy::compile(
+            cfg.policy.as_deref(),
+            &cfg.policy_default,
+            &SystemNames,
+            daemon.uid,
+        )?;
         if policy.is_configured() {
             log::info!("access policy: {policy:?}");
         }
@@ -442,7 +447,8 @@ impl Server {
     /// that the new rules deny are dropped.
     pub(super) fn reload_access(&mut self) {
         let policy = match Policy::compile(
-            self.cfg.policy.as_ref(),
+            self.cfg.policy.as_deref(),
+            &self.cfg.policy_default,
             &SystemNames,
             self.access.daemon.uid,
         ) {
