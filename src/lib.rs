@@ -20,8 +20,8 @@
 //! (see [`daemon::policy`] and [`daemon::activate`]).
 //!
 //! `unsafe` code is confined to named modules, each block with its safety argument: `sys`
-//! (adopting inherited and received file descriptors), [`shm::futex`] (the futex system call)
-//! and [`shm::map`] (memory mappings).
+//! (adopting inherited and received file descriptors), [`shm::futex`] (the futex system call),
+//! [`shm::map`] (memory mappings) and `daemon::spawn` (fork and exec of activated services).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

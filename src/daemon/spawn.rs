@@ -45,13 +45,14 @@ impl fmt::Display for SpawnError {
 }
 
 /// Steps of the child, numbered for the error pipe.
-const STEPS: [&str; 6] = [
+const STEPS: [&str; 7] = [
     "redirecting stdin",
     "dropping supplementary groups",
     "switching group",
     "switching user",
     "changing directory",
     "exec",
+    "resetting signals",
 ];
 
 /// Starts `p` with stdin from `/dev/null` and the daemon's stdout and stderr. Returns its
@@ -136,6 +137,23 @@ fn child(
     if let Err(e) = nix::unistd::dup2_stdin(devnull) {
         return (0, e);
     }
+    // The Rust runtime ignores SIGPIPE in the daemon; a program expects the default, and
+    // an empty signal mask.
+    let default = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::SigDfl,
+        nix::sys::signal::SaFlags::empty(),
+        nix::sys::signal::SigSet::empty(),
+    );
+    // SAFETY: installing the default disposition runs no handler code.
+    if let Err(e) = unsafe { nix::sys::signal::sigaction(nix::sys::signal::SIGPIPE, &default) } {
+        return (6, e);
+    }
+    let none = nix::sys::signal::SigSet::empty();
+    if let Err(e) =
+        nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&none), None)
+    {
+        return (6, e);
+    }
     if p.uid.is_some() {
         // Like a login: only the given user and group. Fails harmlessly when not root.
         if let Err(e) = nix::unistd::setgroups(&[]) {
@@ -201,6 +219,24 @@ mod tests {
     fn runs_with_the_given_environment_and_reports_its_exit() {
         let pid = spawn(&program(&["/bin/sh", "-c", "exit $QCOP_TEST"])).unwrap();
         assert_eq!(wait(pid), "exit status: 7");
+        // SIGPIPE has its default action again (the test harness, like the daemon, ignores
+        // it) and no signal is blocked.
+        let pid = spawn(&program(&["/bin/sleep", "30"])).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let mask = |key: &str| {
+            let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+            u64::from_str_radix(line[key.len()..].trim(), 16).unwrap()
+        };
+        let ignored = mask("SigIgn:");
+        let blocked = mask("SigBlk:");
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
+        assert_eq!(wait(pid), "signal: 9 (SIGKILL)");
+        assert_eq!(
+            ignored & (1 << (libc::SIGPIPE - 1)),
+            0,
+            "SIGPIPE still ignored"
+        );
+        assert_eq!(blocked, 0);
         let pid = spawn(&program(&["/bin/sh", "-c", "kill -9 $$"])).unwrap();
         assert_eq!(wait(pid), "signal: 9 (SIGKILL)");
     }
