@@ -8,6 +8,7 @@
 //! whose socket everyone may connect to. Without root, setpriv or the accounts, a test fails
 //! under `CI=true` and is skipped with the reason otherwise (as inside the QEMU boards).
 
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -75,7 +76,8 @@ pub fn users(test: &str) -> Option<Users> {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("{test} cannot run: {why} ({hint})");
             }
-            eprintln!("SKIPPED {test}: {why} ({hint})");
+            // Straight to the descriptor: libtest would swallow eprintln! of a passing test.
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why} ({hint})");
             None
         }
     }
