@@ -17,9 +17,14 @@
 //!   [`shm::SharedMemory`] and [`shm::SystemSemaphore`] (Qt's `QSharedMemory` and
 //!   `QSystemSemaphore`, with locks and semaphore units recovered from dead holders).
 //!
+//! The daemon is also a system bus: an access policy by user and group, sender credentials
+//! for receivers that ask, applications started on demand for their channel, and monitors
+//! (see [`daemon::policy`] and [`daemon::activate`]).
+//!
 //! `unsafe` code is confined to named modules, each block with its safety argument: `sys`
 //! (adopting inherited and received file descriptors), [`shm::futex`] (the futex system call),
-//! [`shm::map`] (memory mappings) and `shm::borrow` (in-place access to a locked segment).
+//! [`shm::map`] (memory mappings), `shm::borrow` (in-place access to a locked segment) and
+//! `daemon::spawn` (fork and exec of activated services).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -33,4 +38,6 @@ pub mod shm;
 mod sys;
 pub mod wire;
 
-pub use client::{ConnectOptions, Connection, Error, Message, Reply};
+pub use client::{
+    ConnectOptions, Connection, Credentials, Error, Message, Monitored, Reply, Revocation,
+};

@@ -219,6 +219,7 @@ fn daemon_refuses_wildcard_send_and_keeps_the_connection() {
     let mut raw = RawClient::greeted(&d.socket);
     raw.send(&Frame::Subscribe {
         seq: 1,
+        credentials: false,
         channel: "QPE/*",
     });
     assert_eq!(raw.next(), Some(Got::Ok { seq: 1, value: 0 }));

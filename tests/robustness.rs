@@ -96,6 +96,7 @@ fn declared_length_over_the_limit_is_fatal() {
 fn declared_length_shorter_than_the_fields_is_fatal() {
     let f = Frame::Subscribe {
         seq: 1,
+        credentials: false,
         channel: "abc",
     }
     .to_vec();
@@ -117,6 +118,7 @@ fn declared_length_longer_than_the_fields_is_fatal() {
 fn invalid_utf8_in_a_name_is_fatal() {
     let mut f = Frame::Subscribe {
         seq: 1,
+        credentials: false,
         channel: "ab",
     }
     .to_vec();
@@ -161,6 +163,7 @@ fn a_second_hello_is_fatal() {
 fn requests_before_hello_are_fatal() {
     let f = Frame::Subscribe {
         seq: 1,
+        credentials: false,
         channel: "abc",
     }
     .to_vec();
@@ -346,6 +349,7 @@ fn names_over_the_length_limit_are_refused_clearly() {
     let mut raw = RawClient::greeted(&d.socket);
     raw.send(&Frame::Subscribe {
         seq: 1,
+        credentials: false,
         channel: &long,
     });
     raw.send(&Frame::Send {
@@ -357,6 +361,7 @@ fn names_over_the_length_limit_are_refused_clearly() {
     });
     raw.send(&Frame::Subscribe {
         seq: 3,
+        credentials: false,
         channel: "",
     });
     for seq in 1..=3 {
@@ -491,6 +496,7 @@ fn answers_to_a_slow_consumer_are_never_dropped() {
     let mut slow = RawClient::greeted(&d.socket);
     slow.send(&Frame::Subscribe {
         seq: 1,
+        credentials: false,
         channel: "flood",
     });
     assert_eq!(slow.next(), Some(Got::Ok { seq: 1, value: 0 }));
@@ -683,6 +689,7 @@ fn child_process_role() {
             let mut raw = RawClient::greeted(&socket);
             raw.send(&Frame::Subscribe {
                 seq: 1,
+                credentials: false,
                 channel: "kill/half",
             });
             assert_eq!(raw.next(), Some(Got::Ok { seq: 1, value: 0 }));

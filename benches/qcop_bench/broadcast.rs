@@ -42,6 +42,7 @@ fn record_len() -> usize {
         channel: CHANNEL,
         message: MESSAGE,
         payload: &[0u8; PAYLOAD],
+        sender: None,
     }
     .to_vec()
     .len()

@@ -21,11 +21,16 @@ Options:
   -h, --help             Show this help
   -V, --version          Show the version
 
-Signals: SIGTERM/SIGINT shut down cleanly (the socket is removed), SIGHUP reloads FILE.
+Signals: SIGTERM/SIGINT shut down cleanly (the socket is removed), SIGHUP reloads FILE
+(access policy and services included; clients stay connected).
 Logging: RUST_LOG=debug|info|warn|error (default info), to stderr.
 systemd: sends READY=1 when NOTIFY_SOCKET is set; accepts a socket via LISTEN_FDS.
 Lifecycle events are published on the channel 'qcop/daemon' as newChannel(QString) and
 removedChannel(QString).
+System bus: 'policy' rules decide who may send, receive and monitor what (by user and
+group); [[service]] entries start programs when a message arrives for their channel. See
+docs/policy.toml for a commented example; 'qcop services' and 'qcop monitor' show them at
+work.
 
 Exit status: 0 after a clean shutdown, 1 on a startup error, 2 on a usage error.
 ";

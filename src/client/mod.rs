@@ -24,6 +24,13 @@
 //! returns `None`: messages may already be buffered when the descriptor is not readable.
 //! After an automatic reconnect the descriptor changes; [`Connection::reconnects`] counts
 //! them so a loop can re-register.
+//!
+//! System-bus features: [`Connection::subscribe_with_credentials`] delivers messages with
+//! the sender's pid, uid and gid ([`Message::sender`]), filled in by the daemon so they
+//! cannot be forged; [`Connection::monitor`] turns a connection into a monitor of all
+//! traffic (if the daemon's policy allows it); [`Connection::services`] lists the services
+//! the daemon starts on demand. A request the daemon's access policy refuses fails with
+//! [`Error::Refused`] and code [`ErrorCode::Denied`], whose text names the rule.
 
 mod error;
 pub(crate) mod segments;
@@ -31,9 +38,10 @@ pub(crate) mod segments;
 pub use error::Error;
 
 use crate::pattern::{check_name, is_pattern};
-use crate::wire::{ChannelInfo, ErrorCode, Frame, FrameReader, StatsReport, PROTOCOL_VERSION};
+use crate::wire::{ChannelInfo, Frame, FrameReader, StatsReport, PROTOCOL_VERSION};
+pub use crate::wire::{Credentials, ErrorCode, MonitorEvent, ServiceInfo, ServiceState};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -126,6 +134,8 @@ pub struct Message {
     pub data: Vec<u8>,
     /// Set when the sender waits for a reply ([`Connection::reply`]).
     pub call_token: Option<u32>,
+    /// Who sent it, on subscriptions made with [`Connection::subscribe_with_credentials`].
+    pub sender: Option<Credentials>,
 }
 
 impl Message {
@@ -133,6 +143,38 @@ impl Message {
     pub fn is_call(&self) -> bool {
         self.call_token.is_some()
     }
+
+    /// The sender's pid, uid and gid as the daemon saw them, if this message came through a
+    /// subscription made with [`Connection::subscribe_with_credentials`].
+    pub fn sender(&self) -> Option<Credentials> {
+        self.sender
+    }
+}
+
+/// Traffic seen by a monitor ([`Connection::monitor`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Monitored {
+    /// A send, a call, or a reply to a call.
+    pub event: MonitorEvent,
+    /// The call token linking a call and its reply (0 for a send).
+    pub token: u32,
+    /// The channel (for a reply: the channel of the call).
+    pub channel: String,
+    /// The message signature (for an error reply: the error text).
+    pub message: String,
+    /// The payload.
+    pub data: Vec<u8>,
+    /// Who sent it.
+    pub sender: Credentials,
+}
+
+/// A subscription the daemon dropped because its access policy changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// The channel or pattern no longer subscribed.
+    pub channel: String,
+    /// The daemon's explanation, naming the rule.
+    pub reason: String,
 }
 
 /// The answer to a call.
@@ -164,6 +206,7 @@ pub(crate) enum Answer {
     Registered(u32),
     Channels(Vec<ChannelInfo>),
     Stats(StatsReport),
+    Services(Vec<ServiceInfo>),
     Reply {
         error: bool,
         message: String,
@@ -192,6 +235,12 @@ pub struct Connection {
     /// A fatal error frame from the daemon, reported when the stream ends.
     fatal: Option<(ErrorCode, String)>,
     subscriptions: BTreeMap<String, usize>,
+    /// Subscriptions that deliver the sender's credentials.
+    credential_subs: BTreeSet<String>,
+    /// The patterns monitored, once [`Connection::monitor`] succeeded.
+    monitoring: Option<Vec<String>>,
+    monitored: VecDeque<Monitored>,
+    revoked: VecDeque<Revocation>,
     seq: u32,
     limits: Limits,
     client_id: u32,
@@ -217,6 +266,10 @@ impl Connection {
             send_errors_overflow: 0,
             fatal: None,
             subscriptions: BTreeMap::new(),
+            credential_subs: BTreeSet::new(),
+            monitoring: None,
+            monitored: VecDeque::new(),
+            revoked: VecDeque::new(),
             seq: 0,
             limits,
             client_id,
@@ -262,13 +315,37 @@ impl Connection {
     /// Subscriptions are counted per connection, as Qt did per process: subscribing twice
     /// needs two `unsubscribe` calls, and only the first and last talk to the daemon.
     pub fn subscribe(&mut self, channel: &str) -> Result<(), Error> {
+        self.subscribe_flagged(channel, false)
+    }
+
+    /// Like [`Connection::subscribe`], and messages matching this subscription carry the
+    /// sender's credentials ([`Message::sender`]). Subscribing again to a channel already
+    /// subscribed without credentials turns them on for it.
+    pub fn subscribe_with_credentials(&mut self, channel: &str) -> Result<(), Error> {
+        self.subscribe_flagged(channel, true)
+    }
+
+    fn subscribe_flagged(&mut self, channel: &str, credentials: bool) -> Result<(), Error> {
         check_name(channel, self.limits.max_channel as usize).map_err(Error::BadName)?;
-        if let Some(n) = self.subscriptions.get_mut(channel) {
-            *n += 1;
-            return Ok(());
+        let upgrade = credentials && !self.credential_subs.contains(channel);
+        if let Some(n) = self.subscriptions.get(channel) {
+            if !upgrade {
+                let n = *n + 1;
+                self.subscriptions.insert(channel.to_owned(), n);
+                return Ok(());
+            }
         }
-        self.retrying(|c| c.request_ok(|seq| Frame::Subscribe { seq, channel }))?;
-        self.subscriptions.insert(channel.to_owned(), 1);
+        self.retrying(|c| {
+            c.request_ok(|seq| Frame::Subscribe {
+                seq,
+                credentials,
+                channel,
+            })
+        })?;
+        *self.subscriptions.entry(channel.to_owned()).or_insert(0) += 1;
+        if credentials {
+            self.credential_subs.insert(channel.to_owned());
+        }
         Ok(())
     }
 
@@ -282,6 +359,7 @@ impl Connection {
             }
             Some(_) => {
                 self.subscriptions.remove(channel);
+                self.credential_subs.remove(channel);
                 // After a reconnect the new daemon never had it: nothing left to undo.
                 match self.request_ok(|seq| Frame::Unsubscribe { seq, channel }) {
                     Err(e) if self.opts.reconnect && e.is_disconnect() => {
@@ -389,6 +467,58 @@ impl Connection {
             Answer::Channels(list) => Ok(list),
             other => Err(unexpected(other)),
         })
+    }
+
+    /// The services the daemon starts on demand, with their state.
+    pub fn services(&mut self) -> Result<Vec<ServiceInfo>, Error> {
+        self.retrying(|c| match c.request(|seq| Frame::ListServices { seq })? {
+            Answer::Services(list) => Ok(list),
+            other => Err(unexpected(other)),
+        })
+    }
+
+    // ----- monitoring --------------------------------------------------------------------
+
+    /// Turns this connection into a monitor of the traffic on `patterns` (every channel if
+    /// empty): [`Connection::recv_monitored`] then returns a copy of every send, call and
+    /// reply with the sender's credentials. The daemon's policy decides who may monitor
+    /// (by default root and the daemon's user); a refusal is [`Error::Refused`] with
+    /// [`ErrorCode::Denied`]. A monitor cannot subscribe, send or call; it changes nothing
+    /// for the other clients.
+    pub fn monitor(&mut self, patterns: &[&str]) -> Result<(), Error> {
+        for p in patterns {
+            check_name(p, self.limits.max_channel as usize).map_err(Error::BadName)?;
+        }
+        self.retrying(|c| {
+            c.request_ok(|seq| Frame::Monitor {
+                seq,
+                patterns: patterns.to_vec(),
+            })
+        })?;
+        self.monitoring = Some(patterns.iter().map(|p| (*p).to_owned()).collect());
+        Ok(())
+    }
+
+    /// The next monitored event, or `None` after `timeout`.
+    pub fn recv_monitored(&mut self, timeout: Duration) -> Result<Option<Monitored>, Error> {
+        let deadline = self.deadline(timeout);
+        loop {
+            if let Some(m) = self.monitored.pop_front() {
+                return Ok(Some(m));
+            }
+            match self.pump(Some(deadline)) {
+                Ok(true) => {}
+                Ok(false) => return Ok(self.monitored.pop_front()),
+                Err(e) => self.recover(e, Some(deadline))?,
+            }
+        }
+    }
+
+    /// Subscriptions the daemon dropped since the last call, because a reloaded access
+    /// policy no longer allows them (they are also removed from
+    /// [`Connection::subscriptions`]).
+    pub fn take_revoked(&mut self) -> Vec<Revocation> {
+        self.revoked.drain(..).collect()
     }
 
     /// The daemon's counters, with one record per client if `clients` is set.
@@ -725,12 +855,41 @@ impl Connection {
                     channel,
                     message,
                     payload,
+                    sender,
                 } => self.inbox.push_back(Message {
                     channel: channel.to_owned(),
                     message: message.to_owned(),
                     data: payload.to_vec(),
                     call_token: call.then_some(token),
+                    sender,
                 }),
+                Frame::Monitored {
+                    token,
+                    event,
+                    sender,
+                    channel,
+                    message,
+                    payload,
+                } => self.monitored.push_back(Monitored {
+                    event,
+                    token,
+                    channel: channel.to_owned(),
+                    message: message.to_owned(),
+                    data: payload.to_vec(),
+                    sender,
+                }),
+                Frame::Services { seq, list } => {
+                    self.answers.insert(seq, Answer::Services(list));
+                }
+                Frame::Revoked { channel, reason } => {
+                    log::warn!("qcopd revoked the subscription to {channel:?}: {reason}");
+                    self.subscriptions.remove(channel);
+                    self.credential_subs.remove(channel);
+                    self.revoked.push_back(Revocation {
+                        channel: channel.to_owned(),
+                        reason: reason.to_owned(),
+                    });
+                }
                 Frame::Lost { count } => {
                     self.lost += count;
                     log::warn!("qcopd dropped {count} messages for this slow reader");
@@ -834,10 +993,16 @@ impl Connection {
         self.reconnects += 1;
         let names: Vec<String> = self.subscriptions.keys().cloned().collect();
         for channel in names {
+            let credentials = self.credential_subs.contains(&channel);
             self.request_ok(|seq| Frame::Subscribe {
                 seq,
+                credentials,
                 channel: &channel,
             })?;
+        }
+        if let Some(patterns) = self.monitoring.clone() {
+            let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+            self.request_ok(|seq| Frame::Monitor { seq, patterns })?;
         }
         log::info!(
             "reconnected to qcopd; {} subscriptions restored",
@@ -866,6 +1031,7 @@ fn unexpected(a: Answer) -> Error {
         Answer::Registered(_) => "Registered",
         Answer::Channels(_) => "Channels",
         Answer::Stats(_) => "Stats",
+        Answer::Services(_) => "Services",
         Answer::Reply { .. } => "Reply",
         Answer::Seg(_) => "shared-memory",
     };

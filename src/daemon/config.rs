@@ -1,5 +1,8 @@
 //! The daemon's configuration: embedded defaults, optionally overridden by a TOML file.
 
+use super::activate::ServiceConfig;
+use super::names::{Names, SystemNames};
+use super::policy::Policy;
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -60,6 +63,25 @@ pub struct Config {
     pub shm_max_semaphores: u32,
     /// Segments and semaphores one client may have attached or open at once.
     pub shm_max_handles_per_client: u32,
+    /// Monitors (`qcop monitor`) connected at once.
+    pub max_monitors: u32,
+    /// Access policy rules, `EFFECT ACTIONS CHANNEL [message M] [for WHO]`, first match
+    /// wins; without this key whoever can connect may send and receive.
+    pub policy: Option<Vec<String>>,
+    /// `"deny"` or `"allow"`: what applies to send and receive when no rule matches.
+    pub policy_default: String,
+    /// Time a started service has to subscribe, in milliseconds.
+    pub activation_timeout_ms: u32,
+    /// Messages queued per service while it starts.
+    pub activation_max_queued_messages: u32,
+    /// Name and payload bytes queued per service while it starts.
+    pub activation_max_queued_bytes: u32,
+    /// After a failed start, messages for the service are refused for this long (ms).
+    pub activation_restart_delay_ms: u32,
+    /// Directory where `persistent` services keep their queues across restarts.
+    pub spool_dir: Option<PathBuf>,
+    /// Activatable services (`[[service]]`).
+    pub service: Vec<ServiceConfig>,
 }
 
 impl Default for Config {
@@ -85,6 +107,15 @@ impl Default for Config {
             shm_max_total_segment_bytes: 32 * 1024 * 1024,
             shm_max_semaphores: 64,
             shm_max_handles_per_client: 64,
+            max_monitors: 4,
+            policy: None,
+            policy_default: "deny".into(),
+            activation_timeout_ms: 10_000,
+            activation_max_queued_messages: 64,
+            activation_max_queued_bytes: 256 * 1024,
+            activation_restart_delay_ms: 1_000,
+            spool_dir: None,
+            service: Vec::new(),
         }
     }
 }
@@ -128,14 +159,25 @@ impl Config {
 
     /// Parses and validates configuration text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(text, &SystemNames)
+    }
+
+    /// Parses and validates configuration text, resolving user and group names with `names`.
+    pub fn parse_with(text: &str, names: &dyn Names) -> Result<Config, ConfigError> {
         let cfg: Config = basic_toml::from_str(text)
             .map_err(|e| ConfigError::Parse(PathBuf::new(), e.to_string()))?;
-        cfg.validate()?;
+        cfg.validate_with(names)?;
         Ok(cfg)
     }
 
-    /// Checks ranges and the relations between limits.
+    /// Checks ranges and the relations between limits, and resolves the user and group
+    /// names of the policy and the services (an unknown name is an error).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_with(&SystemNames)
+    }
+
+    /// [`Config::validate`] with names resolved by `names`.
+    pub fn validate_with(&self, names: &dyn Names) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.max_clients == 0 {
             return bad("max_clients must be at least 1".into());
@@ -174,6 +216,8 @@ impl Config {
         if self.shm_max_total_segment_bytes > isize::MAX as u64 {
             return bad("shm_max_total_segment_bytes is larger than the address space".into());
         }
+        Policy::compile(self.policy.as_deref(), &self.policy_default, names, 0)?;
+        super::activate::validate(self, names)?;
         Ok(())
     }
 
@@ -198,7 +242,14 @@ impl Config {
     /// The mode given to a socket directory the daemon creates.
     pub fn dir_mode(&self) -> u32 {
         if self.socket_group.is_some() || self.socket_mode() & 0o077 != 0 {
-            0o750 | (self.socket_mode() & 0o005)
+            // Connecting needs write permission on the socket and search permission on
+            // the directory: a socket others may write gets a directory they may enter.
+            let others = if self.socket_mode() & 0o002 != 0 {
+                0o005
+            } else {
+                self.socket_mode() & 0o005
+            };
+            0o750 | others
         } else {
             0o700
         }
@@ -232,6 +283,88 @@ mod tests {
     }
 
     #[test]
+    fn documented_policy_example_decides_as_its_comments_say() {
+        use crate::daemon::names::StaticNames;
+        use crate::daemon::policy::Action;
+        let names = StaticNames {
+            users: [
+                ("system", 900, 900),
+                ("launcher", 901, 901),
+                ("camera", 902, 44),
+                ("messages", 903, 903),
+                ("alice", 1000, 100),
+                ("bob", 1001, 1001),
+            ]
+            .iter()
+            .map(|(n, u, g)| ((*n).to_owned(), *u, *g))
+            .collect(),
+            groups: vec![
+                ("guests".into(), 100, vec![]),
+                ("developers".into(), 2000, vec!["bob".into()]),
+                ("video".into(), 44, vec![]),
+            ],
+        };
+        let text = include_str!("../../docs/policy.toml");
+        let cfg = Config::parse_with(text, &names).unwrap();
+        assert_eq!(cfg.service.len(), 2);
+        assert_eq!(cfg.spool_dir.as_deref(), Some(Path::new("/var/spool/qcop")));
+        assert_eq!(cfg.service[0].environment, ["QT_QPA_PLATFORM=linuxfb"]);
+        let p = Policy::compile(cfg.policy.as_deref(), &cfg.policy_default, &names, 0).unwrap();
+        let alice = p.view(1000, 100);
+        let rule = |r: Result<(), crate::daemon::policy::Denial>| r.err().map(|d| d.rule);
+        assert_eq!(
+            rule(p.check(&alice, Action::Send, "QPE/Secure/keys", "unlock()")),
+            Some(Some(2))
+        );
+        assert_eq!(
+            rule(p.check(&alice, Action::Send, "QPE/System", "reboot()")),
+            Some(Some(5))
+        );
+        assert_eq!(
+            rule(p.check(&alice, Action::Send, "QPE/System", "setTime(int)")),
+            None
+        );
+        assert_eq!(
+            rule(p.check_subscription(&alice, Action::Receive, "QPE/*")),
+            None
+        );
+        assert_eq!(
+            rule(p.check(&alice, Action::Receive, "QPE/Secure/keys", "k()")),
+            Some(Some(3))
+        );
+        assert_eq!(
+            rule(p.check_subscription(&alice, Action::Receive, "sensors/imu")),
+            Some(None)
+        );
+        assert_eq!(
+            rule(p.check_subscription(&alice, Action::Monitor, "*")),
+            Some(None)
+        );
+        let launcher = p.view(901, 901);
+        assert_eq!(
+            rule(p.check(&launcher, Action::Send, "QPE/System", "reboot()")),
+            None
+        );
+        let bob = p.view(1001, 1001); // a listed member of developers
+        assert_eq!(
+            rule(p.check_subscription(&bob, Action::Monitor, "QPE/*")),
+            None
+        );
+        // The same file with names this machine lacks is refused, naming the first.
+        if nix::unistd::User::from_name("system")
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(
+                e.contains("policy rule 1 (") && e.contains("unknown user \"system\""),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn values_and_policy_parse() {
         let c = Config::parse(
             "max_payload = 1048576\nmax_queue_bytes = 4194304\nslow_consumer = \"disconnect\"\nsocket_group = \"qcop\"\n",
@@ -241,6 +374,9 @@ mod tests {
         assert_eq!(c.slow_consumer, SlowConsumerPolicy::Disconnect);
         assert_eq!(c.socket_mode(), 0o660);
         assert_eq!(c.dir_mode(), 0o750);
+        // A socket everyone may connect to needs a directory everyone may enter.
+        let open = Config::parse("socket_mode = \"0666\"").unwrap();
+        assert_eq!(open.dir_mode(), 0o755);
     }
 
     #[test]

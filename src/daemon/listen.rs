@@ -64,6 +64,13 @@ pub struct Listening {
 pub fn listen(path: &Path, cfg: &Config) -> Result<Listening, ListenError> {
     if let Some(fd) = crate::sys::take_activation_fd() {
         let listener = UnixListener::from(fd);
+        // Inherited descriptors are not close-on-exec: the programs of activated services
+        // must not get the listening socket.
+        nix::fcntl::fcntl(
+            &listener,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| ListenError::Io("configure", path.into(), e.into()))?;
         let addr = listener
             .local_addr()
             .map_err(|_| ListenError::BadActivationFd)?;

@@ -9,14 +9,25 @@
 //! - [`stats`]: the counters `qcop stats` shows.
 //! - [`shm_segments`]: shared-memory segments and system semaphores (QSharedMemory,
 //!   QSystemSemaphore): memfds handed to attachers, locks and units recovered from the dead.
+//! - [`policy`]: who may send, receive and monitor what (the `policy` rules).
+//! - [`names`]: user and group names of the configuration, resolved at load.
+//! - [`activate`]: services started on demand for their channel (`[[service]]`).
+//! - `spawn`: fork and exec of those services (the daemon's only `unsafe` code).
+//! - [`spool`]: the on-disk queue of persistent services.
 
+pub mod activate;
 pub mod config;
 pub mod listen;
+pub mod names;
 pub mod outq;
+pub mod policy;
 pub mod router;
 pub mod server;
 pub mod shm_segments;
 pub mod signals;
+#[allow(unsafe_code)]
+mod spawn;
+pub mod spool;
 pub mod stats;
 
 pub use config::{Config, ConfigError, SlowConsumerPolicy};

@@ -275,6 +275,7 @@ mod tests {
             channel: "c",
             message: "m()",
             payload: &i.to_be_bytes(),
+            sender: None,
         }
         .to_vec()
         .into()

@@ -1,8 +1,16 @@
 //! The single-threaded event loop: accept, read frames, route, write, time out.
+//!
+//! The system-bus parts live in child modules that extend [`Server`]: `access` (policy
+//! checks, sender credentials, monitors) and `services` (activation of applications).
 
+mod access;
+mod services;
+
+use super::activate::Activation;
 use super::config::{Config, SlowConsumerPolicy};
 use super::listen::{sd_notify, Listening};
 use super::outq::OutQueue;
+use super::policy::Action;
 use super::router::{Router, Slot, Subscribed, Unsubscribed};
 use super::shm_segments::{Peer, SegAnswer, Segments};
 use super::signals::Signals;
@@ -10,8 +18,8 @@ use super::stats::{Counters, Gauges};
 use crate::datastream::Value;
 use crate::pattern::{check_name, is_pattern};
 use crate::wire::{
-    ChannelInfo, ClientInfo, DecodeError, ErrorCode, Frame, FrameReader, StatsReport,
-    PROTOCOL_VERSION,
+    ChannelInfo, ClientInfo, Credentials, DecodeError, ErrorCode, Frame, FrameReader, MonitorEvent,
+    StatsReport, PROTOCOL_VERSION,
 };
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
@@ -59,6 +67,8 @@ struct Client {
     dropped: u64,
     calls_in_flight: u32,
     max_payload: u32,
+    /// Policy view, subscriptions with credentials, monitor state.
+    access: access::ClientAccess,
 }
 
 struct PendingCall {
@@ -67,6 +77,9 @@ struct PendingCall {
     seq: u32,
     /// Client ids that received the call and have not left.
     recipients: Vec<u32>,
+    /// The call's channel, kept only while monitors are connected (their reply lines
+    /// name it).
+    channel: Option<Box<str>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -112,6 +125,10 @@ pub struct Server {
     started: Instant,
     /// Shared-memory segments and system semaphores.
     segments: Segments,
+    /// Access policy and monitors.
+    access: access::Access,
+    /// Services started on demand.
+    activation: Activation,
 }
 
 /// Error starting the event loop.
@@ -143,6 +160,16 @@ impl Server {
         epoll
             .add(&signals.rx, ev(TOKEN_SIGNAL))
             .map_err(|e| err("epoll", &e))?;
+        let access = access::Access::new(&cfg).map_err(|e| err("policy", &e))?;
+        // Started applications are pointed at the socket this daemon listens on.
+        let socket = listening
+            .listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(PathBuf::from))
+            .unwrap_or_else(crate::paths::default_socket_path);
+        let activation = Activation::new(&cfg, socket, &super::names::SystemNames)
+            .map_err(|e| err("services", &e))?;
         Ok(Server {
             cfg,
             config_path,
@@ -167,6 +194,8 @@ impl Server {
             queued_total: 0,
             started: Instant::now(),
             segments: Segments::default(),
+            access,
+            activation,
         })
     }
 
@@ -174,6 +203,7 @@ impl Server {
     pub fn run(&mut self) -> Result<(), SetupError> {
         sd_notify(&format!("READY=1\nMAINPID={}", std::process::id()));
         log::info!("ready, accepting connections");
+        self.restore_services();
         let mut events = vec![EpollEvent::empty(); 256];
         while !self.signals.terminate_requested() {
             let timeout = self.next_timeout();
@@ -204,7 +234,11 @@ impl Server {
             if self.signals.take_reload() {
                 self.reload_config();
             }
+            if self.signals.take_child_exited() {
+                self.reap_services();
+            }
             self.expire_timers();
+            self.expire_services();
             self.compact_timers();
             self.flush_dirty();
             self.close_pending();
@@ -214,9 +248,11 @@ impl Server {
     }
 
     fn next_timeout(&self) -> EpollTimeout {
-        match self.timers.peek() {
+        let next = self.timers.peek().map(|Reverse((at, _))| *at);
+        let services = self.activation.next_deadline();
+        match next.into_iter().chain(services).min() {
             None => EpollTimeout::NONE,
-            Some(Reverse((at, _))) => {
+            Some(at) => {
                 let ms = at.saturating_duration_since(Instant::now()).as_millis() + 1;
                 EpollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(EpollTimeout::NONE)
             }
@@ -238,6 +274,8 @@ impl Server {
                     log::info!("configuration reloaded from {}", path.display());
                     self.cfg = new;
                     self.counters.reloads += 1;
+                    self.reload_access();
+                    self.reload_services();
                 }
                 Err(e) => {
                     log::error!("reload failed, keeping the previous configuration: {e}");
@@ -322,6 +360,7 @@ impl Server {
             dropped: 0,
             calls_in_flight: 0,
             max_payload: self.cfg.max_payload,
+            access: self.access.client(uid, gid),
         });
         self.client_count += 1;
         self.counters.clients_accepted += 1;
@@ -470,8 +509,18 @@ impl Server {
             };
             return self.reply(slot, &welcome);
         }
+        if self.is_monitor(slot) {
+            if let Some(seq) = monitor_refuses(&frame) {
+                let text = "this connection is a monitor: it cannot subscribe, send or call";
+                return self.reject(slot, seq, ErrorCode::MonitorConnection, text);
+            }
+        }
         match frame {
-            Frame::Subscribe { seq, channel } => self.subscribe(slot, seq, channel),
+            Frame::Subscribe {
+                seq,
+                credentials,
+                channel,
+            } => self.subscribe(slot, seq, channel, credentials),
             Frame::Unsubscribe { seq, channel } => self.unsubscribe(slot, seq, channel),
             Frame::Send {
                 seq,
@@ -483,11 +532,23 @@ impl Server {
                 if let Err((code, text)) = self.check_message(slot, channel, message, payload) {
                     return self.reject(slot, seq, code, &text);
                 }
+                if let Err(denial) = self.may(slot, Action::Send, channel, message) {
+                    let what = format!("send to {channel:?}");
+                    return self.deny(slot, seq, Action::Send, &what, &denial.text);
+                }
                 self.counters.messages_received += 1;
-                let n = self.publish(channel, message, payload).unwrap_or_else(|| {
-                    self.counters.dropped_no_subscriber += 1;
-                    0
-                });
+                let sender = self.credentials(slot);
+                self.monitor(MonitorEvent::Send, 0, sender, channel, message, payload);
+                if let Some(service) = self.service_for(channel) {
+                    return self
+                        .queue_send(slot, seq, ack, service, sender, channel, message, payload);
+                }
+                let n = self
+                    .publish(sender, channel, message, payload)
+                    .unwrap_or_else(|| {
+                        self.counters.dropped_no_subscriber += 1;
+                        0
+                    });
                 if ack {
                     self.reply(slot, &Frame::Ok { seq, value: n });
                 }
@@ -528,6 +589,11 @@ impl Server {
             }
             Frame::Sync { seq } => self.reply(slot, &Frame::Ok { seq, value: 0 }),
             Frame::Seg(request) => self.segment_request(slot, request),
+            Frame::Monitor { seq, patterns } => self.start_monitor(slot, seq, &patterns),
+            Frame::ListServices { seq } => {
+                let list = self.activation.list();
+                self.reply(slot, &Frame::Services { seq, list });
+            }
             other => {
                 self.counters.protocol_errors += 1;
                 let text = format!("unexpected {:?} frame from a client", other.kind());
@@ -590,14 +656,21 @@ impl Server {
         Ok(())
     }
 
-    fn subscribe(&mut self, slot: Slot, seq: u32, channel: &str) {
+    fn subscribe(&mut self, slot: Slot, seq: u32, channel: &str, credentials: bool) {
         if let Err(e) = check_name(channel, self.cfg.max_channel_len as usize) {
             return self.reject(slot, seq, ErrorCode::BadName, &e.to_string());
+        }
+        if let Err(denial) = self.may_subscribe(slot, Action::Receive, channel) {
+            let what = format!("subscription to {channel:?}");
+            return self.deny(slot, seq, Action::Receive, &what, &denial.text);
         }
         let Some(client) = self.clients[slot].as_mut() else {
             return;
         };
         if client.subscriptions.iter().any(|s| &**s == channel) {
+            if credentials {
+                client.access.want_credentials(channel);
+            }
             return self.reply(slot, &Frame::Ok { seq, value: 0 });
         }
         if client.subscriptions.len() >= self.cfg.max_subscriptions_per_client as usize {
@@ -611,10 +684,14 @@ impl Server {
             Err(e) => self.reject(slot, seq, ErrorCode::BadName, &e.to_string()),
             Ok(outcome) => {
                 client.subscriptions.push(channel.into());
+                if credentials {
+                    client.access.want_credentials(channel);
+                }
                 self.reply(slot, &Frame::Ok { seq, value: 0 });
                 if outcome == (Subscribed::Added { new_channel: true }) {
                     self.announce("newChannel(QString)", channel);
                 }
+                self.deliver_queued(channel);
             }
         }
     }
@@ -628,6 +705,7 @@ impl Server {
             Unsubscribed::Removed { removed_channel } => {
                 if let Some(c) = self.clients[slot].as_mut() {
                     c.subscriptions.retain(|s| &**s != channel);
+                    c.access.forget_credentials(channel);
                 }
                 self.reply(slot, &Frame::Ok { seq, value: 0 });
                 if removed_channel {
@@ -645,31 +723,30 @@ impl Server {
         let mut payload = Vec::with_capacity(4 + 2 * channel.len());
         Value::QString(Some(channel.to_owned())).encode(&mut payload);
         // Nobody listening is normal here, and not a message a sender lost: not counted.
-        let _ = self.publish(SYSTEM_CHANNEL, message, &payload);
+        let _ = self.publish(self.access.daemon, SYSTEM_CHANNEL, message, &payload);
     }
 
-    /// Queues a message for every subscriber of `channel`; returns how many got it, or `None`
-    /// when the channel has no subscriber at all.
-    fn publish(&mut self, channel: &str, message: &str, payload: &[u8]) -> Option<u32> {
+    /// Queues a message for every subscriber of `channel` the policy lets receive it;
+    /// returns how many got it, or `None` when the channel has no subscriber at all.
+    fn publish(
+        &mut self,
+        sender: Credentials,
+        channel: &str,
+        message: &str,
+        payload: &[u8],
+    ) -> Option<u32> {
         let mut recipients = std::mem::take(&mut self.scratch);
         self.router.recipients(channel, &mut recipients);
         let mut delivered = None;
         if !recipients.is_empty() {
-            let frame = encode_shared(
-                &mut self.enc,
-                &Frame::Message {
-                    token: 0,
-                    call: false,
-                    channel,
-                    message,
-                    payload,
-                },
-            );
-            let mut n = 0;
-            for &r in &recipients {
-                n += u32::from(self.enqueue(r, &frame));
-            }
-            delivered = Some(n);
+            let m = access::Delivery {
+                token: 0,
+                sender,
+                channel,
+                message,
+                payload,
+            };
+            delivered = Some(self.deliver(&recipients, &m, None));
         }
         self.scratch = recipients;
         delivered
@@ -687,6 +764,10 @@ impl Server {
         if let Err((code, text)) = self.check_message(slot, channel, message, payload) {
             return self.reject(slot, seq, code, &text);
         }
+        if let Err(denial) = self.may(slot, Action::Send, channel, message) {
+            let what = format!("call to {channel:?}");
+            return self.deny(slot, seq, Action::Send, &what, &denial.text);
+        }
         let Some(caller) = self.clients[slot].as_ref() else {
             return;
         };
@@ -700,66 +781,71 @@ impl Server {
         }
         self.counters.messages_received += 1;
         self.counters.calls += 1;
+        let timeout = match timeout_ms {
+            0 => self.cfg.call_timeout_ms,
+            t => t.min(self.cfg.max_call_timeout_ms),
+        };
+        let deadline = Instant::now() + Duration::from_millis(timeout as u64);
+        // Counted from here; every outcome below goes through `finish_call`.
+        if let Some(c) = self.clients[slot].as_mut() {
+            c.calls_in_flight += 1;
+        }
+        let call = PendingCall {
+            caller: slot,
+            caller_id,
+            seq,
+            recipients: Vec::new(),
+            channel: None,
+        };
+        let sender = self.credentials(slot);
+        if let Some(service) = self.service_for(channel) {
+            return self.queue_call(call, deadline, service, sender, channel, message, payload);
+        }
+        self.route_call(call, deadline, sender, channel, message, payload);
+    }
+
+    /// Delivers a call to the subscribers of `channel` and waits for the first answer until
+    /// `deadline`. The caller's `calls_in_flight` already counts it.
+    fn route_call(
+        &mut self,
+        mut call: PendingCall,
+        deadline: Instant,
+        sender: Credentials,
+        channel: &str,
+        message: &str,
+        payload: &[u8],
+    ) {
+        let token = self.allocate_token();
+        if !self.access.monitors.is_empty() {
+            self.monitor(MonitorEvent::Call, token, sender, channel, message, payload);
+            call.channel = Some(channel.into());
+        }
         let mut recipients = std::mem::take(&mut self.scratch);
         self.router.recipients(channel, &mut recipients);
         if recipients.is_empty() {
             self.scratch = recipients;
             self.counters.calls_no_responder += 1;
             let text = format!("no subscriber on {channel:?}");
-            return self.reply(
-                slot,
-                &Frame::Error {
-                    seq,
-                    fatal: false,
-                    code: ErrorCode::NoResponder,
-                    text: &text,
-                },
-            );
+            return self.call_error(&call, ErrorCode::NoResponder, &text);
         }
-        let token = self.allocate_token();
-        let frame = encode_shared(
-            &mut self.enc,
-            &Frame::Message {
-                token,
-                call: true,
-                channel,
-                message,
-                payload,
-            },
-        );
+        let m = access::Delivery {
+            token,
+            sender,
+            channel,
+            message,
+            payload,
+        };
         let mut reached = Vec::with_capacity(recipients.len());
-        for &r in &recipients {
-            if self.enqueue(r, &frame) {
-                reached.push(self.client_id(r));
-            }
-        }
+        self.deliver(&recipients, &m, Some(&mut reached));
         self.scratch = recipients;
         if reached.is_empty() {
             self.counters.calls_responder_gone += 1;
-            return self.reject(
-                slot,
-                seq,
-                ErrorCode::ResponderGone,
-                "the call could not be queued for any responder",
-            );
+            self.counters.requests_rejected += 1;
+            let text = "the call could not be queued for any responder";
+            return self.call_error(&call, ErrorCode::ResponderGone, text);
         }
-        let timeout = match timeout_ms {
-            0 => self.cfg.call_timeout_ms,
-            t => t.min(self.cfg.max_call_timeout_ms),
-        };
-        self.calls.insert(
-            token,
-            PendingCall {
-                caller: slot,
-                caller_id,
-                seq,
-                recipients: reached,
-            },
-        );
-        if let Some(c) = self.clients[slot].as_mut() {
-            c.calls_in_flight += 1;
-        }
-        let deadline = Instant::now() + Duration::from_millis(timeout as u64);
+        call.recipients = reached;
+        self.calls.insert(token, call);
         self.timers.push(Reverse((deadline, Timer::Call(token))));
     }
 
@@ -793,6 +879,16 @@ impl Server {
             return;
         };
         self.counters.calls_answered += 1;
+        if !self.access.monitors.is_empty() {
+            let event = if error {
+                MonitorEvent::ErrorReply
+            } else {
+                MonitorEvent::Reply
+            };
+            let sender = self.credentials(slot);
+            let channel = call.channel.clone().unwrap_or_default();
+            self.monitor(event, token, sender, &channel, message, payload);
+        }
         let reply = encode_shared(
             &mut self.enc,
             &Frame::Reply {
@@ -862,6 +958,8 @@ impl Server {
         };
         let mut counters = self.counters.report(&gauges);
         counters.extend(self.segments.report());
+        self.append_access_stats(&mut counters);
+        self.append_service_stats(&mut counters);
         StatsReport { counters, clients }
     }
 
@@ -929,7 +1027,7 @@ impl Server {
             c.dirty = true;
             self.dirty.push(slot);
         }
-        self.adjust_queued(delta);
+        self.adjust_queued(false, delta);
         queued
     }
 
@@ -943,7 +1041,8 @@ impl Server {
         };
         let len = frame.len() as i64;
         if c.out.push_answer(frame, limit) {
-            self.adjust_queued(len);
+            let monitor = c.access.is_monitor();
+            self.adjust_queued(monitor, len);
             self.mark_dirty(slot);
         } else if !c.closing {
             c.closing = true;
@@ -964,7 +1063,8 @@ impl Server {
         };
         let len = frame.len() as i64;
         if c.out.push_answer_fd(frame, fd, limit).is_ok() {
-            self.adjust_queued(len);
+            let monitor = c.access.is_monitor();
+            self.adjust_queued(monitor, len);
             self.mark_dirty(slot);
         } else if !c.closing {
             c.closing = true;
@@ -1009,7 +1109,13 @@ impl Server {
         self.to_close.push((slot, CloseReason::Protocol));
     }
 
-    fn adjust_queued(&mut self, delta: i64) {
+    /// Accounts queued bytes: against the daemon-wide budget for ordinary clients, apart
+    /// for monitors (so that a monitor never makes the budget drop messages for others).
+    fn adjust_queued(&mut self, monitor: bool, delta: i64) {
+        if monitor {
+            self.access.monitor_queued = self.access.monitor_queued.saturating_add_signed(delta);
+            return;
+        }
         self.queued_total = self.queued_total.saturating_add_signed(delta);
         self.counters.bytes_queued_peak = self.counters.bytes_queued_peak.max(self.queued_total);
     }
@@ -1061,6 +1167,7 @@ impl Server {
             }
         }
         let want_write = !c.out.is_empty() && failure.is_none();
+        let monitor = c.access.is_monitor();
         if want_write != c.want_write {
             c.want_write = want_write;
             let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
@@ -1072,7 +1179,7 @@ impl Server {
                 log::error!("epoll_ctl(MOD) failed: {e}");
             }
         }
-        self.adjust_queued(-(released as i64));
+        self.adjust_queued(monitor, -(released as i64));
         if let Some(e) = failure {
             self.to_close.push((slot, CloseReason::IoError(e)));
         }
@@ -1165,7 +1272,11 @@ impl Server {
         }
         let _ = self.epoll.delete(&c.stream);
         let (bytes, messages) = c.out.clear();
-        self.adjust_queued(-(bytes as i64));
+        let monitor = c.access.is_monitor();
+        self.adjust_queued(monitor, -(bytes as i64));
+        if monitor {
+            self.access.monitors.retain(|&m| m != slot);
+        }
         if matches!(reason, CloseReason::SlowConsumer) {
             self.counters.dropped_disconnected += messages;
         }
@@ -1209,6 +1320,7 @@ impl Server {
 
     fn shutdown(&mut self) {
         log::info!("shutting down");
+        self.activation.shutdown();
         sd_notify("STOPPING=1");
         let bye = Frame::Error {
             seq: 0,
@@ -1263,6 +1375,16 @@ fn send_nosignal(
         MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
         None,
     )
+}
+
+/// The request number of a frame a monitor connection may not send, if it is one.
+fn monitor_refuses(frame: &Frame<'_>) -> Option<u32> {
+    match *frame {
+        Frame::Subscribe { seq, .. } | Frame::Send { seq, .. } | Frame::Call { seq, .. } => {
+            Some(seq)
+        }
+        _ => None,
+    }
 }
 
 fn peer_credentials(stream: &UnixStream) -> (u32, u32, u32) {

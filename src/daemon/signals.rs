@@ -1,4 +1,4 @@
-//! SIGTERM/SIGINT/SIGHUP as flags plus a wake-up descriptor for the event loop.
+//! SIGTERM/SIGINT/SIGHUP/SIGCHLD as flags plus a wake-up descriptor for the event loop.
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
@@ -12,21 +12,25 @@ pub struct Signals {
     pub(crate) rx: UnixStream,
     terminate: Arc<AtomicBool>,
     reload: Arc<AtomicBool>,
+    child: Arc<AtomicBool>,
 }
 
 impl Signals {
-    /// Routes SIGTERM and SIGINT to a shutdown flag and SIGHUP to a reload flag.
+    /// Routes SIGTERM and SIGINT to a shutdown flag, SIGHUP to a reload flag and SIGCHLD
+    /// (an activated service exited) to a reap flag.
     pub fn install() -> std::io::Result<Signals> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
         let (rx, tx) = UnixStream::pair()?;
         rx.set_nonblocking(true)?;
         tx.set_nonblocking(true)?;
         let terminate = Arc::new(AtomicBool::new(false));
         let reload = Arc::new(AtomicBool::new(false));
+        let child = Arc::new(AtomicBool::new(false));
         for (sig, flag) in [
             (SIGTERM, &terminate),
             (SIGINT, &terminate),
             (SIGHUP, &reload),
+            (SIGCHLD, &child),
         ] {
             // The flag is registered before the wake-up write, so the loop sees the flag set
             // when the byte wakes it.
@@ -37,6 +41,7 @@ impl Signals {
             rx,
             terminate,
             reload,
+            child,
         })
     }
 
@@ -48,6 +53,11 @@ impl Signals {
     /// A reload was requested since the last call (clears the request).
     pub fn take_reload(&self) -> bool {
         self.reload.swap(false, Ordering::Relaxed)
+    }
+
+    /// A child process exited since the last call (clears the flag).
+    pub fn take_child_exited(&self) -> bool {
+        self.child.swap(false, Ordering::Relaxed)
     }
 
     /// Empties the wake-up descriptor.

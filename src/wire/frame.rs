@@ -19,6 +19,10 @@ const FLAG_CLIENTS: u8 = 0x01;
 /// Header flag: one file descriptor travels with this frame (`SCM_RIGHTS` on the frame's
 /// bytes). Set exactly on the kinds for which [`Kind::carries_fd`] is true.
 pub const FLAG_FD: u8 = 0x80;
+/// On `Subscribe`: deliver messages on this subscription with the sender's credentials.
+/// On `Message`: the body ends with the sender's credentials.
+const FLAG_SUB_CREDENTIALS: u8 = 0x01;
+const FLAG_CREDENTIALS: u8 = 0x02;
 
 /// Frame kinds. Requests from clients are below 0x80, frames from the daemon at or above.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +64,10 @@ pub enum Kind {
     SegRemove = 0x1e,
     /// List segments and semaphores.
     SegList = 0x1f,
+    /// Become a monitor of all traffic (or of some patterns).
+    Monitor = 0x0b,
+    /// List the activatable services.
+    ListServices = 0x0c,
     /// Daemon handshake answer.
     Welcome = 0x81,
     /// Success of a request.
@@ -86,6 +94,12 @@ pub enum Kind {
     SemOpened = 0x9a,
     /// Answer to `SegList`.
     SegListing = 0x9b,
+    /// A copy of routed traffic for a monitor.
+    Monitored = 0x8a,
+    /// Answer to `ListServices`.
+    Services = 0x8b,
+    /// A subscription the daemon dropped (access policy changed on reload).
+    Revoked = 0x8c,
 }
 
 impl Kind {
@@ -110,6 +124,8 @@ impl Kind {
             0x1d => SegClose,
             0x1e => SegRemove,
             0x1f => SegList,
+            0x0b => Monitor,
+            0x0c => ListServices,
             0x81 => Welcome,
             0x82 => Ok,
             0x83 => Error,
@@ -123,6 +139,9 @@ impl Kind {
             0x99 => SegControlBlock,
             0x9a => SemOpened,
             0x9b => SegListing,
+            0x8a => Monitored,
+            0x8b => Services,
+            0x8c => Revoked,
             _ => return None,
         })
     }
@@ -145,7 +164,8 @@ impl Kind {
     fn kind_flags(self) -> u8 {
         match self {
             Kind::Send => FLAG_ACK,
-            Kind::Message => FLAG_CALL,
+            Kind::Subscribe => FLAG_SUB_CREDENTIALS,
+            Kind::Message => FLAG_CALL | FLAG_CREDENTIALS,
             Kind::Respond | Kind::Reply => FLAG_ERROR,
             Kind::Error => FLAG_FATAL,
             Kind::Stats => FLAG_CLIENTS,
@@ -206,6 +226,16 @@ pub enum ErrorCode {
     SegInvalid,
     /// The daemon could not create or share the memory (memfd, mmap or /proc failed).
     SegUnavailable,
+    /// An application started for an activatable channel failed, or did not subscribe in
+    /// time; messages queued for it were dropped.
+    ActivationFailed,
+    /// The queue of messages waiting for an application to start is full.
+    ActivationQueueFull,
+    /// The request is not possible on a monitor connection (or a connection with
+    /// subscriptions cannot become a monitor).
+    MonitorConnection,
+    /// The daemon's limit on monitors (`max_monitors`) is reached.
+    TooManyMonitors,
     /// A code this build does not know.
     Unknown(u16),
 }
@@ -238,6 +268,10 @@ impl ErrorCode {
             SegLimit => 33,
             SegInvalid => 34,
             SegUnavailable => 35,
+            ActivationFailed => 18,
+            ActivationQueueFull => 19,
+            MonitorConnection => 20,
+            TooManyMonitors => 21,
             Unknown(v) => v,
         }
     }
@@ -269,6 +303,10 @@ impl ErrorCode {
             33 => SegLimit,
             34 => SegInvalid,
             35 => SegUnavailable,
+            18 => ActivationFailed,
+            19 => ActivationQueueFull,
+            20 => MonitorConnection,
+            21 => TooManyMonitors,
             other => Unknown(other),
         }
     }
@@ -301,6 +339,10 @@ impl fmt::Display for ErrorCode {
             SegLimit => "shared-memory limit reached",
             SegInvalid => "invalid shared-memory request",
             SegUnavailable => "shared memory unavailable in the daemon",
+            ActivationFailed => "application activation failed",
+            ActivationQueueFull => "activation queue full",
+            MonitorConnection => "not possible on a monitor connection",
+            TooManyMonitors => "too many monitors",
             Unknown(v) => return write!(f, "error code {v}"),
         };
         f.write_str(s)
@@ -360,6 +402,143 @@ impl StatsReport {
     }
 }
 
+/// Who sent a message, as the daemon saw it (`SO_PEERCRED` of the sender's connection).
+///
+/// Filled in by the daemon, never taken from the sender, so a client cannot forge it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Credentials {
+    /// Process id of the sender (as seen in the daemon's pid namespace).
+    pub pid: u32,
+    /// User id of the sender.
+    pub uid: u32,
+    /// Group id of the sender (its primary group when it connected).
+    pub gid: u32,
+}
+
+impl Credentials {
+    fn encode(&self, out: &mut Vec<u8>) {
+        for v in [self.pid, self.uid, self.gid] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Credentials, DecodeError> {
+        Ok(Credentials {
+            pid: r.u32()?,
+            uid: r.u32()?,
+            gid: r.u32()?,
+        })
+    }
+}
+
+impl fmt::Display for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pid={} uid={} gid={}", self.pid, self.uid, self.gid)
+    }
+}
+
+/// What a `Monitored` frame reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorEvent {
+    /// A message sent to a channel.
+    Send,
+    /// A call (request waiting for a reply); the frame's token identifies it.
+    Call,
+    /// A responder's reply to the call with the frame's token.
+    Reply,
+    /// A responder's error answer to the call with the frame's token.
+    ErrorReply,
+}
+
+impl MonitorEvent {
+    fn to_u8(self) -> u8 {
+        match self {
+            MonitorEvent::Send => 0,
+            MonitorEvent::Call => 1,
+            MonitorEvent::Reply => 2,
+            MonitorEvent::ErrorReply => 3,
+        }
+    }
+
+    fn from_u8(v: u8) -> Result<MonitorEvent, DecodeError> {
+        Ok(match v {
+            0 => MonitorEvent::Send,
+            1 => MonitorEvent::Call,
+            2 => MonitorEvent::Reply,
+            3 => MonitorEvent::ErrorReply,
+            _ => return Err(DecodeError::Reserved),
+        })
+    }
+}
+
+/// The state of an activatable service, as listed by `ListServices`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceState {
+    /// Not started (or exited normally).
+    Idle,
+    /// Started; the daemon waits for it to subscribe before delivering its queue.
+    Starting,
+    /// Started and subscribed.
+    Running,
+    /// The last start failed (see the detail text).
+    Failed,
+}
+
+impl ServiceState {
+    fn to_u8(self) -> u8 {
+        match self {
+            ServiceState::Idle => 0,
+            ServiceState::Starting => 1,
+            ServiceState::Running => 2,
+            ServiceState::Failed => 3,
+        }
+    }
+
+    fn from_u8(v: u8) -> Result<ServiceState, DecodeError> {
+        Ok(match v {
+            0 => ServiceState::Idle,
+            1 => ServiceState::Starting,
+            2 => ServiceState::Running,
+            3 => ServiceState::Failed,
+            _ => return Err(DecodeError::Reserved),
+        })
+    }
+}
+
+impl fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServiceState::Idle => "idle",
+            ServiceState::Starting => "starting",
+            ServiceState::Running => "running",
+            ServiceState::Failed => "failed",
+        })
+    }
+}
+
+/// One activatable service in a `Services` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// The service's name in the configuration.
+    pub name: String,
+    /// The channel or pattern whose messages start it.
+    pub channel: String,
+    /// Where it is in its life.
+    pub state: ServiceState,
+    /// Process id while started (0 otherwise).
+    pub pid: u32,
+    /// Messages waiting for it to subscribe.
+    pub queued: u32,
+    /// Bytes of those messages.
+    pub queued_bytes: u64,
+    /// Times it was started.
+    pub starts: u64,
+    /// Times a start failed (could not run, exited or timed out before subscribing).
+    pub failures: u64,
+    /// Why the last start failed (empty unless `state` is `Failed`).
+    pub detail: String,
+}
+
 /// A decoded frame. Names and payloads borrow from the receive buffer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame<'a> {
@@ -376,6 +555,8 @@ pub enum Frame<'a> {
     Subscribe {
         /// Request number echoed in the answer.
         seq: u32,
+        /// Deliver messages on this subscription with the sender's credentials.
+        credentials: bool,
         /// Channel or pattern.
         channel: &'a str,
     },
@@ -492,6 +673,8 @@ pub enum Frame<'a> {
         message: &'a str,
         /// Payload.
         payload: &'a [u8],
+        /// Who sent it, when the receiver asked for credentials.
+        sender: Option<Credentials>,
     },
     /// The answer to a `Call`.
     Reply {
@@ -532,6 +715,47 @@ pub enum Frame<'a> {
     },
     /// Shared-memory segments and system semaphores (kinds 0x18-0x1f, 0x98-0x9b).
     Seg(SegFrame<'a>),
+    /// Turn this connection into a monitor of the traffic on `patterns` (all if empty).
+    Monitor {
+        /// Request number echoed in the answer.
+        seq: u32,
+        /// Channels or patterns to monitor; empty means everything.
+        patterns: Vec<&'a str>,
+    },
+    /// List the activatable services.
+    ListServices {
+        /// Request number echoed in the answer.
+        seq: u32,
+    },
+    /// A copy of routed traffic, for a monitor.
+    Monitored {
+        /// The call token for calls and replies, 0 for plain messages.
+        token: u32,
+        /// What happened.
+        event: MonitorEvent,
+        /// Who sent it.
+        sender: Credentials,
+        /// The channel (for replies: the channel of the call).
+        channel: &'a str,
+        /// Message signature (for an error reply: the error text).
+        message: &'a str,
+        /// Payload.
+        payload: &'a [u8],
+    },
+    /// Answer to `ListServices`.
+    Services {
+        /// Request number.
+        seq: u32,
+        /// Every configured service.
+        list: Vec<ServiceInfo>,
+    },
+    /// The daemon dropped one of this connection's subscriptions.
+    Revoked {
+        /// The channel or pattern that is no longer subscribed.
+        channel: &'a str,
+        /// Why (names the policy rule).
+        reason: &'a str,
+    },
 }
 
 /// The fixed 12-byte header that precedes every frame body.
@@ -596,7 +820,12 @@ impl<'a> Frame<'a> {
         let mut r = Reader::new(body);
         let seq = h.seq;
         // Kinds without a sequence number must carry zero, so every frame has one encoding.
-        if seq != 0 && matches!(h.kind, Kind::Hello | Kind::Welcome | Kind::Lost) {
+        if seq != 0
+            && matches!(
+                h.kind,
+                Kind::Hello | Kind::Welcome | Kind::Lost | Kind::Revoked
+            )
+        {
             return Err(DecodeError::Reserved);
         }
         let flag = h.flags & 0x01 != 0;
@@ -613,6 +842,7 @@ impl<'a> Frame<'a> {
             }
             Kind::Subscribe => Frame::Subscribe {
                 seq,
+                credentials: flag,
                 channel: r.str()?,
             },
             Kind::Unsubscribe => Frame::Unsubscribe {
@@ -670,6 +900,11 @@ impl<'a> Frame<'a> {
                 channel: r.str()?,
                 message: r.str()?,
                 payload: r.bytes()?,
+                sender: if h.flags & FLAG_CREDENTIALS != 0 {
+                    Some(Credentials::decode(&mut r)?)
+                } else {
+                    None
+                },
             },
             Kind::Reply => Frame::Reply {
                 seq,
@@ -703,6 +938,31 @@ impl<'a> Frame<'a> {
                 report: decode_stats(&mut r)?,
             },
             Kind::Lost => Frame::Lost { count: r.u64()? },
+            Kind::Monitor => {
+                let n = r.count(2)?;
+                let mut patterns = Vec::with_capacity(n);
+                for _ in 0..n {
+                    patterns.push(r.str()?);
+                }
+                Frame::Monitor { seq, patterns }
+            }
+            Kind::ListServices => Frame::ListServices { seq },
+            Kind::Monitored => Frame::Monitored {
+                token: seq,
+                event: MonitorEvent::from_u8(r.u8()?)?,
+                sender: Credentials::decode(&mut r)?,
+                channel: r.str()?,
+                message: r.str()?,
+                payload: r.bytes()?,
+            },
+            Kind::Services => Frame::Services {
+                seq,
+                list: decode_services(&mut r)?,
+            },
+            Kind::Revoked => Frame::Revoked {
+                channel: r.str()?,
+                reason: r.str()?,
+            },
             k => Frame::Seg(SegFrame::decode(k as u8, h.flags & !FLAG_FD, seq, &mut r)?),
         };
         r.finish()?;
@@ -732,6 +992,11 @@ impl<'a> Frame<'a> {
             Frame::StatsReport { .. } => Kind::StatsReport,
             Frame::Lost { .. } => Kind::Lost,
             Frame::Seg(f) => f.kind(),
+            Frame::Monitor { .. } => Kind::Monitor,
+            Frame::ListServices { .. } => Kind::ListServices,
+            Frame::Monitored { .. } => Kind::Monitored,
+            Frame::Services { .. } => Kind::Services,
+            Frame::Revoked { .. } => Kind::Revoked,
         }
     }
 
@@ -767,9 +1032,11 @@ impl<'a> Frame<'a> {
     fn header_fields(&self) -> (u8, u32) {
         let f = |b: bool| if b { 0x01 } else { 0 };
         match *self {
-            Frame::Hello { .. } | Frame::Welcome { .. } | Frame::Lost { .. } => (0, 0),
-            Frame::Subscribe { seq, .. }
-            | Frame::Unsubscribe { seq, .. }
+            Frame::Hello { .. }
+            | Frame::Welcome { .. }
+            | Frame::Lost { .. }
+            | Frame::Revoked { .. } => (0, 0),
+            Frame::Unsubscribe { seq, .. }
             | Frame::IsRegistered { seq, .. }
             | Frame::Call { seq, .. }
             | Frame::ListChannels { seq }
@@ -777,12 +1044,31 @@ impl<'a> Frame<'a> {
             | Frame::Ok { seq, .. }
             | Frame::Registered { seq, .. }
             | Frame::Channels { seq, .. }
-            | Frame::StatsReport { seq, .. } => (0, seq),
+            | Frame::StatsReport { seq, .. }
+            | Frame::Monitor { seq, .. }
+            | Frame::ListServices { seq }
+            | Frame::Services { seq, .. } => (0, seq),
+            Frame::Subscribe {
+                seq, credentials, ..
+            } => (f(credentials), seq),
+            Frame::Monitored { token, .. } => (0, token),
             Frame::Send { seq, ack, .. } => (f(ack), seq),
             Frame::Respond { token, error, .. } => (f(error), token),
             Frame::Stats { seq, clients } => (f(clients), seq),
             Frame::Error { seq, fatal, .. } => (f(fatal), seq),
-            Frame::Message { token, call, .. } => (f(call), token),
+            Frame::Message {
+                token,
+                call,
+                sender,
+                ..
+            } => {
+                let creds = if sender.is_some() {
+                    FLAG_CREDENTIALS
+                } else {
+                    0
+                };
+                (f(call) | creds, token)
+            }
             Frame::Reply { seq, error, .. } => (f(error), seq),
             Frame::Seg(ref s) => s.header_fields(),
         }
@@ -808,16 +1094,24 @@ impl<'a> Frame<'a> {
                 message,
                 payload,
                 ..
+            } => {
+                put_str(out, channel);
+                put_str(out, message);
+                put_bytes(out, payload);
             }
-            | Frame::Message {
+            Frame::Message {
                 channel,
                 message,
                 payload,
+                sender,
                 ..
             } => {
                 put_str(out, channel);
                 put_str(out, message);
                 put_bytes(out, payload);
+                if let Some(c) = sender {
+                    c.encode(out);
+                }
             }
             Frame::Call {
                 timeout_ms,
@@ -840,7 +1134,10 @@ impl<'a> Frame<'a> {
                 put_str(out, message);
                 put_bytes(out, payload);
             }
-            Frame::ListChannels { .. } | Frame::Stats { .. } | Frame::Sync { .. } => {}
+            Frame::ListChannels { .. }
+            | Frame::Stats { .. }
+            | Frame::Sync { .. }
+            | Frame::ListServices { .. } => {}
             Frame::Welcome {
                 version,
                 client_id,
@@ -873,8 +1170,68 @@ impl<'a> Frame<'a> {
             Frame::StatsReport { report, .. } => encode_stats(report, out),
             Frame::Lost { count } => out.extend_from_slice(&count.to_be_bytes()),
             Frame::Seg(f) => f.encode_body(out),
+            Frame::Monitor { patterns, .. } => {
+                out.extend_from_slice(&(patterns.len() as u32).to_be_bytes());
+                for p in patterns {
+                    put_str(out, p);
+                }
+            }
+            Frame::Monitored {
+                event,
+                sender,
+                channel,
+                message,
+                payload,
+                ..
+            } => {
+                out.push(event.to_u8());
+                sender.encode(out);
+                put_str(out, channel);
+                put_str(out, message);
+                put_bytes(out, payload);
+            }
+            Frame::Services { list, .. } => encode_services(list, out),
+            Frame::Revoked { channel, reason } => {
+                put_str(out, channel);
+                put_str(out, reason);
+            }
         }
     }
+}
+
+fn encode_services(list: &[ServiceInfo], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(list.len() as u32).to_be_bytes());
+    for s in list {
+        put_str(out, &s.name);
+        put_str(out, &s.channel);
+        out.push(s.state.to_u8());
+        out.extend_from_slice(&s.pid.to_be_bytes());
+        out.extend_from_slice(&s.queued.to_be_bytes());
+        for v in [s.queued_bytes, s.starts, s.failures] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        put_str(out, &s.detail);
+    }
+}
+
+fn decode_services(r: &mut Reader<'_>) -> Result<Vec<ServiceInfo>, DecodeError> {
+    // Three string lengths, the state byte, two u32 and three u64.
+    let n = r.count(3 * 2 + 1 + 2 * 4 + 3 * 8)?;
+    let mut list = Vec::with_capacity(n);
+    for _ in 0..n {
+        list.push(ServiceInfo {
+            name: r.str()?.to_owned(),
+            channel: r.str()?.to_owned(),
+            state: ServiceState::from_u8(r.u8()?)?,
+            pid: r.u32()?,
+            queued: r.u32()?,
+            queued_bytes: r.u64()?,
+            starts: r.u64()?,
+            failures: r.u64()?,
+            detail: r.str()?.to_owned(),
+        });
+    }
+    Ok(list)
 }
 
 fn encode_stats(report: &StatsReport, out: &mut Vec<u8>) {

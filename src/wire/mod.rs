@@ -10,10 +10,11 @@ mod buf;
 mod frame;
 pub mod segments;
 
+pub(crate) use buf::{put_bytes, put_str};
 pub use buf::{DecodeError, Reader};
 pub use frame::{
-    ChannelInfo, ClientInfo, ErrorCode, Frame, Kind, StatsReport, FLAG_FD, HEADER_LEN, MAGIC,
-    PROTOCOL_VERSION,
+    ChannelInfo, ClientInfo, Credentials, ErrorCode, Frame, Kind, MonitorEvent, ServiceInfo,
+    ServiceState, StatsReport, FLAG_FD, HEADER_LEN, MAGIC, PROTOCOL_VERSION,
 };
 
 /// Hard ceiling on a frame body, whatever the configuration says (64 MiB).
@@ -23,9 +24,10 @@ pub use frame::{
 pub const MAX_FRAME_BODY: u32 = 64 * 1024 * 1024;
 
 /// Bytes a frame needs on top of its payload: header, the two name strings with their
-/// length prefixes, the payload length and the fixed fields of the largest message frame.
+/// length prefixes, the payload length and the fixed fields of the largest message frame
+/// (a `Monitored` frame's event and sender credentials, 13 bytes, rounded up to 16).
 pub fn frame_overhead(max_channel: usize, max_message: usize) -> usize {
-    HEADER_LEN + 4 + 2 + max_channel + 2 + max_message + 4
+    HEADER_LEN + 4 + 2 + max_channel + 2 + max_message + 16
 }
 
 /// Incremental frame splitter over a byte buffer that fills from a stream socket.

@@ -56,6 +56,7 @@ fn every_kind_roundtrips() {
         },
         Frame::Subscribe {
             seq: 1,
+            credentials: false,
             channel: "a/*",
         },
         Frame::Unsubscribe {
@@ -106,6 +107,7 @@ fn every_kind_roundtrips() {
             channel: "c",
             message: "m(int)",
             payload: &[0, 0, 0, 1],
+            sender: None,
         },
         Frame::Reply {
             seq: 4,
@@ -186,6 +188,7 @@ fn bad_header_fields_are_errors() {
 fn bad_utf8_and_magic_and_trailing_bytes() {
     let mut b = Frame::Subscribe {
         seq: 1,
+        credentials: false,
         channel: "ab",
     }
     .to_vec();
@@ -226,6 +229,7 @@ fn reader_keeps_partial_frames_across_compaction() {
     let a = Frame::Sync { seq: 1 }.to_vec();
     let b = Frame::Subscribe {
         seq: 2,
+        credentials: false,
         channel: "chan",
     }
     .to_vec();
@@ -243,6 +247,7 @@ fn reader_keeps_partial_frames_across_compaction() {
         r.next_frame().unwrap(),
         Some(Frame::Subscribe {
             seq: 2,
+            credentials: false,
             channel: "chan"
         })
     );
@@ -265,11 +270,11 @@ proptest! {
     fn encode_decode_roundtrip((pick, seq, flag, a, b, payload) in arb_frame()) {
         let f = match pick {
             0 => Frame::Send { seq, ack: flag, channel: &a, message: &b, payload: &payload },
-            1 => Frame::Message { token: seq, call: flag, channel: &a, message: &b, payload: &payload },
+            1 => Frame::Message { token: seq, call: flag, channel: &a, message: &b, payload: &payload, sender: flag.then_some(Credentials { pid: seq, uid: seq ^ 1, gid: 7 }) },
             2 => Frame::Call { seq, timeout_ms: seq ^ 5, channel: &a, message: &b, payload: &payload },
             3 => Frame::Reply { seq, error: flag, message: &b, payload: &payload },
             4 => Frame::Error { seq, fatal: flag, code: ErrorCode::from_u16(seq as u16), text: &a },
-            5 => Frame::Subscribe { seq, channel: &a },
+            5 => Frame::Subscribe { seq, credentials: flag, channel: &a },
             6 => Frame::Hello { version_min: seq as u16, version_max: (seq >> 16) as u16, name: &a },
             _ => Frame::Channels { seq, list: vec![ChannelInfo { name: a.clone(), subscribers: seq, pattern: flag }] },
         };

@@ -1,6 +1,8 @@
 //! Test harness: a real `qcopd` on a private socket, stopped when dropped.
 #![allow(dead_code)]
 
+pub mod users;
+
 use qcop::{ConnectOptions, Connection};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

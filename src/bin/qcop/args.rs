@@ -67,6 +67,10 @@ pub enum Topic {
     Serve,
     /// `qcop shm list` / `qcop shm rm`.
     Shm,
+    /// `qcop monitor`.
+    Monitor,
+    /// `qcop services`.
+    Services,
     /// The Qt Extended form `qcop CHANNEL 'msg()' ... -w ...`.
     OldForm,
     /// Argument types and how to write their values.
@@ -77,7 +81,7 @@ pub enum Topic {
 
 impl Topic {
     /// Every topic with the names `qcop help NAME` accepts (the first is the canonical one).
-    const NAMES: [(Topic, &'static [&'static str]); 12] = [
+    const NAMES: [(Topic, &'static [&'static str]); 14] = [
         (Topic::Send, &["send"]),
         (Topic::Watch, &["watch"]),
         (Topic::Wait, &["wait"]),
@@ -87,6 +91,8 @@ impl Topic {
         (Topic::Call, &["call"]),
         (Topic::Serve, &["serve"]),
         (Topic::Shm, &["shm"]),
+        (Topic::Monitor, &["monitor"]),
+        (Topic::Services, &["services"]),
         (Topic::OldForm, &["old", "old-form", "-w"]),
         (Topic::Types, &["types", "arguments", "args"]),
         (Topic::Chain, &["chain", "modifiers", "--"]),
@@ -148,6 +154,8 @@ pub enum Command {
         channels: Vec<String>,
         /// Stop after this many messages.
         count: Option<u64>,
+        /// Print each message's sender (pid, uid, gid).
+        credentials: bool,
     },
     /// Wait for one message and print its arguments.
     Wait {
@@ -230,6 +238,15 @@ pub enum Command {
         /// Release after this long; `None`: hold until interrupted.
         hold: Option<Duration>,
     },
+    /// Print all traffic (sends, calls, replies) with its senders.
+    Monitor {
+        /// Channels and patterns to show; empty: everything.
+        patterns: Vec<String>,
+        /// Stop after this many events.
+        count: Option<u64>,
+    },
+    /// List the services the daemon starts on demand.
+    Services,
 }
 
 /// A mistake on the command line (exit status 2).
@@ -259,7 +276,7 @@ impl fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 /// The command names; any other first word starts the old form.
-const COMMANDS: [(&str, Topic); 9] = [
+const COMMANDS: [(&str, Topic); 11] = [
     ("send", Topic::Send),
     ("watch", Topic::Watch),
     ("wait", Topic::Wait),
@@ -269,6 +286,8 @@ const COMMANDS: [(&str, Topic); 9] = [
     ("call", Topic::Call),
     ("serve", Topic::Serve),
     ("shm", Topic::Shm),
+    ("monitor", Topic::Monitor),
+    ("services", Topic::Services),
 ];
 
 /// The usage error for an empty command line (answered with a short usage summary).
@@ -376,7 +395,7 @@ fn parse_help(global: Global, words: &[String]) -> Result<Invocation, UsageError
                 None,
                 format!(
                     "no help on {name:?} (topics: send, watch, wait, registered, channels, \
-                     stats, call, serve, shm, old, types, chain)"
+                     stats, call, serve, monitor, services, shm, old, types, chain)"
                 ),
             )),
         },
@@ -537,6 +556,7 @@ fn parse_command(words: &[String], modifiers: Modifiers) -> Result<Parsed, Usage
             Command::Watch {
                 channels,
                 count: opts.count,
+                credentials: opts.credentials,
             }
         }
         Topic::Wait => match pos.as_slice() {
@@ -624,6 +644,17 @@ fn parse_command(words: &[String], modifiers: Modifiers) -> Result<Parsed, Usage
                     format!("unknown shm command {other:?} (list, rm, read, write, lock)"),
                 ))
             }
+        },
+        Topic::Monitor => Command::Monitor {
+            patterns: pos
+                .iter()
+                .map(|c| channel_or_pattern(c, topic))
+                .collect::<Result<_, _>>()?,
+            count: opts.count,
+        },
+        Topic::Services => match pos.as_slice() {
+            [] => Command::Services,
+            [extra, ..] => return Err(unexpected(topic, extra)),
         },
         Topic::OldForm | Topic::Types | Topic::Chain => unreachable!("not a command"),
     };
@@ -714,6 +745,7 @@ struct Options<'a> {
     persistent: bool,
     mode: Option<u16>,
     hold: Option<Duration>,
+    credentials: bool,
     help: bool,
 }
 
@@ -729,6 +761,7 @@ impl<'a> Options<'a> {
             persistent: false,
             mode: None,
             hold: None,
+            credentials: false,
             help: false,
         };
         // Past the channel and signature(s), words that are not this command's options are
@@ -755,10 +788,10 @@ impl<'a> Options<'a> {
             };
             match (flag, topic) {
                 ("-h" | "--help", _) => opts.help = true,
-                ("--timeout", Topic::Watch | Topic::Wait | Topic::Call) => {
+                ("--timeout", Topic::Watch | Topic::Wait | Topic::Call | Topic::Monitor) => {
                     opts.timeout = Some(parse_millis(value()?, "--timeout", Some(topic))?);
                 }
-                ("--count", Topic::Watch | Topic::Serve) => {
+                ("--count", Topic::Watch | Topic::Serve | Topic::Monitor) => {
                     opts.count = Some(parse_count(value()?, topic)?);
                 }
                 ("--clients", Topic::Stats) if inline.is_none() => opts.clients = true,
@@ -785,6 +818,7 @@ impl<'a> Options<'a> {
                 ("--hold", Topic::Shm) => {
                     opts.hold = Some(parse_millis(value()?, "--hold", Some(topic))?);
                 }
+                ("--credentials", Topic::Watch) if inline.is_none() => opts.credentials = true,
                 _ if opts.positional.len() >= fixed => opts.positional.push(word),
                 _ => {
                     return Err(UsageError::new(
@@ -1039,10 +1073,48 @@ mod tests {
             s[0].command,
             Command::Watch {
                 channels: vec!["QPE/*".into(), "x".into()],
-                count: Some(3)
+                count: Some(3),
+                credentials: false,
             }
         );
         assert_eq!(s[0].timeout, ms(50));
+        let s = steps(&["watch", "--credentials", "x"]);
+        assert_eq!(
+            s[0].command,
+            Command::Watch {
+                channels: vec!["x".into()],
+                count: None,
+                credentials: true,
+            }
+        );
+    }
+
+    #[test]
+    fn monitor_and_services() {
+        let s = steps(&["monitor"]);
+        assert_eq!(
+            s[0].command,
+            Command::Monitor {
+                patterns: vec![],
+                count: None
+            }
+        );
+        let s = steps(&["monitor", "--count", "2", "QPE/*", "--timeout", "10", "a"]);
+        assert_eq!(
+            s[0].command,
+            Command::Monitor {
+                patterns: vec!["QPE/*".into(), "a".into()],
+                count: Some(2)
+            }
+        );
+        assert_eq!(s[0].timeout, ms(10));
+        assert_eq!(steps(&["services"])[0].command, Command::Services);
+        assert_eq!(usage(&["services", "x"]).topic, Some(Topic::Services));
+        assert_eq!(usage(&["monitor", "a[b"]).topic, Some(Topic::Monitor));
+        assert_eq!(
+            usage(&["monitor", "--credentials"]).topic,
+            Some(Topic::Monitor)
+        );
     }
 
     #[test]

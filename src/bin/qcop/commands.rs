@@ -3,6 +3,7 @@
 use crate::args::{Command, Global, Step, Timeout};
 use crate::output::{self, Align, Out};
 use crate::Failure;
+use qcop::client::ServiceState;
 use qcop::datastream::{self, Signature};
 use qcop::pattern::{self, Pattern};
 use qcop::shm::{SharedMemory, ShmError};
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(5000);
 /// Messages kept for later waits of a chain; beyond this the oldest is discarded.
 const MAX_HELD: usize = 1024;
+/// Longest a receive waits before checking for subscriptions the daemon revoked.
+const REVOCATION_CHECK: Duration = Duration::from_millis(500);
 
 /// Connects and runs `steps` in order, stopping at the first failure.
 pub fn run(global: &Global, steps: &[Step], out: &mut Out) -> Result<(), Failure> {
@@ -121,9 +124,22 @@ impl<'o> Session<'o> {
                 self.conn.flush()?;
                 Ok(())
             }
-            Command::Watch { channels, count } => {
-                self.watch(index, channels, *count, time_limit(step.timeout), step.hex)
+            Command::Watch {
+                channels,
+                count,
+                credentials,
+            } => self.watch(
+                index,
+                channels,
+                *count,
+                *credentials,
+                time_limit(step.timeout),
+                step.hex,
+            ),
+            Command::Monitor { patterns, count } => {
+                self.monitor(patterns, *count, time_limit(step.timeout), step.hex)
             }
+            Command::Services => self.services(),
             Command::Wait { channel, message } => {
                 self.wait(index, channel, message, time_limit(step.timeout), step.hex)
             }
@@ -226,20 +242,35 @@ impl<'o> Session<'o> {
     }
 
     /// The next message, waiting until `deadline` (`None`: forever); reports messages the
-    /// daemon dropped for us on stderr.
+    /// daemon dropped for us on stderr. Fails when the daemon revoked every subscription
+    /// (its access policy changed), since nothing more can arrive.
     fn receive(&mut self, deadline: Option<Instant>) -> Result<Option<Message>, Failure> {
-        let msg = match deadline {
-            None => Some(self.conn.recv()?),
-            Some(d) => self
-                .conn
-                .recv_timeout(d.saturating_duration_since(Instant::now()))?,
-        };
-        let lost = self.conn.lost();
-        if lost > self.lost_reported {
-            output::warn(&format!("# lost {} messages", lost - self.lost_reported));
-            self.lost_reported = lost;
+        loop {
+            let slice = match deadline {
+                None => REVOCATION_CHECK,
+                Some(d) => d
+                    .saturating_duration_since(Instant::now())
+                    .min(REVOCATION_CHECK),
+            };
+            let msg = self.conn.recv_timeout(slice)?;
+            let lost = self.conn.lost();
+            if lost > self.lost_reported {
+                output::warn(&format!("# lost {} messages", lost - self.lost_reported));
+                self.lost_reported = lost;
+            }
+            let revoked = self.conn.take_revoked();
+            for r in &revoked {
+                output::warn(&format!("# {}", r.reason));
+            }
+            if !revoked.is_empty() && self.conn.subscriptions().next().is_none() {
+                return Err(Failure::Error(
+                    "the daemon revoked every subscription (access policy changed)".into(),
+                ));
+            }
+            if msg.is_some() || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(msg);
+            }
         }
-        Ok(msg)
     }
 
     /// Keeps a message that the current command does not want if a later wait does.
@@ -265,12 +296,17 @@ impl<'o> Session<'o> {
         index: usize,
         channels: &[String],
         count: Option<u64>,
+        credentials: bool,
         idle: Option<Duration>,
         hex: bool,
     ) -> Result<(), Failure> {
         let matchers: Vec<Matcher> = channels.iter().map(|c| Matcher::new(c, None)).collect();
         for channel in channels {
-            self.conn.subscribe(channel)?;
+            if credentials {
+                self.conn.subscribe_with_credentials(channel)?;
+            } else {
+                self.conn.subscribe(channel)?;
+            }
         }
         let mut printed = 0u64;
         let mut deadline = idle.and_then(deadline_after);
@@ -461,6 +497,79 @@ impl<'o> Session<'o> {
             self.print_rows(&attached, &[L, L, R, R, R, L, L])?;
         }
         Ok(())
+    }
+
+    fn monitor(
+        &mut self,
+        patterns: &[String],
+        count: Option<u64>,
+        idle: Option<Duration>,
+        hex: bool,
+    ) -> Result<(), Failure> {
+        let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+        self.conn.monitor(&patterns)?;
+        let mut printed = 0u64;
+        let mut deadline = idle.and_then(deadline_after);
+        while count.map_or(true, |n| printed < n) {
+            let wait = match deadline {
+                None => Duration::from_secs(3600),
+                Some(d) => d.saturating_duration_since(Instant::now()),
+            };
+            let Some(m) = self.conn.recv_monitored(wait)? else {
+                if deadline.is_some() {
+                    return Ok(()); // idle for --timeout: done
+                }
+                continue;
+            };
+            let lost = self.conn.lost();
+            if lost > self.lost_reported {
+                output::warn(&format!("# lost {} events", lost - self.lost_reported));
+                self.lost_reported = lost;
+            }
+            self.out.line(&output::monitor_line(&m, hex))?;
+            printed += 1;
+            deadline = idle.and_then(deadline_after);
+        }
+        Ok(())
+    }
+
+    fn services(&mut self) -> Result<(), Failure> {
+        let list = self.conn.services()?;
+        let header = [
+            "NAME", "CHANNEL", "STATE", "QUEUED", "BYTES", "STARTS", "FAILURES",
+        ];
+        let mut rows = vec![header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()];
+        for s in list {
+            let state = match s.state {
+                ServiceState::Starting | ServiceState::Running => {
+                    format!("{} (pid {})", s.state, s.pid)
+                }
+                ServiceState::Failed if s.pid != 0 => {
+                    format!("failed ({}; pid {} still runs)", s.detail, s.pid)
+                }
+                ServiceState::Failed => format!("failed ({})", s.detail),
+                ServiceState::Idle => "idle".to_owned(),
+            };
+            rows.push(vec![
+                s.name,
+                s.channel,
+                state,
+                s.queued.to_string(),
+                s.queued_bytes.to_string(),
+                s.starts.to_string(),
+                s.failures.to_string(),
+            ]);
+        }
+        let align = [
+            Align::Left,
+            Align::Left,
+            Align::Left,
+            Align::Right,
+            Align::Right,
+            Align::Right,
+            Align::Right,
+        ];
+        self.print_rows(&rows, &align)
     }
 
     fn print_rows(&mut self, rows: &[Vec<String>], align: &[Align]) -> Result<(), Failure> {

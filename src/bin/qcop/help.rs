@@ -15,6 +15,8 @@ pub fn text(topic: Option<Topic>) -> &'static str {
         Some(Topic::Call) => CALL,
         Some(Topic::Serve) => SERVE,
         Some(Topic::Shm) => SHM,
+        Some(Topic::Monitor) => MONITOR,
+        Some(Topic::Services) => SERVICES,
         Some(Topic::OldForm) => OLD_FORM,
         Some(Topic::Types) => TYPES,
         Some(Topic::Chain) => CHAIN,
@@ -24,7 +26,8 @@ pub fn text(topic: Option<Topic>) -> &'static str {
 /// Shown with a usage error when no command was given.
 pub const SHORT: &str = "\
 Usage: qcop [OPTIONS] COMMAND ARGS... [-- COMMAND ARGS...]...
-Commands: send, watch, wait, registered, channels, stats, call, serve, shm, help
+Commands: send, watch, wait, registered, channels, stats, call, serve, monitor, services,
+          shm, help
 Run 'qcop --help' for the full description.
 ";
 
@@ -38,7 +41,7 @@ Usage:
 Commands:
   send CHANNEL 'msg(types)' [ARGS...]
                        Broadcast a message to every subscriber of CHANNEL
-  watch [--count N] [--timeout MS] CHANNEL...
+  watch [--count N] [--timeout MS] [--credentials] CHANNEL...
                        Print one line per message on channels or patterns (QPE/*)
   wait CHANNEL 'msg(types)' [--timeout MS]
                        Wait for one message, print its arguments (exit 1 on timeout)
@@ -54,6 +57,9 @@ Commands:
                        Remove a segment's (or semaphore's) name
   shm read|write|lock ...
                        Read or write a segment's bytes under its lock, or hold the lock
+  monitor [--count N] [--timeout MS] [PATTERN...]
+                       Print all traffic with its senders (if the policy allows)
+  services             List the services qcopd starts on demand, with their state
   help [COMMAND|TOPIC] Show help on a command, or on: types, chain, old
 
 Options (before the command):
@@ -98,8 +104,8 @@ sends; '-w CHANNEL msg() [TIMEOUT_MS]' then waits for a reply (see 'qcop help ol
 
 Exit status:
   0  success
-  1  failure: timeout, not registered, no responder, refused by the daemon, qcopd not
-     running
+  1  failure: timeout, not registered, no responder, refused by the daemon (including
+     'access denied' by its policy, with the rule that denied it), qcopd not running
   2  usage error (unknown command or option, bad signature or argument)
 
 Examples:
@@ -112,6 +118,8 @@ Examples:
   qcop call QPE/Calc 'add(int,int)' 2 3
   qcop QPE/System 'ping()' -w QPE/System 'pong()' 1000
   qcop stats --clients
+  qcop monitor 'QPE/*'
+  qcop services
 ";
 
 const SHM: &str = "\
@@ -166,9 +174,13 @@ Usage: qcop send CHANNEL 'message(types)' [ARGS...]
 Sends the message to every subscriber of CHANNEL (a plain name, not a pattern) and waits
 until the daemon has routed it, so a refusal (message too large, name too long) is
 reported. A channel without subscribers drops the message, as QCOP always did: check with
-'qcop registered' first if that matters. Each ARG must fit its type ('qcop help types').
+'qcop registered' first if that matters; a channel of a service qcopd starts on demand
+queues it instead ('qcop help services'). Each ARG must fit its type ('qcop help types').
+If the daemon's access policy does not let this user send there, qcop prints
+'qcop: qcopd: access denied: send to \"CHANNEL\" denied by rule N (...)' and exits 1.
 
-Exit status: 0 sent, 1 refused or qcopd not running, 2 usage error.
+Exit status: 0 sent, 1 refused (denied, queue full, service failed) or qcopd not running,
+2 usage error.
 
 Examples:
   qcop send QPE/Audio 'setVolume(int)' 42
@@ -180,7 +192,7 @@ Examples:
 const WATCH: &str = "\
 qcop watch - print messages as they arrive
 
-Usage: qcop watch [--count N] [--timeout MS] CHANNEL...
+Usage: qcop watch [--count N] [--timeout MS] [--credentials] CHANNEL...
 
 Subscribes to each CHANNEL (wildcard patterns such as 'QPE/*', 'cam?' or 'cam[0-3]'
 allowed) and prints one line per message, flushed at once so it can be piped:
@@ -189,20 +201,25 @@ CHANNEL is the channel the message was sent to, also when it matched a pattern. 
 arguments are decoded with the types of the message signature; when a type is unknown or
 the payload does not match, the payload is printed as 0x hex. Calls (requests waiting for
 a reply) end with ' [call]'. Messages the daemon dropped because this reader was too slow
-are reported on stderr as '# lost N messages'.
+are reported on stderr as '# lost N messages'. With --credentials each line ends with the
+sender as the daemon saw it: ' [from pid=P uid=U gid=G]' (it cannot be forged by the
+sender). A subscription the daemon's access policy refuses, or revokes after a reload, is
+reported on stderr; watch fails once none is left.
 
 Options:
-  --count N      Exit after N messages
-  --timeout MS   Exit when no message came for MS milliseconds (default: never)
+  --count N        Exit after N messages
+  --timeout MS     Exit when no message came for MS milliseconds (default: never)
+  --credentials    Show who sent each message
 
 Exit status: 0 when --count or --timeout ends it, or when stdout is closed; 1 if the
-connection to qcopd fails.
+connection to qcopd fails or a subscription is denied.
 
 Examples:
   qcop watch 'QPE/*'
   qcop watch QPE/Audio QPE/System | grep setVolume
   qcop hex watch sensors/imu
   qcop watch --count 1 --timeout 5000 QPE/System
+  qcop watch --credentials QPE/Power
 ";
 
 const WAIT: &str = "\
@@ -256,7 +273,9 @@ qcop stats - show the daemon's counters
 
 Usage: qcop stats [--clients]
 
-Prints the daemon's counters and gauges, one 'name value' per line. With --clients, also
+Prints the daemon's counters and gauges, one 'name value' per line: connections,
+messages, drops, calls, and also access-policy denials (policy_denied_*), monitors, and
+services started on demand (activation_*, spool_*). With --clients, also
 a table of the connected clients: ID, PID, UID, GID, SUBSCRIPTIONS, QUEUED_BYTES (not yet
 written to the client), DELIVERED, DROPPED and NAME (the client's program name).
 
@@ -299,6 +318,57 @@ Options:
 Examples:
   qcop serve QPE/Calc 'add(int,int)' 'result(int)' 5
   qcop serve --count 1 QPE/Power 'batteryLevel()' 'level(int)' 80 &
+";
+
+const MONITOR: &str = "\
+qcop monitor - print all traffic
+
+Usage: qcop monitor [--count N] [--timeout MS] [PATTERN...]
+
+Shows every message sent on the bus (or on the channels matching the PATTERNs), every
+call and every reply, with who sent it, one line each:
+  CHANNEL MESSAGE ARGS... [from pid=P uid=U gid=G]
+  CHANNEL MESSAGE ARGS... [call T] [from ...]
+  CHANNEL REPLY ARGS... [reply T] [from ...]        (T links a reply to its call)
+  CHANNEL \"error text\" [error reply T] [from ...]
+A monitor changes nothing for the others: it is not a subscriber (not counted by
+'registered' or 'channels'), never answers calls, starts no service, and when it reads too
+slowly only its own oldest lines are dropped ('# lost N events' on stderr). Messages sent
+while nobody subscribed are shown too. Only root and the daemon's user may monitor, unless
+the daemon's policy has a rule allowing 'monitor'; otherwise qcop prints 'access denied'
+and exits 1.
+
+Options:
+  --count N      Exit after N lines
+  --timeout MS   Exit when nothing happened for MS milliseconds (default: never)
+
+Exit status: 0 when --count or --timeout ends it, or when stdout is closed; 1 if denied
+or the connection to qcopd fails.
+
+Examples:
+  qcop monitor
+  qcop monitor 'QPE/*' sensors/imu
+  qcop monitor --count 10 | grep setVolume
+";
+
+const SERVICES: &str = "\
+qcop services - list the services qcopd starts on demand
+
+Usage: qcop services
+
+qcopd can start a program when a message arrives for its channel and nobody is subscribed
+to that channel ([[service]] entries in its configuration, Qt Extended's
+QPE/Application/<app>). The message waits in a queue until the program subscribes to the
+channel. Prints a table with NAME, CHANNEL (channel or pattern), STATE, QUEUED and BYTES
+(messages waiting for it to subscribe), STARTS and FAILURES. STATE is one of
+  idle                  not started (or exited normally)
+  starting (pid P)      started, messages queued until it subscribes
+  running (pid P)       subscribed
+  failed (WHY)          the last start failed: it could not run, exited or did not
+                        subscribe in time (the queued messages were dropped)
+
+Example:
+  qcop services
 ";
 
 const OLD_FORM: &str = "\
@@ -382,6 +452,8 @@ mod tests {
             Topic::Stats,
             Topic::Call,
             Topic::Serve,
+            Topic::Monitor,
+            Topic::Services,
             Topic::OldForm,
         ] {
             let t = text(Some(topic));

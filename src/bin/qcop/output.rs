@@ -1,8 +1,9 @@
 //! What `qcop` prints: message lines, tables, and a stdout that tolerates being closed.
 
 use crate::Failure;
+use qcop::client::MonitorEvent;
 use qcop::datastream::{self, ArgType, Value};
-use qcop::Message;
+use qcop::{Credentials, Message, Monitored};
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
@@ -77,7 +78,7 @@ fn decode(signature: &str, payload: &[u8]) -> Option<Vec<Value>> {
 }
 
 /// The line `watch` prints for a message: `CHANNEL MESSAGE ARGS...`, plus ` [call]` for a
-/// call.
+/// call and ` [from pid=P uid=U gid=G]` when the sender's credentials came with it.
 pub fn message_line(msg: &Message, hex: bool) -> String {
     let mut line = joined(
         &[&msg.channel, &msg.message],
@@ -86,7 +87,37 @@ pub fn message_line(msg: &Message, hex: bool) -> String {
     if msg.is_call() {
         line.push_str(" [call]");
     }
+    if let Some(sender) = msg.sender() {
+        push_sender(&mut line, sender);
+    }
     line
+}
+
+/// The line `monitor` prints: like `watch`, with ` [call T]`, ` [reply T]` or
+/// ` [error reply T]` linking calls and replies by token, and always the sender. An error
+/// reply's text is quoted.
+pub fn monitor_line(m: &Monitored, hex: bool) -> String {
+    let mut line = match m.event {
+        MonitorEvent::ErrorReply => format!("{} {:?}", m.channel, m.message),
+        _ => joined(
+            &[&m.channel, &m.message],
+            &arguments(&m.message, &m.data, hex),
+        ),
+    };
+    // Writing to a String cannot fail.
+    let _ = match m.event {
+        MonitorEvent::Send => Ok(()),
+        MonitorEvent::Call => write!(line, " [call {}]", m.token),
+        MonitorEvent::Reply => write!(line, " [reply {}]", m.token),
+        MonitorEvent::ErrorReply => write!(line, " [error reply {}]", m.token),
+    };
+    push_sender(&mut line, m.sender);
+    line
+}
+
+fn push_sender(line: &mut String, c: Credentials) {
+    // Writing to a String cannot fail.
+    let _ = write!(line, " [from {c}]");
 }
 
 /// `head` words and `args`, separated by single spaces, without a trailing space when
@@ -144,6 +175,7 @@ mod tests {
             message: message.into(),
             data,
             call_token: call.then_some(7),
+            sender: None,
         }
     }
 
@@ -178,6 +210,55 @@ mod tests {
         assert_eq!(message_line(&m, false), "QPE/Audio setVolume(int) 5");
         let m = msg("a", "ping()", Vec::new(), true);
         assert_eq!(message_line(&m, false), "a ping() [call]");
+        let mut m = msg("a", "n(int)", 1i32.to_be_bytes().to_vec(), false);
+        m.sender = Some(Credentials {
+            pid: 12,
+            uid: 1000,
+            gid: 100,
+        });
+        assert_eq!(
+            message_line(&m, false),
+            "a n(int) 1 [from pid=12 uid=1000 gid=100]"
+        );
+    }
+
+    #[test]
+    fn monitor_lines() {
+        let sender = Credentials {
+            pid: 1,
+            uid: 0,
+            gid: 0,
+        };
+        let m = |event, message: &str, data: Vec<u8>| Monitored {
+            event,
+            token: 9,
+            channel: "calc".into(),
+            message: message.into(),
+            data,
+            sender,
+        };
+        let two = [2i32.to_be_bytes(), 3i32.to_be_bytes()].concat();
+        assert_eq!(
+            monitor_line(&m(MonitorEvent::Call, "add(int,int)", two), false),
+            "calc add(int,int) 2 3 [call 9] [from pid=1 uid=0 gid=0]"
+        );
+        assert_eq!(
+            monitor_line(
+                &m(MonitorEvent::Reply, "r(int)", 5i32.to_be_bytes().to_vec()),
+                false
+            ),
+            "calc r(int) 5 [reply 9] [from pid=1 uid=0 gid=0]"
+        );
+        assert_eq!(
+            monitor_line(&m(MonitorEvent::ErrorReply, "no way", vec![]), false),
+            "calc \"no way\" [error reply 9] [from pid=1 uid=0 gid=0]"
+        );
+        let mut send = m(MonitorEvent::Send, "ping()", vec![]);
+        send.token = 0;
+        assert_eq!(
+            monitor_line(&send, false),
+            "calc ping() [from pid=1 uid=0 gid=0]"
+        );
     }
 
     #[test]
