@@ -14,13 +14,16 @@
 //! - `util`: errors, role arguments, the shared clock, `/proc` readers;
 //! - `procs`: CPU placement, child processes, qcopd, the watchdog;
 //! - `report`: percentiles and Markdown tables;
-//! - `rr`, `broadcast`, `footprint`, `startup`, `seglock`: one group each, with its roles.
+//! - `rr`, `broadcast`, `link`, `footprint`, `startup`, `seglock`: one group each, with its roles.
 #![forbid(unsafe_code)]
 
 #[path = "qcop_bench/broadcast.rs"]
 mod broadcast;
 #[path = "qcop_bench/footprint.rs"]
 mod footprint;
+#[cfg(feature = "links")]
+#[path = "qcop_bench/link.rs"]
+mod link;
 #[path = "qcop_bench/procs.rs"]
 mod procs;
 #[path = "qcop_bench/report.rs"]
@@ -44,7 +47,7 @@ qcop_bench - qcop figures and their floors, measured in one run
 
 Usage: cargo bench --bench qcop_bench -- [OPTIONS] [GROUP...]
 
-Groups (default: all): rr, broadcast, footprint, startup, seglock
+Groups (default: all): rr, broadcast, link, footprint, startup, seglock
 
 Options:
   --pin LIST   Placements to measure, comma-separated: same (all processes on the first
@@ -75,14 +78,16 @@ max_total_queue_bytes = 1073741824
 enum Group {
     Rr,
     Broadcast,
+    Link,
     Footprint,
     Startup,
     Seglock,
 }
 
-const GROUPS: [(&str, Group); 5] = [
+const GROUPS: [(&str, Group); 6] = [
     ("rr", Group::Rr),
     ("broadcast", Group::Broadcast),
+    ("link", Group::Link),
     ("footprint", Group::Footprint),
     ("startup", Group::Startup),
     ("seglock", Group::Seglock),
@@ -170,7 +175,7 @@ fn run_role(args: &[String]) -> ExitCode {
         eprintln!("qcop_bench: --role needs a name");
         return ExitCode::from(2);
     };
-    let roles: [(&str, Role); 14] = [
+    let roles: &[(&str, Role)] = &[
         ("rr-client", rr::client_role),
         ("rr-responder", rr::responder_role),
         ("relay", rr::relay_role),
@@ -185,6 +190,12 @@ fn run_role(args: &[String]) -> ExitCode {
         ("startup-probe", startup::probe_role),
         ("seglock-solo", seglock::solo_role),
         ("seglock-contend", seglock::contend_role),
+        #[cfg(feature = "links")]
+        ("tcp-relay", link::tcp_relay_role),
+        #[cfg(feature = "links")]
+        ("tcp-reader", link::tcp_reader_role),
+        #[cfg(feature = "links")]
+        ("tcp-writer", link::tcp_writer_role),
     ];
     let Some(&(_, f)) = roles.iter().find(|(n, _)| n == name) else {
         eprintln!("qcop_bench: unknown role {name:?}");
@@ -279,6 +290,24 @@ fn bench(opts: &Options, out: &mut String) -> Res<()> {
                 },
             )
             .map(|t| vec![t])?,
+            #[cfg(feature = "links")]
+            Group::Link => link::run(
+                dir.path(),
+                TRAFFIC_CONFIG,
+                &placements,
+                &link::Params {
+                    warmup: if q { 200 } else { 2_000 },
+                    iters: if q { 1_000 } else { 20_000 },
+                    iters_nagle: if q { 20 } else { 500 },
+                    rounds: if q { 1 } else { 4 },
+                    stream: if q { 5_000 } else { 200_000 },
+                },
+            )?,
+            #[cfg(not(feature = "links"))]
+            Group::Link => {
+                out.push_str("Group `link` skipped: built without the `links` feature.\n\n");
+                Vec::new()
+            }
             Group::Footprint => footprint::run(
                 dir.path(),
                 &footprint::Params {

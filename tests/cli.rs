@@ -393,12 +393,12 @@ fn registered_reports_with_exit_status() {
     let mut a = d.connect();
     a.subscribe("test/reg").unwrap();
     let o = qcop(&d, &["registered", "test/reg"]);
-    assert_run(&o, 0, "test/reg is registered (1 subscriber)\n");
+    assert_run(&o, 0, "test/reg is registered (1 local subscriber)\n");
 
     let mut b = d.connect();
     b.subscribe("test/reg").unwrap();
     let o = qcop(&d, &["registered", "test/reg"]);
-    assert_run(&o, 0, "test/reg is registered (2 subscribers)\n");
+    assert_run(&o, 0, "test/reg is registered (2 local subscribers)\n");
 }
 
 #[test]
@@ -413,13 +413,14 @@ fn channels_lists_channels_and_patterns() {
         .lines()
         .map(|l| l.split_whitespace().map(str::to_owned).collect())
         .collect();
-    assert_eq!(rows[0], ["NAME", "SUBSCRIBERS", "KIND"]);
+    assert_eq!(rows[0], ["NAME", "LOCAL", "REMOTE", "KIND"]);
+    let row = |cells: [&str; 4]| cells.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>();
     assert!(
-        rows.contains(&vec!["test/chan".into(), "1".into(), "channel".into()]),
+        rows.contains(&row(["test/chan", "1", "0", "channel"])),
         "{rows:?}"
     );
     assert!(
-        rows.contains(&vec!["test/pat*".into(), "1".into(), "pattern".into()]),
+        rows.contains(&row(["test/pat*", "1", "0", "pattern"])),
         "{rows:?}"
     );
 }
@@ -628,7 +629,7 @@ fn chain_stops_at_the_first_failure() {
     let mut conn = d.connect();
     conn.subscribe("test/b").unwrap();
     let o = qcop(&d, &["send", "test/b", "x()", "--", "registered", "test/b"]);
-    assert_run(&o, 0, "test/b is registered (1 subscriber)\n");
+    assert_run(&o, 0, "test/b is registered (1 local subscriber)\n");
 }
 
 #[test]

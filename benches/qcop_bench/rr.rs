@@ -32,7 +32,7 @@ pub struct Params {
 }
 
 /// Wire sizes of the qcop `Call` and `Respond` frames carrying the payload.
-fn wire_sizes() -> (usize, usize) {
+pub fn wire_sizes() -> (usize, usize) {
     let payload = [0u8; PAYLOAD];
     let call = Frame::Call {
         seq: 1,
@@ -56,17 +56,18 @@ fn wire_sizes() -> (usize, usize) {
 
 /// What the runs of one path measured.
 #[derive(Default)]
-struct Outcome {
+pub struct Outcome {
     /// Round-trip times, ns.
-    samples: Vec<u64>,
+    pub samples: Vec<u64>,
     /// CPU time over the timed round trips: client, middle (qcopd or relay), responder.
-    cpu: [u64; 3],
+    pub cpu: [u64; 3],
     /// Peak RSS of qcopd (0 for the relay).
-    middle_hwm: u64,
+    pub middle_hwm: u64,
 }
 
 impl Outcome {
-    fn merge(&mut self, other: Outcome) {
+    /// Adds another run's figures.
+    pub fn merge(&mut self, other: Outcome) {
         self.samples.extend(other.samples);
         for (a, b) in self.cpu.iter_mut().zip(other.cpu) {
             *a += b;
@@ -75,7 +76,7 @@ impl Outcome {
     }
 
     /// CPU µs per round trip of process `i`.
-    fn cpu_us(&self, i: usize) -> f64 {
+    pub fn cpu_us(&self, i: usize) -> f64 {
         self.cpu[i] as f64 / 1000.0 / self.samples.len().max(1) as f64
     }
 }
@@ -175,7 +176,7 @@ fn qcop_once(
     responder.expect("ready")?;
     let args = role_args(&[("socket", &socket), ("warmup", &warmup), ("iters", &iters)]);
     let mut client = role("rr-client", &args, pl.cpus(0))?;
-    let mut outcome = drive(&mut client, daemon.pid(), responder.pid(), iters)?;
+    let mut outcome = drive(&mut client, &[daemon.pid()], responder.pid(), iters)?;
     client.finish()?;
     outcome.middle_hwm = mem_of(daemon.pid())?.hwm;
     daemon.stop()?;
@@ -207,7 +208,7 @@ fn floor_once(
         ("iters", &iters),
     ]);
     let mut client = role("raw-rr-client", &args, pl.cpus(0))?;
-    let outcome = drive(&mut client, relay.pid(), responder.pid(), iters)?;
+    let outcome = drive(&mut client, &[relay.pid()], responder.pid(), iters)?;
     client.finish()?;
     relay.finish()?;
     responder.finish()?;
@@ -215,14 +216,15 @@ fn floor_once(
 }
 
 /// Follows a client through warm-up and the timed round trips, sampling the CPU time of
-/// the middle process and the responder around the timed part (the client waits for the
-/// parent at both points, so every process is idle and alive when sampled).
-fn drive(client: &mut Child, middle: u32, responder: u32, iters: usize) -> Res<Outcome> {
+/// the middle processes (added up) and the responder around the timed part (the client
+/// waits for the parent at both points, so every process is idle and alive when sampled).
+pub fn drive(client: &mut Child, middle: &[u32], responder: u32, iters: usize) -> Res<Outcome> {
+    let middle_cpu = || -> Res<u64> { middle.iter().map(|&p| cpu_ns(p)).sum() };
     client.expect("warm")?;
-    let before = [cpu_ns(middle)?, cpu_ns(responder)?];
+    let before = [middle_cpu()?, cpu_ns(responder)?];
     client.send("go")?;
     let client_cpu: u64 = client.expect("cpu")?.parse().ctx("client cpu")?;
-    let after = [cpu_ns(middle)?, cpu_ns(responder)?];
+    let after = [middle_cpu()?, cpu_ns(responder)?];
     client.send("done")?;
     let samples = parse_list(&client.expect("samples")?)?;
     if samples.len() != iters {

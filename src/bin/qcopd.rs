@@ -31,6 +31,8 @@ System bus: 'policy' rules decide who may send, receive and monitor what (by use
 group); [[service]] entries start programs when a message arrives for their channel. See
 docs/policy.toml for a commented example; 'qcop services' and 'qcop monitor' show them at
 work.
+Links to qcopd on other boards over TCP: the [links] section of FILE (off by default; see
+docs/qcopd.toml and the README's \"Linking boards\").
 
 Exit status: 0 after a clean shutdown, 1 on a startup error, 2 on a usage error.
 ";

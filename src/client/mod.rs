@@ -203,7 +203,7 @@ pub struct Limits {
 pub(crate) enum Answer {
     Ok(u32),
     Error(ErrorCode, String),
-    Registered(u32),
+    Registered(u32, u32),
     Channels(Vec<ChannelInfo>),
     Stats(StatsReport),
     Services(Vec<ServiceInfo>),
@@ -445,17 +445,26 @@ impl Connection {
 
     // ----- queries -----------------------------------------------------------------------
 
-    /// Whether `channel` has at least one (exact) subscriber. Waits at most the timeout.
+    /// Whether `channel` has at least one (exact) subscriber, on this daemon or on another
+    /// one reached over a link. Waits at most the timeout.
     pub fn is_registered(&mut self, channel: &str) -> Result<bool, Error> {
-        Ok(self.registered_count(channel)? > 0)
+        let (local, remote) = self.registered_counts(channel)?;
+        Ok(local + remote > 0)
     }
 
-    /// Number of connections subscribed exactly to `channel`.
+    /// Number of connections subscribed exactly to `channel`, local and remote together.
     pub fn registered_count(&mut self, channel: &str) -> Result<u32, Error> {
+        let (local, remote) = self.registered_counts(channel)?;
+        Ok(local.saturating_add(remote))
+    }
+
+    /// Exact subscribers of `channel`: `(local, remote)`, where remote ones are connected to
+    /// other daemons that a message sent here would reach over links.
+    pub fn registered_counts(&mut self, channel: &str) -> Result<(u32, u32), Error> {
         check_name(channel, self.limits.max_channel as usize).map_err(Error::BadName)?;
         self.retrying(
             |c| match c.request(|seq| Frame::IsRegistered { seq, channel })? {
-                Answer::Registered(n) => Ok(n),
+                Answer::Registered(local, remote) => Ok((local, remote)),
                 other => Err(unexpected(other)),
             },
         )
@@ -916,8 +925,8 @@ impl Connection {
                             .insert(seq, Answer::Error(code, text.to_owned()));
                     }
                 }
-                Frame::Registered { seq, count } => {
-                    self.answers.insert(seq, Answer::Registered(count));
+                Frame::Registered { seq, count, remote } => {
+                    self.answers.insert(seq, Answer::Registered(count, remote));
                 }
                 Frame::Channels { seq, list } => {
                     self.answers.insert(seq, Answer::Channels(list));
@@ -1028,7 +1037,7 @@ fn unexpected(a: Answer) -> Error {
     let what = match a {
         Answer::Ok(_) => "Ok",
         Answer::Error(..) => "Error",
-        Answer::Registered(_) => "Registered",
+        Answer::Registered(..) => "Registered",
         Answer::Channels(_) => "Channels",
         Answer::Stats(_) => "Stats",
         Answer::Services(_) => "Services",

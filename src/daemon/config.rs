@@ -1,6 +1,7 @@
 //! The daemon's configuration: embedded defaults, optionally overridden by a TOML file.
 
 use super::activate::ServiceConfig;
+pub use super::link::config::{LinkConfig, PeerConfig};
 use super::names::{Names, SystemNames};
 use super::policy::Policy;
 use serde::Deserialize;
@@ -82,6 +83,8 @@ pub struct Config {
     pub spool_dir: Option<PathBuf>,
     /// Activatable services (`[[service]]`).
     pub service: Vec<ServiceConfig>,
+    /// Links to daemons on other boards (none by default).
+    pub links: LinkConfig,
 }
 
 impl Default for Config {
@@ -116,6 +119,7 @@ impl Default for Config {
             activation_restart_delay_ms: 1_000,
             spool_dir: None,
             service: Vec::new(),
+            links: LinkConfig::default(),
         }
     }
 }
@@ -218,6 +222,10 @@ impl Config {
         }
         Policy::compile(self.policy.as_deref(), &self.policy_default, names, 0)?;
         super::activate::validate(self, names)?;
+        let link_frame = frame + super::link::config::MSG_OVERHEAD as u64;
+        self.links
+            .validate(link_frame)
+            .map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -361,6 +369,36 @@ mod tests {
                 e.contains("policy rule 1 (") && e.contains("unknown user \"system\""),
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "links")]
+    fn example_link_configs_parse() {
+        for (name, text) in [
+            (
+                "links-display.toml",
+                include_str!("../../docs/links-display.toml"),
+            ),
+            (
+                "links-control.toml",
+                include_str!("../../docs/links-control.toml"),
+            ),
+            (
+                "links-triangle-a.toml",
+                include_str!("../../docs/links-triangle-a.toml"),
+            ),
+            (
+                "links-triangle-b.toml",
+                include_str!("../../docs/links-triangle-b.toml"),
+            ),
+            (
+                "links-triangle-c.toml",
+                include_str!("../../docs/links-triangle-c.toml"),
+            ),
+        ] {
+            let c = Config::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(c.links.enabled(), "{name} configures no link");
         }
     }
 

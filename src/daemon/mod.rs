@@ -14,9 +14,11 @@
 //! - [`activate`]: services started on demand for their channel (`[[service]]`).
 //! - `spawn`: fork and exec of those services (the daemon's only `unsafe` code).
 //! - [`spool`]: the on-disk queue of persistent services.
+//! - [`link`]: links to daemons on other boards over TCP.
 
 pub mod activate;
 pub mod config;
+pub mod link;
 pub mod listen;
 pub mod names;
 pub mod outq;

@@ -18,8 +18,8 @@ use super::stats::{Counters, Gauges};
 use crate::datastream::Value;
 use crate::pattern::{check_name, is_pattern};
 use crate::wire::{
-    ChannelInfo, ClientInfo, Credentials, DecodeError, ErrorCode, Frame, FrameReader, MonitorEvent,
-    StatsReport, PROTOCOL_VERSION,
+    ClientInfo, Credentials, DecodeError, ErrorCode, Frame, FrameReader, MonitorEvent, StatsReport,
+    PROTOCOL_VERSION,
 };
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
@@ -31,6 +31,13 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+#[cfg(feature = "links")]
+mod links;
+#[cfg(not(feature = "links"))]
+#[path = "server/no_links.rs"]
+mod links;
+use links::{Links, RemoteCaller, LISTENER_TOKEN};
 
 /// Channel on which the daemon announces channel lifecycle events.
 pub const SYSTEM_CHANNEL: &str = "qcop/daemon";
@@ -80,6 +87,12 @@ struct PendingCall {
     /// The call's channel, kept only while monitors are connected (their reply lines
     /// name it).
     channel: Option<Box<str>>,
+    /// Links the call went out on that have neither answered nor given up.
+    links: Vec<usize>,
+    /// Some recipient, here or behind a link, received the call.
+    delivered: bool,
+    /// For a call that came over a link: where the answer goes (no local caller then).
+    remote: Option<RemoteCaller>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -129,6 +142,9 @@ pub struct Server {
     access: access::Access,
     /// Services started on demand.
     activation: Activation,
+    /// Links to daemons on other boards.
+    #[cfg_attr(not(feature = "links"), allow(dead_code))]
+    links: Links,
 }
 
 /// Error starting the event loop.
@@ -170,7 +186,8 @@ impl Server {
             .unwrap_or_else(crate::paths::default_socket_path);
         let activation = Activation::new(&cfg, socket, &super::names::SystemNames)
             .map_err(|e| err("services", &e))?;
-        Ok(Server {
+        let links = Links::new(&cfg.links).map_err(SetupError)?;
+        let mut server = Server {
             cfg,
             config_path,
             epoll,
@@ -196,7 +213,10 @@ impl Server {
             segments: Segments::default(),
             access,
             activation,
-        })
+            links,
+        };
+        server.links_register().map_err(SetupError)?;
+        Ok(server)
     }
 
     /// Runs until SIGTERM or SIGINT; then says goodbye to clients and removes the socket.
@@ -216,6 +236,7 @@ impl Server {
                 match ev.data() {
                     TOKEN_LISTENER => self.accept_all(),
                     TOKEN_SIGNAL => self.signals.drain(),
+                    token if token >= LISTENER_TOKEN => self.link_event(token, ev.events()),
                     token => {
                         let slot = (token - FIRST_CLIENT_TOKEN) as Slot;
                         let flags = ev.events();
@@ -240,6 +261,7 @@ impl Server {
             self.expire_timers();
             self.expire_services();
             self.compact_timers();
+            self.links_turn();
             self.flush_dirty();
             self.close_pending();
         }
@@ -250,7 +272,8 @@ impl Server {
     fn next_timeout(&self) -> EpollTimeout {
         let next = self.timers.peek().map(|Reverse((at, _))| *at);
         let services = self.activation.next_deadline();
-        match next.into_iter().chain(services).min() {
+        let links = self.links_next_deadline();
+        match next.into_iter().chain(services).chain(links).min() {
             None => EpollTimeout::NONE,
             Some(at) => {
                 let ms = at.saturating_duration_since(Instant::now()).as_millis() + 1;
@@ -271,8 +294,13 @@ impl Server {
                     {
                         log::warn!("socket settings changed; they take effect after a restart");
                     }
+                    if new.links != self.cfg.links {
+                        log::warn!("link settings changed; they take effect after a restart");
+                    }
                     log::info!("configuration reloaded from {}", path.display());
+                    let links = std::mem::take(&mut self.cfg.links);
                     self.cfg = new;
+                    self.cfg.links = links;
                     self.counters.reloads += 1;
                     self.reload_access();
                     self.reload_services();
@@ -568,19 +596,11 @@ impl Server {
             } => self.respond(slot, token, error, message, payload),
             Frame::IsRegistered { seq, channel } => {
                 let count = self.router.exact_count(channel) as u32;
-                self.reply(slot, &Frame::Registered { seq, count });
+                let remote = self.links_registered(channel);
+                self.reply(slot, &Frame::Registered { seq, count, remote });
             }
             Frame::ListChannels { seq } => {
-                let list = self
-                    .router
-                    .list()
-                    .into_iter()
-                    .map(|(name, subscribers, pattern)| ChannelInfo {
-                        name,
-                        subscribers,
-                        pattern,
-                    })
-                    .collect();
+                let list = self.links_channels(self.router.list());
                 self.reply(slot, &Frame::Channels { seq, list });
             }
             Frame::Stats { seq, clients } => {
@@ -688,6 +708,7 @@ impl Server {
                     client.access.want_credentials(channel);
                 }
                 self.reply(slot, &Frame::Ok { seq, value: 0 });
+                self.links_subscriptions_changed();
                 if outcome == (Subscribed::Added { new_channel: true }) {
                     self.announce("newChannel(QString)", channel);
                 }
@@ -708,6 +729,7 @@ impl Server {
                     c.access.forget_credentials(channel);
                 }
                 self.reply(slot, &Frame::Ok { seq, value: 0 });
+                self.links_subscriptions_changed();
                 if removed_channel {
                     self.announce("removedChannel(QString)", channel);
                 }
@@ -726,9 +748,27 @@ impl Server {
         let _ = self.publish(self.access.daemon, SYSTEM_CHANNEL, message, &payload);
     }
 
-    /// Queues a message for every subscriber of `channel` the policy lets receive it;
-    /// returns how many got it, or `None` when the channel has no subscriber at all.
+    /// Queues a message for every subscriber of `channel` the policy lets receive it, here
+    /// and behind links; returns how many local subscribers got it, or `None` when the
+    /// channel has no subscriber at all.
     fn publish(
+        &mut self,
+        sender: Credentials,
+        channel: &str,
+        message: &str,
+        payload: &[u8],
+    ) -> Option<u32> {
+        let local = self.deliver_local(sender, channel, message, payload);
+        let links = self.links_publish(channel, message, payload);
+        match local {
+            None if links > 0 => Some(0),
+            other => other,
+        }
+    }
+
+    /// Queues a message for every local subscriber of `channel` the policy lets receive it;
+    /// returns how many got it, or `None` when it has no local subscriber.
+    fn deliver_local(
         &mut self,
         sender: Credentials,
         channel: &str,
@@ -796,6 +836,9 @@ impl Server {
             seq,
             recipients: Vec::new(),
             channel: None,
+            links: Vec::new(),
+            delivered: false,
+            remote: None,
         };
         let sender = self.credentials(slot);
         if let Some(service) = self.service_for(channel) {
@@ -822,7 +865,7 @@ impl Server {
         }
         let mut recipients = std::mem::take(&mut self.scratch);
         self.router.recipients(channel, &mut recipients);
-        if recipients.is_empty() {
+        if recipients.is_empty() && !self.links_have_responder(channel) {
             self.scratch = recipients;
             self.counters.calls_no_responder += 1;
             let text = format!("no subscriber on {channel:?}");
@@ -838,13 +881,20 @@ impl Server {
         let mut reached = Vec::with_capacity(recipients.len());
         self.deliver(&recipients, &m, Some(&mut reached));
         self.scratch = recipients;
-        if reached.is_empty() {
+        let timeout = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis();
+        let timeout = u32::try_from(timeout).unwrap_or(u32::MAX).max(1);
+        let links = self.links_call(token, timeout, channel, message, payload);
+        if reached.is_empty() && links.is_empty() {
             self.counters.calls_responder_gone += 1;
             self.counters.requests_rejected += 1;
             let text = "the call could not be queued for any responder";
             return self.call_error(&call, ErrorCode::ResponderGone, text);
         }
+        call.delivered = !reached.is_empty();
         call.recipients = reached;
+        call.links = links;
         self.calls.insert(token, call);
         self.timers.push(Reverse((deadline, Timer::Call(token))));
     }
@@ -875,10 +925,9 @@ impl Server {
             let text = "reply exceeds the message name or payload limit";
             return self.reject(slot, token, ErrorCode::TooLarge, text);
         }
-        let Some(call) = self.calls.remove(&token) else {
+        let Some(call) = self.take_call(token) else {
             return;
         };
-        self.counters.calls_answered += 1;
         if !self.access.monitors.is_empty() {
             let event = if error {
                 MonitorEvent::ErrorReply
@@ -889,6 +938,11 @@ impl Server {
             let channel = call.channel.clone().unwrap_or_default();
             self.monitor(event, token, sender, &channel, message, payload);
         }
+        if call.remote.is_some() {
+            // A call from another board: the answer goes back over its link.
+            return self.link_reply_out(&call, error, message, payload);
+        }
+        self.counters.calls_answered += 1;
         let reply = encode_shared(
             &mut self.enc,
             &Frame::Reply {
@@ -912,6 +966,42 @@ impl Server {
         }
         c.calls_in_flight = c.calls_in_flight.saturating_sub(1);
         self.push_reply(call.caller, frame);
+    }
+
+    /// Removes a call from the table.
+    fn take_call(&mut self, token: u32) -> Option<PendingCall> {
+        let call = self.calls.remove(&token)?;
+        if let Some(r) = call.remote {
+            self.link_call_released(r);
+        }
+        Some(call)
+    }
+
+    /// Nobody is left to answer a call: tell its caller (a local client, or the link it
+    /// came from).
+    fn call_abandoned(&mut self, token: u32) {
+        let Some(call) = self.take_call(token) else {
+            return;
+        };
+        match call.remote {
+            Some(r) => self.link_call_gone(r, call.delivered),
+            None if call.delivered => {
+                self.counters.calls_responder_gone += 1;
+                self.call_error(
+                    &call,
+                    ErrorCode::ResponderGone,
+                    "every responder disconnected without answering",
+                );
+            }
+            None => {
+                self.counters.calls_no_responder += 1;
+                self.call_error(
+                    &call,
+                    ErrorCode::NoResponder,
+                    "no responder behind the links",
+                );
+            }
+        }
     }
 
     fn call_error(&mut self, call: &PendingCall, code: ErrorCode, text: &str) {
@@ -956,11 +1046,17 @@ impl Server {
         } else {
             Vec::new()
         };
+        let (link_counters, links) = self.links_report();
         let mut counters = self.counters.report(&gauges);
         counters.extend(self.segments.report());
         self.append_access_stats(&mut counters);
         self.append_service_stats(&mut counters);
-        StatsReport { counters, clients }
+        counters.extend(link_counters);
+        StatsReport {
+            counters,
+            clients,
+            links,
+        }
     }
 
     // ----- output ------------------------------------------------------------------------
@@ -1196,7 +1292,9 @@ impl Server {
             self.timers.pop();
             match timer {
                 Timer::Call(token) => {
-                    if let Some(call) = self.calls.remove(&token) {
+                    // A call relayed for another daemon just expires: its caller's own
+                    // daemon times it out.
+                    if let Some(call) = self.take_call(token).filter(|c| c.remote.is_none()) {
                         self.counters.calls_timed_out += 1;
                         self.call_error(&call, ErrorCode::Timeout, "no reply before the timeout");
                     }
@@ -1286,26 +1384,22 @@ impl Server {
         let id = c.id;
         let mut gone = Vec::new();
         self.calls.retain(|token, call| {
-            if call.caller == slot && call.caller_id == id {
+            if call.remote.is_none() && call.caller == slot && call.caller_id == id {
                 return false;
             }
             if let Some(i) = call.recipients.iter().position(|&r| r == id) {
                 call.recipients.swap_remove(i);
-                if call.recipients.is_empty() {
+                if call.recipients.is_empty() && call.links.is_empty() {
                     gone.push(*token);
                 }
             }
             true
         });
         for token in gone {
-            if let Some(call) = self.calls.remove(&token) {
-                self.counters.calls_responder_gone += 1;
-                self.call_error(
-                    &call,
-                    ErrorCode::ResponderGone,
-                    "every responder disconnected without answering",
-                );
-            }
+            self.call_abandoned(token);
+        }
+        if !c.subscriptions.is_empty() {
+            self.links_subscriptions_changed();
         }
         self.segments.client_closed(id);
         for name in std::mem::take(&mut c.subscriptions) {
@@ -1336,6 +1430,7 @@ impl Server {
             self.push_reply(slot, Rc::clone(&bytes));
             self.flush(slot);
         }
+        self.links_shutdown();
         if let Some(path) = &self.owned_path {
             if let Err(e) = std::fs::remove_file(path) {
                 log::warn!("cannot remove {}: {e}", path.display());

@@ -236,6 +236,12 @@ pub enum ErrorCode {
     MonitorConnection,
     /// The daemon's limit on monitors (`max_monitors`) is reached.
     TooManyMonitors,
+    /// A daemon link failed authentication (wrong key, or a peer that is not a qcopd).
+    LinkAuth,
+    /// A daemon refused a link: too many links or unauthenticated connections.
+    LinkBusy,
+    /// A daemon refused a link because the two daemons are already linked.
+    LinkDuplicate,
     /// A code this build does not know.
     Unknown(u16),
 }
@@ -272,6 +278,9 @@ impl ErrorCode {
             ActivationQueueFull => 19,
             MonitorConnection => 20,
             TooManyMonitors => 21,
+            LinkAuth => 36,
+            LinkBusy => 37,
+            LinkDuplicate => 38,
             Unknown(v) => v,
         }
     }
@@ -307,6 +316,9 @@ impl ErrorCode {
             19 => ActivationQueueFull,
             20 => MonitorConnection,
             21 => TooManyMonitors,
+            36 => LinkAuth,
+            37 => LinkBusy,
+            38 => LinkDuplicate,
             other => Unknown(other),
         }
     }
@@ -343,6 +355,9 @@ impl fmt::Display for ErrorCode {
             ActivationQueueFull => "activation queue full",
             MonitorConnection => "not possible on a monitor connection",
             TooManyMonitors => "too many monitors",
+            LinkAuth => "link authentication failed",
+            LinkBusy => "link refused: too many connections",
+            LinkDuplicate => "link refused: the daemons are already linked",
             Unknown(v) => return write!(f, "error code {v}"),
         };
         f.write_str(s)
@@ -354,10 +369,12 @@ impl fmt::Display for ErrorCode {
 pub struct ChannelInfo {
     /// Channel name or pattern.
     pub name: String,
-    /// Connections subscribed to it.
+    /// Local connections subscribed to it.
     pub subscribers: u32,
     /// Whether `name` is a wildcard pattern.
     pub pattern: bool,
+    /// Subscribers on other daemons reached over links (0 from a daemon without links).
+    pub remote: u32,
 }
 
 /// One connected client, as reported by `Stats` with the clients flag.
@@ -383,13 +400,40 @@ pub struct ClientInfo {
     pub name: String,
 }
 
-/// The `Stats` answer: named counters, then optionally one record per client.
+/// One link to another daemon, as reported by `Stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LinkInfo {
+    /// The configured peer address, or the address an accepted link came from.
+    pub peer: String,
+    /// The name the peer daemon gave in its handshake (empty until it authenticated).
+    pub name: String,
+    /// `down`, `connecting`, `handshake` or `up`.
+    pub state: String,
+    /// `(name, value)` pairs: round-trip time, messages and bytes each way, drops by
+    /// reason, reconnects (see `docs/PROTOCOL.md`).
+    pub counters: Vec<(String, u64)>,
+}
+
+impl LinkInfo {
+    /// The value of a named link counter.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.counters
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+    }
+}
+
+/// The `Stats` answer: named counters, then optionally one record per client, then one
+/// record per link.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StatsReport {
     /// `(name, value)` pairs, in a stable order.
     pub counters: Vec<(String, u64)>,
     /// Per-client records, present when asked for.
     pub clients: Vec<ClientInfo>,
+    /// Links to other daemons (empty without links).
+    pub links: Vec<LinkInfo>,
 }
 
 impl StatsReport {
@@ -691,8 +735,10 @@ pub enum Frame<'a> {
     Registered {
         /// Request number.
         seq: u32,
-        /// Exact subscribers of the channel.
+        /// Exact local subscribers of the channel.
         count: u32,
+        /// Exact subscribers on other daemons that a message sent here would reach.
+        remote: u32,
     },
     /// Answer to `ListChannels`.
     Channels {
@@ -915,6 +961,8 @@ impl<'a> Frame<'a> {
             Kind::Registered => Frame::Registered {
                 seq,
                 count: r.u32()?,
+                // Absent from daemons without links.
+                remote: if r.remaining() > 0 { r.u32()? } else { 0 },
             },
             Kind::Channels => {
                 // Each entry is at least a u16 length, a u32 count and a u8 flag.
@@ -929,7 +977,17 @@ impl<'a> Frame<'a> {
                             1 => true,
                             _ => return Err(DecodeError::Reserved),
                         },
+                        remote: 0,
                     });
+                }
+                // Remote subscriber counts, one per entry; absent from daemons without links.
+                if r.remaining() > 0 {
+                    if r.count(4)? != list.len() {
+                        return Err(DecodeError::BadCount);
+                    }
+                    for c in &mut list {
+                        c.remote = r.u32()?;
+                    }
                 }
                 Frame::Channels { seq, list }
             }
@@ -1158,13 +1216,20 @@ impl<'a> Frame<'a> {
                 out.extend_from_slice(&code.to_u16().to_be_bytes());
                 put_str(out, text);
             }
-            Frame::Registered { count, .. } => out.extend_from_slice(&count.to_be_bytes()),
+            Frame::Registered { count, remote, .. } => {
+                out.extend_from_slice(&count.to_be_bytes());
+                out.extend_from_slice(&remote.to_be_bytes());
+            }
             Frame::Channels { list, .. } => {
                 out.extend_from_slice(&(list.len() as u32).to_be_bytes());
                 for c in list {
                     put_str(out, &c.name);
                     out.extend_from_slice(&c.subscribers.to_be_bytes());
                     out.push(u8::from(c.pattern));
+                }
+                out.extend_from_slice(&(list.len() as u32).to_be_bytes());
+                for c in list {
+                    out.extend_from_slice(&c.remote.to_be_bytes());
                 }
             }
             Frame::StatsReport { report, .. } => encode_stats(report, out),
@@ -1235,11 +1300,7 @@ fn decode_services(r: &mut Reader<'_>) -> Result<Vec<ServiceInfo>, DecodeError> 
 }
 
 fn encode_stats(report: &StatsReport, out: &mut Vec<u8>) {
-    out.extend_from_slice(&(report.counters.len() as u32).to_be_bytes());
-    for (name, value) in &report.counters {
-        put_str(out, name);
-        out.extend_from_slice(&value.to_be_bytes());
-    }
+    encode_counters(&report.counters, out);
     out.extend_from_slice(&(report.clients.len() as u32).to_be_bytes());
     for c in &report.clients {
         for v in [c.id, c.pid, c.uid, c.gid, c.subscriptions] {
@@ -1250,14 +1311,34 @@ fn encode_stats(report: &StatsReport, out: &mut Vec<u8>) {
         }
         put_str(out, &c.name);
     }
+    out.extend_from_slice(&(report.links.len() as u32).to_be_bytes());
+    for l in &report.links {
+        put_str(out, &l.peer);
+        put_str(out, &l.name);
+        put_str(out, &l.state);
+        encode_counters(&l.counters, out);
+    }
 }
 
-fn decode_stats(r: &mut Reader<'_>) -> Result<StatsReport, DecodeError> {
+fn encode_counters(counters: &[(String, u64)], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(counters.len() as u32).to_be_bytes());
+    for (name, value) in counters {
+        put_str(out, name);
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+}
+
+fn decode_counters(r: &mut Reader<'_>) -> Result<Vec<(String, u64)>, DecodeError> {
     let n = r.count(10)?;
     let mut counters = Vec::with_capacity(n);
     for _ in 0..n {
         counters.push((r.str()?.to_owned(), r.u64()?));
     }
+    Ok(counters)
+}
+
+fn decode_stats(r: &mut Reader<'_>) -> Result<StatsReport, DecodeError> {
+    let counters = decode_counters(r)?;
     // Five u32, three u64 and a string length.
     let n = r.count(5 * 4 + 3 * 8 + 2)?;
     let mut clients = Vec::with_capacity(n);
@@ -1274,5 +1355,24 @@ fn decode_stats(r: &mut Reader<'_>) -> Result<StatsReport, DecodeError> {
             name: r.str()?.to_owned(),
         });
     }
-    Ok(StatsReport { counters, clients })
+    // The links section, absent from daemons without links. Each record holds at least
+    // three string lengths and a counter count.
+    let mut links = Vec::new();
+    if r.remaining() > 0 {
+        let n = r.count(2 + 2 + 2 + 4)?;
+        links.reserve(n);
+        for _ in 0..n {
+            links.push(LinkInfo {
+                peer: r.str()?.to_owned(),
+                name: r.str()?.to_owned(),
+                state: r.str()?.to_owned(),
+                counters: decode_counters(r)?,
+            });
+        }
+    }
+    Ok(StatsReport {
+        counters,
+        clients,
+        links,
+    })
 }

@@ -10,11 +10,12 @@ mod buf;
 mod frame;
 pub mod segments;
 
+#[cfg(feature = "links")]
 pub(crate) use buf::{put_bytes, put_str};
 pub use buf::{DecodeError, Reader};
 pub use frame::{
-    ChannelInfo, ClientInfo, Credentials, ErrorCode, Frame, Kind, MonitorEvent, ServiceInfo,
-    ServiceState, StatsReport, FLAG_FD, HEADER_LEN, MAGIC, PROTOCOL_VERSION,
+    ChannelInfo, ClientInfo, Credentials, ErrorCode, Frame, Kind, LinkInfo, MonitorEvent,
+    ServiceInfo, ServiceState, StatsReport, FLAG_FD, HEADER_LEN, MAGIC, PROTOCOL_VERSION,
 };
 
 /// Hard ceiling on a frame body, whatever the configuration says (64 MiB).
@@ -123,6 +124,31 @@ impl FrameReader {
             self.start = 0;
             self.end = 0;
         }
+    }
+
+    /// The next complete frame as raw bytes (header included), `Ok(None)` if more bytes are
+    /// needed. Only the length is checked (against the limit); the caller decodes the rest.
+    /// This serves protocols that share the 12-byte header but not the frame kinds (the links
+    /// between daemons).
+    pub fn next_raw(&mut self) -> Result<Option<&[u8]>, DecodeError> {
+        let avail = &self.buf[self.start..self.end];
+        if avail.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]);
+        if len > self.max_body {
+            return Err(DecodeError::TooLarge {
+                len,
+                max: self.max_body,
+            });
+        }
+        let total = HEADER_LEN + len as usize;
+        if avail.len() < total {
+            return Ok(None);
+        }
+        let from = self.start;
+        self.start += total;
+        Ok(Some(&self.buf[from..from + total]))
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed.

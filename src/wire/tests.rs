@@ -115,13 +115,18 @@ fn every_kind_roundtrips() {
             message: "r()",
             payload: b"",
         },
-        Frame::Registered { seq: 3, count: 2 },
+        Frame::Registered {
+            seq: 3,
+            count: 2,
+            remote: 1,
+        },
         Frame::Channels {
             seq: 5,
             list: vec![ChannelInfo {
                 name: "x/*".into(),
                 subscribers: 2,
                 pattern: true,
+                remote: 3,
             }],
         },
         Frame::StatsReport {
@@ -138,6 +143,12 @@ fn every_kind_roundtrips() {
                     delivered: 7,
                     dropped: 8,
                     name: "n".into(),
+                }],
+                links: vec![LinkInfo {
+                    peer: "10.0.0.2:4250".into(),
+                    name: "board".into(),
+                    state: "up".into(),
+                    counters: vec![("rtt_us".into(), 250)],
                 }],
             },
         },
@@ -213,6 +224,74 @@ fn bad_utf8_and_magic_and_trailing_bytes() {
     );
 }
 
+/// Answers from a daemon without links lack the remote counts and the links section; they
+/// still decode, with zeros and an empty list.
+#[test]
+fn answers_without_the_link_fields_decode() {
+    let mut b = Frame::Registered {
+        seq: 3,
+        count: 2,
+        remote: 0,
+    }
+    .to_vec();
+    b.truncate(b.len() - 4);
+    b[3] -= 4;
+    assert_eq!(
+        Frame::decode_exact(&b, MAX),
+        Ok(Frame::Registered {
+            seq: 3,
+            count: 2,
+            remote: 0
+        })
+    );
+    let list = vec![ChannelInfo {
+        name: "a".into(),
+        subscribers: 1,
+        pattern: false,
+        remote: 0,
+    }];
+    let mut b = Frame::Channels {
+        seq: 1,
+        list: list.clone(),
+    }
+    .to_vec();
+    b.truncate(b.len() - 8);
+    b[3] -= 8;
+    assert_eq!(
+        Frame::decode_exact(&b, MAX),
+        Ok(Frame::Channels { seq: 1, list })
+    );
+    let report = StatsReport {
+        counters: vec![("clients".into(), 1)],
+        clients: vec![],
+        links: vec![],
+    };
+    let mut b = Frame::StatsReport {
+        seq: 2,
+        report: report.clone(),
+    }
+    .to_vec();
+    b.truncate(b.len() - 4);
+    b[3] -= 4;
+    assert_eq!(
+        Frame::decode_exact(&b, MAX),
+        Ok(Frame::StatsReport { seq: 2, report })
+    );
+}
+
+#[test]
+fn raw_frames_are_split_by_length_only() {
+    let mut bytes = Frame::Sync { seq: 1 }.to_vec();
+    // An unknown kind is not the raw reader's business.
+    bytes[4] = 0x45;
+    bytes.extend_from_slice(&[0, 0, 0, 9, 0x41, 0, 0, 0, 0, 0, 0, 0]);
+    let mut r = FrameReader::new(8);
+    r.buffer_mut(bytes.len())[..bytes.len()].copy_from_slice(&bytes);
+    r.filled(bytes.len());
+    assert_eq!(r.next_raw().unwrap().map(|f| f.len()), Some(HEADER_LEN));
+    assert_eq!(r.next_raw(), Err(DecodeError::TooLarge { len: 9, max: 8 }));
+}
+
 #[test]
 fn hostile_counts_do_not_allocate() {
     let mut b = Frame::Channels {
@@ -276,7 +355,7 @@ proptest! {
             4 => Frame::Error { seq, fatal: flag, code: ErrorCode::from_u16(seq as u16), text: &a },
             5 => Frame::Subscribe { seq, credentials: flag, channel: &a },
             6 => Frame::Hello { version_min: seq as u16, version_max: (seq >> 16) as u16, name: &a },
-            _ => Frame::Channels { seq, list: vec![ChannelInfo { name: a.clone(), subscribers: seq, pattern: flag }] },
+            _ => Frame::Channels { seq, list: vec![ChannelInfo { name: a.clone(), subscribers: seq, pattern: flag, remote: seq ^ 1 }] },
         };
         let bytes = f.to_vec();
         prop_assert_eq!(Frame::decode_exact(&bytes, MAX), Ok(f));
@@ -298,7 +377,7 @@ proptest! {
     ) {
         let f = match pick % 2 {
             0 => Frame::Send { seq, ack: flag, channel: &a, message: &b, payload: &payload },
-            _ => Frame::StatsReport { seq, report: StatsReport { counters: vec![(a.clone(), 1)], clients: vec![] } },
+            _ => Frame::StatsReport { seq, report: StatsReport { counters: vec![(a.clone(), 1)], clients: vec![], links: vec![] } },
         };
         let mut bytes = f.to_vec();
         let i = at % bytes.len();

@@ -58,6 +58,23 @@ impl Daemon {
         d
     }
 
+    /// Starts qcopd under a wrapper command (such as `ip netns exec NS`) that execs it.
+    pub fn start_wrapped(config: &str, wrapper: &[&str]) -> Daemon {
+        let dir = temp_dir("d");
+        let socket = dir.join("run/qcopd.sock");
+        let p = dir.join("qcopd.toml");
+        std::fs::write(&p, config).expect("write config");
+        let child = spawn_wrapped(wrapper, &socket, Some(&p));
+        let d = Daemon {
+            child,
+            socket,
+            dir,
+            config: Some(p),
+        };
+        d.wait_ready();
+        d
+    }
+
     /// Starts a daemon again on the same socket (after a crash or stop).
     pub fn restart(&mut self) {
         self.child = spawn_daemon(&self.socket, self.config.as_deref());
@@ -130,6 +147,19 @@ impl Daemon {
             .unwrap_or(0)
     }
 
+    /// Replaces the configuration file; it takes effect at the next [`Daemon::restart`].
+    pub fn set_config(&mut self, text: &str) {
+        let p = self.dir.join("qcopd.toml");
+        std::fs::write(&p, text).expect("write config");
+        self.config = Some(p);
+    }
+
+    /// The daemon's counters and links.
+    pub fn stats(&self) -> qcop::wire::StatsReport {
+        let mut c = self.connect();
+        c.stats(false).expect("stats")
+    }
+
     /// A `qcop` CLI command pointed at this daemon.
     pub fn cli(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_qcop"));
@@ -150,7 +180,19 @@ impl Drop for Daemon {
 }
 
 fn spawn_daemon(socket: &Path, config: Option<&Path>) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_qcopd"));
+    spawn_wrapped(&[], socket, config)
+}
+
+fn spawn_wrapped(wrapper: &[&str], socket: &Path, config: Option<&Path>) -> Child {
+    let qcopd = env!("CARGO_BIN_EXE_qcopd");
+    let mut cmd = match wrapper.split_first() {
+        Some((prog, args)) => {
+            let mut c = Command::new(prog);
+            c.args(args).arg(qcopd);
+            c
+        }
+        None => Command::new(qcopd),
+    };
     cmd.arg("--socket")
         .arg(socket)
         .env_remove("QCOP_SOCKET")

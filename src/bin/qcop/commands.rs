@@ -358,24 +358,34 @@ impl<'o> Session<'o> {
     }
 
     fn registered(&mut self, channel: &str) -> Result<(), Failure> {
-        let n = self.conn.registered_count(channel)?;
-        if n == 0 {
+        let (local, remote) = self.conn.registered_counts(channel)?;
+        if local == 0 && remote == 0 {
             self.out.line(&format!("{channel} is not registered"))?;
             return Err(Failure::Negative);
         }
-        let plural = if n == 1 { "" } else { "s" };
-        self.out
-            .line(&format!("{channel} is registered ({n} subscriber{plural})"))
+        self.out.line(&format!(
+            "{channel} is registered ({})",
+            output::where_subscribed(local, remote)
+        ))
     }
 
     fn channels(&mut self) -> Result<(), Failure> {
         let list = self.conn.channels()?;
-        let mut rows = vec![vec!["NAME".into(), "SUBSCRIBERS".into(), "KIND".into()]];
+        let header = ["NAME", "LOCAL", "REMOTE", "KIND"];
+        let mut rows = vec![header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()];
         for c in list {
             let kind = if c.pattern { "pattern" } else { "channel" };
-            rows.push(vec![c.name, c.subscribers.to_string(), kind.into()]);
+            rows.push(vec![
+                c.name,
+                c.subscribers.to_string(),
+                c.remote.to_string(),
+                kind.into(),
+            ]);
         }
-        self.print_rows(&rows, &[Align::Left, Align::Right, Align::Left])
+        self.print_rows(
+            &rows,
+            &[Align::Left, Align::Right, Align::Right, Align::Left],
+        )
     }
 
     fn stats(&mut self, clients: bool) -> Result<(), Failure> {
@@ -386,9 +396,18 @@ impl<'o> Session<'o> {
             .map(|(name, value)| vec![name, value.to_string()])
             .collect();
         self.print_rows(&rows, &[Align::Left, Align::Right])?;
-        if !clients {
-            return Ok(());
+        if clients {
+            self.clients_table(report.clients)?;
         }
+        if !report.links.is_empty() {
+            self.out.line("")?;
+            let (rows, align) = output::links_table(&report.links);
+            self.print_rows(&rows, &align)?;
+        }
+        Ok(())
+    }
+
+    fn clients_table(&mut self, clients: Vec<qcop::wire::ClientInfo>) -> Result<(), Failure> {
         let header = [
             "ID",
             "PID",
@@ -401,7 +420,7 @@ impl<'o> Session<'o> {
             "NAME",
         ];
         let mut rows = vec![header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()];
-        for c in report.clients {
+        for c in clients {
             rows.push(vec![
                 c.id.to_string(),
                 c.pid.to_string(),

@@ -247,9 +247,12 @@ qcop registered - tell whether a channel has subscribers
 
 Usage: qcop registered CHANNEL
 
-Prints 'CHANNEL is registered (N subscribers)' and exits 0, or 'CHANNEL is not
-registered' and exits 1. Only exact subscriptions count, not patterns (as Qt's
-QCopChannel::isRegistered).
+Prints 'CHANNEL is registered (...)' and exits 0, or 'CHANNEL is not registered' and
+exits 1. Only exact subscriptions count, not patterns (as Qt's
+QCopChannel::isRegistered). The count says where the subscribers are: 'local' ones are
+connected to this daemon, 'remote' ones to daemons on other boards that a message sent
+here would reach over links (see qcopd's [links] configuration), e.g.
+  QPE/Audio is registered (1 local and 2 remote subscribers)
 
 Examples:
   qcop registered QPE/Application/clock
@@ -261,8 +264,9 @@ qcop channels - list channels and patterns
 
 Usage: qcop channels
 
-Prints a table of every channel and pattern the daemon knows, in the daemon's order, with
-columns NAME, SUBSCRIBERS and KIND (channel or pattern).
+Prints a table of every channel and pattern the daemon knows, sorted by name, with
+columns NAME, LOCAL (subscribers connected to this daemon), REMOTE (subscribers on other
+boards reached over links) and KIND (channel or pattern).
 
 Example:
   qcop channels
@@ -279,10 +283,21 @@ services started on demand (activation_*, spool_*). With --clients, also
 a table of the connected clients: ID, PID, UID, GID, SUBSCRIPTIONS, QUEUED_BYTES (not yet
 written to the client), DELIVERED, DROPPED and NAME (the client's program name).
 
+With links to other boards configured, the counters include links, links_up and the
+link_* totals, and a table follows with one row per link: PEER (address), NAME (the peer
+daemon's name), STATE (up, down, connecting, handshake), RTT_US (last keepalive round
+trip), MSGS_OUT/BYTES_OUT and MSGS_IN/BYTES_IN (each way), BUFFERED (messages waiting),
+DROPPED (messages dropped, the sum of the reasons that follow), then one column per reason:
+FULL (buffer full while down or slow), UNCONFIRMED (in flight when the peer restarted),
+UNWANTED (no subscriber any more when the link came back), NOT_IMPORTED, INVALID,
+TOO_LARGE and LIMIT (calls in flight), DUPLICATES (copies that came by a second path,
+dropped) and RECONNECTS.
+
 Examples:
   qcop stats
   qcop stats --clients
   qcop stats | grep dropped
+  qcop stats | sed -n '/^PEER/,$p'       # the links table only
 ";
 
 const CALL: &str = "\

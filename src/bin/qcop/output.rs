@@ -3,6 +3,7 @@
 use crate::Failure;
 use qcop::client::MonitorEvent;
 use qcop::datastream::{self, ArgType, Value};
+use qcop::wire::LinkInfo;
 use qcop::{Credentials, Message, Monitored};
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -129,6 +130,73 @@ pub fn joined(head: &[&str], args: &str) -> String {
         line.push_str(args);
     }
     line
+}
+
+/// Where the subscribers of a channel are, for `qcop registered`: "1 local subscriber",
+/// "2 remote subscribers", "1 local and 2 remote subscribers".
+pub fn where_subscribed(local: u32, remote: u32) -> String {
+    let plural = if local + remote == 1 { "" } else { "s" };
+    match (local, remote) {
+        (l, 0) => format!("{l} local subscriber{plural}"),
+        (0, r) => format!("{r} remote subscriber{plural}"),
+        (l, r) => format!("{l} local and {r} remote subscribers"),
+    }
+}
+
+/// The links table of `qcop stats`: one row per link, with the drops summed and then by
+/// reason.
+pub fn links_table(links: &[LinkInfo]) -> (Vec<Vec<String>>, Vec<Align>) {
+    const REASONS: [(&str, &str); 8] = [
+        ("FULL", "dropped_buffer_full"),
+        ("UNCONFIRMED", "dropped_unconfirmed"),
+        ("UNWANTED", "dropped_unwanted"),
+        ("NOT_IMPORTED", "dropped_not_imported"),
+        ("INVALID", "dropped_invalid"),
+        ("TOO_LARGE", "dropped_too_large"),
+        ("LIMIT", "dropped_limit"),
+        ("DUPLICATES", "duplicates"),
+    ];
+    let mut header: Vec<String> = [
+        "PEER",
+        "NAME",
+        "STATE",
+        "RTT_US",
+        "MSGS_OUT",
+        "BYTES_OUT",
+        "MSGS_IN",
+        "BYTES_IN",
+        "BUFFERED",
+        "DROPPED",
+    ]
+    .iter()
+    .map(|h| (*h).to_owned())
+    .collect();
+    header.extend(REASONS.iter().map(|(h, _)| (*h).to_owned()));
+    header.push("RECONNECTS".into());
+    let mut rows = vec![header];
+    for l in links {
+        let get = |k: &str| l.get(k).unwrap_or(0);
+        let dropped: u64 = REASONS[..7].iter().map(|(_, k)| get(k)).sum();
+        let name = if l.name.is_empty() { "-" } else { &l.name };
+        let mut row = vec![l.peer.clone(), name.to_owned(), l.state.clone()];
+        for k in [
+            "rtt_us",
+            "messages_out",
+            "bytes_out",
+            "messages_in",
+            "bytes_in",
+            "buffered_messages",
+        ] {
+            row.push(get(k).to_string());
+        }
+        row.push(dropped.to_string());
+        row.extend(REASONS.iter().map(|(_, k)| get(k).to_string()));
+        row.push(get("reconnects").to_string());
+        rows.push(row);
+    }
+    let mut align = vec![Align::Right; rows[0].len()];
+    align[..3].fill(Align::Left);
+    (rows, align)
 }
 
 /// How a table column is aligned.
@@ -259,6 +327,37 @@ mod tests {
             monitor_line(&send, false),
             "calc ping() [from pid=1 uid=0 gid=0]"
         );
+    }
+
+    #[test]
+    fn subscriber_counts_say_where() {
+        assert_eq!(where_subscribed(1, 0), "1 local subscriber");
+        assert_eq!(where_subscribed(2, 0), "2 local subscribers");
+        assert_eq!(where_subscribed(0, 1), "1 remote subscriber");
+        assert_eq!(where_subscribed(1, 2), "1 local and 2 remote subscribers");
+    }
+
+    #[test]
+    fn links_table_sums_the_drops() {
+        let link = LinkInfo {
+            peer: "10.0.0.2:4250".into(),
+            name: "control".into(),
+            state: "up".into(),
+            counters: vec![
+                ("dropped_buffer_full".into(), 3),
+                ("dropped_not_imported".into(), 2),
+                ("duplicates".into(), 7),
+                ("reconnects".into(), 1),
+            ],
+        };
+        let (rows, align) = links_table(&[link]);
+        assert_eq!(rows[0].len(), align.len());
+        let col = |name: &str| rows[0].iter().position(|h| h == name).unwrap();
+        assert_eq!(rows[1][col("DROPPED")], "5");
+        assert_eq!(rows[1][col("FULL")], "3");
+        assert_eq!(rows[1][col("DUPLICATES")], "7");
+        assert_eq!(rows[1][col("RECONNECTS")], "1");
+        assert_eq!(rows[1][col("STATE")], "up");
     }
 
     #[test]

@@ -506,6 +506,7 @@ impl Server {
             c.subscriptions.retain(|s| &**s != name);
             c.access.forget_credentials(name);
         }
+        self.links_subscriptions_changed();
         self.access.counters.revoked += 1;
         let reason = format!("subscription to {name:?} revoked: {text}");
         self.log_denial(slot, &reason);

@@ -163,5 +163,8 @@ fn pending(c: &QueuedCall) -> PendingCall {
         seq: c.seq,
         recipients: Vec::new(),
         channel: None,
+        links: Vec::new(),
+        delivered: false,
+        remote: None,
     }
 }
