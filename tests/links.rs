@@ -570,6 +570,9 @@ fn kill_and_restart_delivers_buffered_messages_once_in_order() {
         assert_eq!(l.get(name), Some(want), "{name}");
     }
     assert_eq!(s.reconnects(), 1);
+    // The reconnection was clean on both sides.
+    assert_eq!(counter(&a, "link_protocol_errors"), 0);
+    assert_eq!(counter(&b, "link_protocol_errors"), 0);
 }
 
 /// While the link is down its buffer keeps the newest messages up to `buffer_bytes`; the
@@ -1020,6 +1023,8 @@ fn latency_and_a_partition_through_a_fault_proxy() {
     // b counts the 76 messages it received, each once.
     assert_eq!(link_counter(&b, "a", "duplicates"), 0);
     assert_eq!(counter(&b, "messages_delivered"), 76);
+    assert_eq!(counter(&a, "link_protocol_errors"), 0);
+    assert_eq!(counter(&b, "link_protocol_errors"), 0);
 }
 
 /// Network namespaces and a veth pair as root: the link runs over a real (virtual) wire,
@@ -1075,6 +1080,8 @@ fn partition_and_heal_with_network_namespaces() {
         assert_eq!(l.get(name), Some(want), "{name}");
     }
     assert_eq!(counter(&b, "messages_delivered"), 131);
+    assert_eq!(counter(&a, "link_protocol_errors"), 0);
+    assert_eq!(counter(&b, "link_protocol_errors"), 0);
 }
 
 mod netns {

@@ -271,6 +271,20 @@ impl LinkQueue {
         dropped
     }
 
+    /// Takes over the backlog and the numbering of `old`, the queue of an earlier link to
+    /// the same peer (whose connection is closed), keeping the frames already queued for the
+    /// current connection (its handshake) in front.
+    pub fn inherit(&mut self, old: LinkQueue) {
+        debug_assert!(old.out.is_empty(), "a closed link has nothing to write");
+        let waiting = std::mem::take(&mut self.backlog);
+        self.backlog = old.backlog;
+        self.backlog_bytes += old.backlog_bytes;
+        self.backlog.extend(waiting);
+        self.unacked = old.unacked;
+        self.unacked_bytes = old.unacked_bytes;
+        self.written = old.written;
+    }
+
     /// Messages written in the current numbering.
     pub fn written(&self) -> u64 {
         self.written
@@ -398,6 +412,34 @@ mod tests {
         assert_eq!(q.resume(1), 2);
         assert_eq!(drain(&mut q, 100), [4, 5]);
         assert_eq!(q.written(), 3);
+    }
+
+    #[test]
+    fn a_new_connection_inherits_behind_its_handshake() {
+        let mut old = LinkQueue::default();
+        old.push_msg(msg(1), 1000);
+        drain(&mut old, 100);
+        old.push_backlog(msg(2), 1000);
+        old.disconnected();
+        let mut new = LinkQueue::default();
+        new.push_control(Rc::from(vec![97u8; 10]));
+        new.write_with(1000, |_| Ok(4)).unwrap(); // the hello is half written
+        new.inherit(old);
+        assert_eq!(new.unacked(), 1);
+        assert_eq!(new.resume(0), 0);
+        new.backlog_to_out();
+        // The rest of the hello, then the resent message, then the backlog.
+        let mut wire = Vec::new();
+        while !new.out_is_empty() {
+            new.write_with(1000, |s| {
+                for sl in s {
+                    wire.extend_from_slice(sl);
+                }
+                Ok(s.iter().map(|s| s.len()).sum())
+            })
+            .unwrap();
+        }
+        assert_eq!(wire, [vec![97u8; 6], vec![1u8; 10], vec![2u8; 10]].concat());
     }
 
     #[test]

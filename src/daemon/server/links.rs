@@ -749,8 +749,12 @@ impl Server {
             return;
         };
         let link = self.links.slots[id].as_mut().expect("caller checked");
-        link.queue = old.queue;
-        link.counters = old.counters;
+        link.queue.inherit(old.queue);
+        // The handshake's own traffic is added to the earlier totals.
+        let handshake = std::mem::replace(&mut link.counters, old.counters);
+        link.counters.bytes_in += handshake.bytes_in;
+        link.counters.bytes_out += handshake.bytes_out;
+        link.counters.writes += handshake.writes;
         link.tx_peer = old.tx_peer;
         link.rx_from = old.rx_from;
         link.rx_count = old.rx_count;
