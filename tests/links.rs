@@ -219,6 +219,17 @@ fn point_to_point_both_ways_with_calls() {
     ));
     assert_eq!(link_counter(&a, "b", "duplicates"), 0);
     assert_eq!(link_counter(&b, "a", "duplicates"), 0);
+
+    // A receiver that asks for credentials sees no local process or user as the sender of
+    // a message from another board.
+    let mut cred = b.connect();
+    cred.subscribe_with_credentials("to/cred").unwrap();
+    wait_remote(&a, "to/cred", 1);
+    pa.send("to/cred", MSG, &1i32.to_be_bytes()).unwrap();
+    pa.flush().unwrap();
+    let m = recv(&mut cred);
+    let who = m.sender.expect("credentials");
+    assert_eq!((who.pid, who.uid, who.gid), (0, u32::MAX, u32::MAX));
 }
 
 #[test]
