@@ -10,7 +10,6 @@ mod buf;
 mod frame;
 pub mod segments;
 
-#[cfg(feature = "links")]
 pub(crate) use buf::{put_bytes, put_str};
 pub use buf::{DecodeError, Reader};
 pub use frame::{
