@@ -373,6 +373,14 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "links"))]
+    fn a_build_without_links_refuses_a_links_section() {
+        let e = Config::parse("[links]\nlisten = \"127.0.0.1:4250\"\n").unwrap_err();
+        assert!(e.to_string().contains("built without links"), "{e}");
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
     #[cfg(feature = "links")]
     fn example_link_configs_parse() {
         for (name, text) in [
