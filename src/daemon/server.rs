@@ -33,6 +33,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 #[cfg(feature = "links")]
+mod link_traffic;
+#[cfg(feature = "links")]
 mod links;
 #[cfg(not(feature = "links"))]
 #[path = "server/no_links.rs"]

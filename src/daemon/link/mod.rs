@@ -10,9 +10,9 @@
 //! - `layer` (re-exported here): the state of each link and of the link layer as a whole.
 //!
 //! The event-loop side (sockets ready, frames in, messages and calls routed) lives with the
-//! loop in `server/links.rs`. Everything but [`config`] is compiled only with the cargo
-//! feature `links` (on by default); without it qcopd is smaller and refuses a `[links]`
-//! section.
+//! loop in `server/links.rs` and `server/link_traffic.rs`. Everything but [`config`] is
+//! compiled only with the cargo feature `links` (on by default); without it qcopd is
+//! smaller and refuses a `[links]` section.
 
 #[cfg(feature = "links")]
 pub mod auth;
