@@ -21,7 +21,7 @@ STEPS="board daemon pubsub patterns registered call slow_consumer sigkill compat
 # Tier 3 (qemu/run test-link): two boards, a (10.9.0.1) and b (10.9.0.2), on one virtual
 # network, each qcopd linked to the other over TCP. Both boards run these steps in lockstep,
 # each playing its side; QCOP_LINK (a or b) says which.
-LINK_STEPS="board net link_up a_to_b b_to_a cut_heal link_stats"
+LINK_STEPS="board net link_up a_to_b b_to_a cut_heal link_stats finish"
 
 # shellcheck disable=SC1091
 . /etc/qcop/board
@@ -425,9 +425,10 @@ expect_numbered() {
 # which sends once the subscription has crossed the link.
 transfer() {
     receiver=$1 channel=$2 count=$3
+    file="$T/$(echo "$channel" | tr / _).in"
     if [ "$QCOP_LINK" = "$receiver" ]; then
-        qcop watch --count "$count" --timeout 60000 "$channel" >"$T/$channel.in" 2>&1 || true
-        expect_numbered "$T/$channel.in" 1 "$count"
+        qcop watch --count "$count" --timeout 60000 "$channel" >"$file" 2>&1 || true
+        expect_numbered "$file" 1 "$count"
         info "board $receiver received $count messages on $channel, in order, none twice"
     else
         until_true 60 qcop registered "$channel" || fail "no remote subscriber on $channel"
@@ -469,11 +470,22 @@ step_cut_heal() {
 }
 
 step_link_stats() {
-    until_true 30 link_is_up || fail "link not up"
+    until_true 30 link_is_up || fail "link not up: $(qcop stats 2>&1 | sed -n '/^ *PEER /,$p' | tr -s ' ' | tr '\n' '|')"
     qcop stats | sed -n '/^ *PEER /,$p'
     expect_eq "$(link_col DUPLICATES)" 0 "duplicates dropped on this board"
     expect_eq "$(link_col DROPPED)" 0 "messages dropped on this board's link"
     info "in $(link_col MSGS_IN) msgs / out $(link_col MSGS_OUT) msgs, reconnects $(link_col RECONNECTS)"
+}
+
+# Neither board powers off before the other is done with the link: each tells the other.
+step_finish() {
+    peer=$( [ "$QCOP_LINK" = a ] && echo b || echo a )
+    qcop watch --count 1 --timeout 120000 "board/$QCOP_LINK/done" >"$T/done.in" 2>&1 &
+    w=$!
+    until_true 120 qcop registered "board/$peer/done" || fail "board $peer never got to the end"
+    qcop send "board/$peer/done" 'done()'
+    wait $w
+    grep -q 'done()' "$T/done.in" || fail "no word from board $peer: $(cat "$T/done.in")"
 }
 
 step_net() {
