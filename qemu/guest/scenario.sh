@@ -11,12 +11,9 @@
 # A missing marker means the board crashed or hung: the host fails the run.
 #
 # Adding a step: write step_<name> below and add <name> to STEPS. The host reads STEPS from
-# this file, so a new step is required on every board at once. Steps still to come, once
-# their features land: shm_stream (shared-memory streaming, the producer SIGKILLed
-# mid-stream) and compat_shm (an armv7 and an aarch64 program sharing one shared-memory
-# queue on the aarch64 kernel; guard it like step_compat).
+# this file, so a new step is required on every board at once.
 
-STEPS="board daemon pubsub patterns registered call slow_consumer sigkill compat compat_seg tests daemon_stop"
+STEPS="board daemon pubsub patterns registered call slow_consumer sigkill compat compat_seg shm_stream compat_shm tests daemon_stop"
 
 # Tier 3 (qemu/run test-link): two boards, a (10.9.0.1) and b (10.9.0.2), on one virtual
 # network, each qcopd linked to the other over TCP. Both boards run these steps in lockstep,
@@ -352,6 +349,66 @@ step_compat_seg() {
         grep -q "previous lock holder" "$T/after32.err" || fail "not reported to the 32-bit locker"
         qcop shm rm compat/seg || fail "remove"
         info "$triple qcop and the $(uname -m) qcop share a segment and its robust lock"
+    done
+}
+
+# expect_from_zero FILE [COUNT]: FILE holds n(int) 0, 1, 2... in order, each once (and, with
+# COUNT, exactly COUNT of them); prints how many.
+expect_from_zero() {
+    awk -v want="${2:--1}" '
+        /^#/ { next }
+        { if ($NF != n) { printf "line %d is %s, expected %d\n", n + 1, $NF, n; bad = 1; exit } n++ }
+        END { if (!bad && want >= 0 && n != want) { printf "%d messages, expected %d\n", n, want; bad = 1 }
+              if (!bad) print n; exit bad }' "$1"
+}
+
+# A shared-memory stream: one subscriber maps the ring, one reads through qcopd; both get
+# all 2000 messages in order. Then a publisher killed mid-stream: the mapped reader sees
+# the end promptly and never a torn message.
+step_shm_stream() {
+    qcop watch --shm --count 2000 --timeout 60000 board/shm >"$T/shm.mapped" 2>&1 &
+    m=$!
+    qcop watch --count 2000 --timeout 60000 board/shm >"$T/shm.daemon" 2>&1 &
+    d=$!
+    until_true 10 qcop registered board/shm || fail "the daemon-path subscriber did not subscribe"
+    qcop shm-send --count 2000 --subscribers 1 --timeout 30000 board/shm 'n(int)' %n ||
+        fail "shm-send failed"
+    wait $m
+    wait $d
+    n=$(expect_from_zero "$T/shm.mapped" 2000) || fail "mapped reader: $n"
+    n=$(expect_from_zero "$T/shm.daemon" 2000) || fail "reader through qcopd: $n"
+    info "2000 messages, in order, to a mapped reader and to a reader through qcopd"
+    # The publisher dies with SIGKILL while streaming.
+    qcop shm-send --count 100000000 --interval 1 --subscribers 1 board/kill 'n(int)' %n >/dev/null 2>&1 &
+    p=$!
+    qcop watch --shm --timeout 60000 board/kill >"$T/kill.mapped" 2>&1 &
+    w=$!
+    until_true 20 sh -c "[ \$(grep -c 'n(int)' $T/kill.mapped) -ge 20 ]" || fail "no messages before the kill"
+    stop_job $p KILL
+    until_true 10 sh -c "! kill -0 $w" || fail "the mapped reader still waits 10 s after its publisher died"
+    wait $w 2>/dev/null || true
+    n=$(expect_from_zero "$T/kill.mapped") || fail "messages before the kill: $n"
+    info "publisher SIGKILLed after $n messages: the mapped reader saw the end, no torn message"
+}
+
+# An armv7 (32-bit) and an aarch64 (64-bit) process share one ring, each way round.
+step_compat_shm() {
+    [ -n "$QCOP_COMPAT" ] || { echo "NA no 32-bit compat payload on this board"; return 77; }
+    for triple in $QCOP_COMPAT; do
+        q32=/opt/qcop/$triple/qcop
+        "$q32" watch --shm --count 1000 --timeout 60000 compat/shm >"$T/c32.in" 2>&1 &
+        r=$!
+        qcop shm-send --count 1000 --subscribers 1 --timeout 30000 compat/shm 'n(int)' %n ||
+            fail "64-bit publisher"
+        wait $r
+        n=$(expect_from_zero "$T/c32.in" 1000) || fail "32-bit reader of a 64-bit publisher: $n"
+        qcop watch --shm --count 1000 --timeout 60000 compat/shm >"$T/c64.in" 2>&1 &
+        r=$!
+        "$q32" shm-send --count 1000 --subscribers 1 --timeout 30000 compat/shm 'n(int)' %n ||
+            fail "32-bit publisher"
+        wait $r
+        n=$(expect_from_zero "$T/c64.in" 1000) || fail "64-bit reader of a 32-bit publisher: $n"
+        info "$triple and $(uname -m) processes share a shared-memory ring both ways (1000 + 1000 messages)"
     done
 }
 
