@@ -14,7 +14,8 @@
 //! - `util`: errors, role arguments, the shared clock, `/proc` readers;
 //! - `procs`: CPU placement, child processes, qcopd, the watchdog;
 //! - `report`: percentiles and Markdown tables;
-//! - `rr`, `broadcast`, `link`, `footprint`, `startup`, `seglock`: one group each, with its roles.
+//! - `rr`, `broadcast`, `link`, `footprint`, `startup`, `seglock`, `shm`: one group each, with
+//!   its roles.
 #![forbid(unsafe_code)]
 
 #[path = "qcop_bench/broadcast.rs"]
@@ -32,6 +33,8 @@ mod report;
 mod rr;
 #[path = "qcop_bench/seglock.rs"]
 mod seglock;
+#[path = "qcop_bench/shm.rs"]
+mod shm;
 #[path = "qcop_bench/startup.rs"]
 mod startup;
 #[path = "qcop_bench/util.rs"]
@@ -47,7 +50,7 @@ qcop_bench - qcop figures and their floors, measured in one run
 
 Usage: cargo bench --bench qcop_bench -- [OPTIONS] [GROUP...]
 
-Groups (default: all): rr, broadcast, link, footprint, startup, seglock
+Groups (default: all): rr, broadcast, link, footprint, startup, seglock, shm
 
 Options:
   --pin LIST   Placements to measure, comma-separated: same (all processes on the first
@@ -82,15 +85,17 @@ enum Group {
     Footprint,
     Startup,
     Seglock,
+    Shm,
 }
 
-const GROUPS: [(&str, Group); 6] = [
+const GROUPS: [(&str, Group); 7] = [
     ("rr", Group::Rr),
     ("broadcast", Group::Broadcast),
     ("link", Group::Link),
     ("footprint", Group::Footprint),
     ("startup", Group::Startup),
     ("seglock", Group::Seglock),
+    ("shm", Group::Shm),
 ];
 
 struct Options {
@@ -196,6 +201,9 @@ fn run_role(args: &[String]) -> ExitCode {
         ("tcp-reader", link::tcp_reader_role),
         #[cfg(feature = "links")]
         ("tcp-writer", link::tcp_writer_role),
+        ("shm-pp", shm::ping_pong_role),
+        ("shm-memcpy", shm::memcpy_role),
+        ("shm-stream", shm::stream_role),
     ];
     let Some(&(_, f)) = roles.iter().find(|(n, _)| n == name) else {
         eprintln!("qcop_bench: unknown role {name:?}");
@@ -331,6 +339,18 @@ fn bench(opts: &Options, out: &mut String) -> Res<()> {
                 &placements,
                 if q { 3 } else { 21 },
             )?],
+            Group::Shm => shm::run(
+                dir.path(),
+                TRAFFIC_CONFIG,
+                &placements,
+                &shm::Params {
+                    spin_iters: if q { 20_000 } else { 1_000_000 },
+                    sleep_iters: if q { 400 } else { 20_000 },
+                    n_small: if q { 20_000 } else { 2_000_000 },
+                    n_large: if q { 2_000 } else { 200_000 },
+                    rounds: if q { 1 } else { 3 },
+                },
+            )?,
         };
         for table in tables {
             out.push_str(&table.render());

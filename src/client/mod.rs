@@ -214,6 +214,17 @@ pub(crate) enum Answer {
     },
     /// A shared-memory segment or semaphore answer.
     Seg(crate::wire::segments::SegFrame<'static>),
+    /// A shared-memory stream was opened (its memfd came with the answer).
+    ShmStream {
+        stream: u32,
+    },
+    /// The event fd of a stream came with the answer.
+    ShmEvent,
+    /// A stream was mapped (its memfd came with the answer).
+    ShmMapped {
+        record: u32,
+        message: String,
+    },
 }
 
 /// A connection to `qcopd`.
@@ -955,6 +966,22 @@ impl Connection {
                     }
                     None => log::debug!("ignoring an unexpected shared-memory frame"),
                 },
+                Frame::ShmStream { seq, stream } => {
+                    self.answers.insert(seq, Answer::ShmStream { stream });
+                }
+                Frame::ShmEvent { seq } => {
+                    self.answers.insert(seq, Answer::ShmEvent);
+                }
+                Frame::ShmMapped {
+                    seq,
+                    record,
+                    message,
+                    ..
+                } => {
+                    let message = message.to_owned();
+                    self.answers
+                        .insert(seq, Answer::ShmMapped { record, message });
+                }
                 other => log::debug!("ignoring unexpected {:?} frame", other.kind()),
             }
         }
@@ -1033,7 +1060,7 @@ impl AsFd for Connection {
     }
 }
 
-fn unexpected(a: Answer) -> Error {
+pub(crate) fn unexpected(a: Answer) -> Error {
     let what = match a {
         Answer::Ok(_) => "Ok",
         Answer::Error(..) => "Error",
@@ -1043,6 +1070,9 @@ fn unexpected(a: Answer) -> Error {
         Answer::Services(_) => "Services",
         Answer::Reply { .. } => "Reply",
         Answer::Seg(_) => "shared-memory",
+        Answer::ShmStream { .. } => "ShmStream",
+        Answer::ShmEvent => "ShmEvent",
+        Answer::ShmMapped { .. } => "ShmMapped",
     };
     Error::Handshake(format!("unexpected {what} answer"))
 }

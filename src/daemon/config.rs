@@ -85,6 +85,14 @@ pub struct Config {
     pub service: Vec<ServiceConfig>,
     /// Links to daemons on other boards (none by default).
     pub links: LinkConfig,
+    /// Shared-memory streams open at once (0 disables them).
+    pub shm_max_streams: u32,
+    /// Largest ring of one shared-memory stream, in bytes.
+    pub shm_max_ring_bytes: u64,
+    /// All shared-memory rings together, in bytes.
+    pub shm_max_total_ring_bytes: u64,
+    /// Subscribers that may map one stream at once (1 to 255).
+    pub shm_max_stream_subscribers: u32,
 }
 
 impl Default for Config {
@@ -120,6 +128,10 @@ impl Default for Config {
             spool_dir: None,
             service: Vec::new(),
             links: LinkConfig::default(),
+            shm_max_streams: 16,
+            shm_max_ring_bytes: 4 * 1024 * 1024,
+            shm_max_total_ring_bytes: 16 * 1024 * 1024,
+            shm_max_stream_subscribers: 16,
         }
     }
 }
@@ -210,6 +222,12 @@ impl Config {
         }
         if self.handshake_timeout_ms == 0 {
             return bad("handshake_timeout_ms must be at least 1".into());
+        }
+        if !(1..=255).contains(&self.shm_max_stream_subscribers) {
+            return bad("shm_max_stream_subscribers must be between 1 and 255".into());
+        }
+        if self.shm_max_ring_bytes > self.shm_max_total_ring_bytes {
+            return bad("shm_max_ring_bytes must be at most shm_max_total_ring_bytes".into());
         }
         if let Some(m) = &self.socket_mode {
             parse_mode(m).map_err(ConfigError::Invalid)?;

@@ -177,15 +177,22 @@ impl OutQueue {
     /// queue (used when the daemon-wide memory budget is exhausted). Returns the change in
     /// queued bytes.
     pub fn note_lost(&mut self) -> i64 {
+        self.note_lost_many(1)
+    }
+
+    /// Records that `n` messages were lost for this receiver at the current end of the
+    /// queue (also those a lossy shared-memory stream overwrote before qcopd forwarded
+    /// them). Returns the change in queued bytes.
+    pub fn note_lost_many(&mut self, n: u64) -> i64 {
         let partly_written_tail = self.items.len() == 1 && self.head_written > 0;
         if let (Some(Out::Lost { count, .. }), false) = (self.items.back(), partly_written_tail) {
-            let n = *count + 1;
+            let n = count.saturating_add(n);
             if let Some(last) = self.items.back_mut() {
                 *last = Out::lost(n);
             }
             return 0;
         }
-        self.items.push_back(Out::lost(1));
+        self.items.push_back(Out::lost(n));
         self.bytes += LOST_LEN;
         LOST_LEN as i64
     }

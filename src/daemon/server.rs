@@ -40,6 +40,8 @@ mod links;
 #[path = "server/no_links.rs"]
 mod links;
 use links::{Links, RemoteCaller, LISTENER_TOKEN};
+#[path = "shm_streams.rs"]
+mod shm_streams;
 
 /// Channel on which the daemon announces channel lifecycle events.
 pub const SYSTEM_CHANNEL: &str = "qcop/daemon";
@@ -147,6 +149,8 @@ pub struct Server {
     /// Links to daemons on other boards.
     #[cfg_attr(not(feature = "links"), allow(dead_code))]
     links: Links,
+    /// Shared-memory streams (`shm_streams`).
+    shm: shm_streams::ShmStreams,
 }
 
 /// Error starting the event loop.
@@ -216,6 +220,7 @@ impl Server {
             access,
             activation,
             links,
+            shm: shm_streams::ShmStreams::default(),
         };
         server.links_register().map_err(SetupError)?;
         Ok(server)
@@ -238,6 +243,7 @@ impl Server {
                 match ev.data() {
                     TOKEN_LISTENER => self.accept_all(),
                     TOKEN_SIGNAL => self.signals.drain(),
+                    token if token >= shm_streams::TOKEN_BASE => self.shm_event(token),
                     token if token >= LISTENER_TOKEN => self.link_event(token, ev.events()),
                     token => {
                         let slot = (token - FIRST_CLIENT_TOKEN) as Slot;
@@ -264,6 +270,7 @@ impl Server {
             self.expire_services();
             self.compact_timers();
             self.links_turn();
+            self.shm_poll();
             self.flush_dirty();
             self.close_pending();
         }
@@ -272,6 +279,9 @@ impl Server {
     }
 
     fn next_timeout(&self) -> EpollTimeout {
+        if self.shm.has_backlog() {
+            return EpollTimeout::ZERO;
+        }
         let next = self.timers.peek().map(|Reverse((at, _))| *at);
         let services = self.activation.next_deadline();
         let links = self.links_next_deadline();
@@ -616,6 +626,9 @@ impl Server {
                 let list = self.activation.list();
                 self.reply(slot, &Frame::Services { seq, list });
             }
+            Frame::ShmOpen { .. } | Frame::ShmEventFd { .. } | Frame::ShmMap { .. } => {
+                self.shm_request(slot, frame)
+            }
             other => {
                 self.counters.protocol_errors += 1;
                 let text = format!("unexpected {:?} frame from a client", other.kind());
@@ -715,6 +728,7 @@ impl Server {
                     self.announce("newChannel(QString)", channel);
                 }
                 self.deliver_queued(channel);
+                self.shm_refresh_forwarding();
             }
         }
     }
@@ -735,6 +749,7 @@ impl Server {
                 if removed_channel {
                     self.announce("removedChannel(QString)", channel);
                 }
+                self.shm_refresh_forwarding();
             }
         }
     }
@@ -1054,6 +1069,7 @@ impl Server {
         self.append_access_stats(&mut counters);
         self.append_service_stats(&mut counters);
         counters.extend(link_counters);
+        counters.extend(self.shm.report());
         StatsReport {
             counters,
             clients,
@@ -1412,12 +1428,15 @@ impl Server {
                 self.announce("removedChannel(QString)", &name);
             }
         }
+        self.shm_client_closed(id);
+        self.shm_refresh_forwarding();
     }
 
     fn shutdown(&mut self) {
         log::info!("shutting down");
         self.activation.shutdown();
         sd_notify("STOPPING=1");
+        self.shm_shutdown();
         let bye = Frame::Error {
             seq: 0,
             fatal: true,

@@ -14,6 +14,13 @@
 //! - [`SharedMemory`], [`SystemSemaphore`] and [`ShmError`]: the API applications use
 //!   (`borrow`, the in-place data access under the lock, is its only `unsafe`).
 //!
+//! Shared-memory queues (streams: one publisher, broadcast to every subscriber):
+//! - [`stream`]: the application API, [`Publisher`] and [`Subscriber`], with zero-copy
+//!   [`Loan`]s and [`Sample`]s (the `loan` module, this layer's only `unsafe`).
+//! - [`ring`]: the lock-free ring protocol, generic over its memory; [`layout`]: its bytes.
+//! - [`mapped`]: ring memory in a memfd mapping; [`heap`]: on the heap, for tests, Miri,
+//!   loom and fuzzing; [`atomics`]: the atomics, swapped for loom's under `--cfg loom`.
+//!
 //! Memory is created by `qcopd` as a memfd and handed to clients as a file descriptor over
 //! the daemon's socket, so nothing is ever named in `/dev/shm` and nothing outlives the last
 //! process that holds it. Everything placed in shared memory uses fixed-width fields at
@@ -37,3 +44,17 @@ pub use error::ShmError;
 pub use map::Access;
 pub use segment::{SegmentBuilder, SegmentGuard, SharedMemory, MAX_NAME_LEN};
 pub use semaphore::{SemaphoreBuilder, SystemSemaphore};
+
+// Shared-memory queues (streams): the ring protocol and the API built on it.
+pub mod atomics;
+pub mod heap;
+pub mod layout;
+mod loan;
+pub mod mapped;
+pub mod ring;
+pub mod stream;
+
+pub use layout::Policy;
+pub use loan::{Loan, Sample};
+pub use ring::{Received, StreamError, WaitMode};
+pub use stream::{Publisher, StreamOptions, Subscriber};

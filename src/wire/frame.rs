@@ -100,6 +100,18 @@ pub enum Kind {
     Services = 0x8b,
     /// A subscription the daemon dropped (access policy changed on reload).
     Revoked = 0x8c,
+    /// Open a shared-memory stream on a channel (publisher).
+    ShmOpen = 0x10,
+    /// Ask for the event fd of one's own stream (publisher).
+    ShmEventFd = 0x11,
+    /// Map a channel's shared-memory stream (subscriber).
+    ShmMap = 0x12,
+    /// Answer to `ShmOpen`: the ring's memfd.
+    ShmStream = 0x90,
+    /// Answer to `ShmEventFd`: the event fd that wakes qcopd.
+    ShmEvent = 0x91,
+    /// Answer to `ShmMap`: the ring's memfd and the subscriber's record.
+    ShmMapped = 0x92,
 }
 
 impl Kind {
@@ -142,6 +154,12 @@ impl Kind {
             0x8a => Monitored,
             0x8b => Services,
             0x8c => Revoked,
+            0x10 => ShmOpen,
+            0x11 => ShmEventFd,
+            0x12 => ShmMap,
+            0x90 => ShmStream,
+            0x91 => ShmEvent,
+            0x92 => ShmMapped,
             _ => return None,
         })
     }
@@ -150,6 +168,7 @@ impl Kind {
     /// the daemon never accepts descriptors). Such frames have [`FLAG_FD`] set in the header.
     pub fn carries_fd(self) -> bool {
         segments::carries_fd(self as u8)
+            || matches!(self, Kind::ShmStream | Kind::ShmEvent | Kind::ShmMapped)
     }
 
     /// Flag bits defined for this kind; any other bit is a protocol error.
@@ -242,6 +261,18 @@ pub enum ErrorCode {
     LinkBusy,
     /// A daemon refused a link because the two daemons are already linked.
     LinkDuplicate,
+    /// No open shared-memory stream on that channel (or no such stream of this client).
+    NoStream,
+    /// The channel already has an open shared-memory stream.
+    StreamExists,
+    /// The daemon's limit on shared-memory streams is reached.
+    TooManyStreams,
+    /// The ring geometry is invalid or exceeds the per-stream or total memory limit.
+    RingSize,
+    /// Every consumer record of the stream is taken.
+    TooManyConsumers,
+    /// The daemon could not create the shared memory (memfd, mmap or eventfd failed).
+    ShmFailed,
     /// A code this build does not know.
     Unknown(u16),
 }
@@ -281,6 +312,12 @@ impl ErrorCode {
             LinkAuth => 36,
             LinkBusy => 37,
             LinkDuplicate => 38,
+            NoStream => 24,
+            StreamExists => 25,
+            TooManyStreams => 26,
+            RingSize => 27,
+            TooManyConsumers => 28,
+            ShmFailed => 29,
             Unknown(v) => v,
         }
     }
@@ -319,6 +356,12 @@ impl ErrorCode {
             36 => LinkAuth,
             37 => LinkBusy,
             38 => LinkDuplicate,
+            24 => NoStream,
+            25 => StreamExists,
+            26 => TooManyStreams,
+            27 => RingSize,
+            28 => TooManyConsumers,
+            29 => ShmFailed,
             other => Unknown(other),
         }
     }
@@ -358,6 +401,12 @@ impl fmt::Display for ErrorCode {
             LinkAuth => "link authentication failed",
             LinkBusy => "link refused: too many connections",
             LinkDuplicate => "link refused: the daemons are already linked",
+            NoStream => "no shared-memory stream",
+            StreamExists => "the channel already has a shared-memory stream",
+            TooManyStreams => "too many shared-memory streams",
+            RingSize => "invalid or too large shared-memory ring",
+            TooManyConsumers => "too many consumers on the shared-memory stream",
+            ShmFailed => "shared memory could not be created",
             Unknown(v) => return write!(f, "error code {v}"),
         };
         f.write_str(s)
@@ -802,6 +851,58 @@ pub enum Frame<'a> {
         /// Why (names the policy rule).
         reason: &'a str,
     },
+    /// Open a shared-memory stream on a channel; answered by `ShmStream`.
+    ShmOpen {
+        /// Request number echoed in the answer.
+        seq: u32,
+        /// Overflow policy: 0 lossless, 1 lossy.
+        policy: u8,
+        /// Payload bytes per slot.
+        slot_size: u32,
+        /// Number of slots (a power of two).
+        slot_count: u32,
+        /// Channel (no wildcards).
+        channel: &'a str,
+        /// Message signature every message of the stream carries.
+        message: &'a str,
+    },
+    /// Ask for the event fd of one's own stream; answered by `ShmEvent`.
+    ShmEventFd {
+        /// Request number echoed in the answer.
+        seq: u32,
+        /// The stream, as `ShmStream` named it.
+        stream: u32,
+    },
+    /// Map a channel's open stream; answered by `ShmMapped`.
+    ShmMap {
+        /// Request number echoed in the answer.
+        seq: u32,
+        /// Channel.
+        channel: &'a str,
+    },
+    /// The stream was opened; its memfd travels with this frame.
+    ShmStream {
+        /// Request number.
+        seq: u32,
+        /// Stream id (for `ShmEventFd`).
+        stream: u32,
+    },
+    /// The stream's event fd travels with this frame.
+    ShmEvent {
+        /// Request number.
+        seq: u32,
+    },
+    /// The stream's memfd travels with this frame.
+    ShmMapped {
+        /// Request number.
+        seq: u32,
+        /// Stream id.
+        stream: u32,
+        /// The consumer record qcopd assigned to this subscriber.
+        record: u32,
+        /// Message signature of the stream's messages.
+        message: &'a str,
+    },
 }
 
 /// The fixed 12-byte header that precedes every frame body.
@@ -1021,6 +1122,33 @@ impl<'a> Frame<'a> {
                 channel: r.str()?,
                 reason: r.str()?,
             },
+            Kind::ShmOpen => Frame::ShmOpen {
+                seq,
+                policy: r.u8()?,
+                slot_size: r.u32()?,
+                slot_count: r.u32()?,
+                channel: r.str()?,
+                message: r.str()?,
+            },
+            Kind::ShmEventFd => Frame::ShmEventFd {
+                seq,
+                stream: r.u32()?,
+            },
+            Kind::ShmMap => Frame::ShmMap {
+                seq,
+                channel: r.str()?,
+            },
+            Kind::ShmStream => Frame::ShmStream {
+                seq,
+                stream: r.u32()?,
+            },
+            Kind::ShmEvent => Frame::ShmEvent { seq },
+            Kind::ShmMapped => Frame::ShmMapped {
+                seq,
+                stream: r.u32()?,
+                record: r.u32()?,
+                message: r.str()?,
+            },
             k => Frame::Seg(SegFrame::decode(k as u8, h.flags & !FLAG_FD, seq, &mut r)?),
         };
         r.finish()?;
@@ -1055,6 +1183,12 @@ impl<'a> Frame<'a> {
             Frame::Monitored { .. } => Kind::Monitored,
             Frame::Services { .. } => Kind::Services,
             Frame::Revoked { .. } => Kind::Revoked,
+            Frame::ShmOpen { .. } => Kind::ShmOpen,
+            Frame::ShmEventFd { .. } => Kind::ShmEventFd,
+            Frame::ShmMap { .. } => Kind::ShmMap,
+            Frame::ShmStream { .. } => Kind::ShmStream,
+            Frame::ShmEvent { .. } => Kind::ShmEvent,
+            Frame::ShmMapped { .. } => Kind::ShmMapped,
         }
     }
 
@@ -1103,6 +1237,12 @@ impl<'a> Frame<'a> {
             | Frame::Registered { seq, .. }
             | Frame::Channels { seq, .. }
             | Frame::StatsReport { seq, .. }
+            | Frame::ShmOpen { seq, .. }
+            | Frame::ShmEventFd { seq, .. }
+            | Frame::ShmMap { seq, .. }
+            | Frame::ShmStream { seq, .. }
+            | Frame::ShmEvent { seq }
+            | Frame::ShmMapped { seq, .. }
             | Frame::Monitor { seq, .. }
             | Frame::ListServices { seq }
             | Frame::Services { seq, .. } => (0, seq),
@@ -1259,6 +1399,35 @@ impl<'a> Frame<'a> {
             Frame::Revoked { channel, reason } => {
                 put_str(out, channel);
                 put_str(out, reason);
+            }
+            Frame::ShmOpen {
+                policy,
+                slot_size,
+                slot_count,
+                channel,
+                message,
+                ..
+            } => {
+                out.push(*policy);
+                out.extend_from_slice(&slot_size.to_be_bytes());
+                out.extend_from_slice(&slot_count.to_be_bytes());
+                put_str(out, channel);
+                put_str(out, message);
+            }
+            Frame::ShmEventFd { stream, .. } | Frame::ShmStream { stream, .. } => {
+                out.extend_from_slice(&stream.to_be_bytes())
+            }
+            Frame::ShmMap { channel, .. } => put_str(out, channel),
+            Frame::ShmEvent { .. } => {}
+            Frame::ShmMapped {
+                stream,
+                record,
+                message,
+                ..
+            } => {
+                out.extend_from_slice(&stream.to_be_bytes());
+                out.extend_from_slice(&record.to_be_bytes());
+                put_str(out, message);
             }
         }
     }

@@ -160,6 +160,50 @@ fn every_kind_roundtrips() {
 }
 
 #[test]
+fn shared_memory_frames_roundtrip_and_only_answers_carry_descriptors() {
+    let requests = [
+        Frame::ShmOpen {
+            seq: 3,
+            policy: 1,
+            slot_size: 64,
+            slot_count: 1024,
+            channel: "sensors/imu",
+            message: "sample(int)",
+        },
+        Frame::ShmEventFd { seq: 4, stream: 9 },
+        Frame::ShmMap {
+            seq: 5,
+            channel: "sensors/imu",
+        },
+    ];
+    let answers = [
+        Frame::ShmStream { seq: 3, stream: 9 },
+        Frame::ShmEvent { seq: 4 },
+        Frame::ShmMapped {
+            seq: 5,
+            stream: 9,
+            record: 2,
+            message: "sample(int)",
+        },
+    ];
+    for f in requests.iter().chain(&answers) {
+        roundtrip(f);
+        let mut bytes = f.to_vec();
+        assert_eq!(bytes[5] & FLAG_FD != 0, f.kind().carries_fd(), "{f:?}");
+        // The FD flag must match the kind exactly.
+        bytes[5] ^= FLAG_FD;
+        assert!(Frame::decode_exact(&bytes, MAX).is_err(), "{f:?}");
+    }
+    assert!(answers.iter().all(|f| f.kind().carries_fd()));
+    assert!(requests.iter().all(|f| !f.kind().carries_fd()));
+    for code in 24..=29 {
+        let c = ErrorCode::from_u16(code);
+        assert!(!matches!(c, ErrorCode::Unknown(_)));
+        assert_eq!(c.to_u16(), code);
+    }
+}
+
+#[test]
 fn oversized_body_is_rejected_from_the_header_alone() {
     let mut bytes = Frame::Sync { seq: 1 }.to_vec();
     bytes[0..4].copy_from_slice(&(MAX + 1).to_be_bytes());

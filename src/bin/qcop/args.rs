@@ -71,6 +71,8 @@ pub enum Topic {
     Monitor,
     /// `qcop services`.
     Services,
+    /// `qcop shm-send`.
+    ShmSend,
     /// The Qt Extended form `qcop CHANNEL 'msg()' ... -w ...`.
     OldForm,
     /// Argument types and how to write their values.
@@ -81,7 +83,7 @@ pub enum Topic {
 
 impl Topic {
     /// Every topic with the names `qcop help NAME` accepts (the first is the canonical one).
-    const NAMES: [(Topic, &'static [&'static str]); 14] = [
+    const NAMES: [(Topic, &'static [&'static str]); 15] = [
         (Topic::Send, &["send"]),
         (Topic::Watch, &["watch"]),
         (Topic::Wait, &["wait"]),
@@ -93,6 +95,7 @@ impl Topic {
         (Topic::Shm, &["shm"]),
         (Topic::Monitor, &["monitor"]),
         (Topic::Services, &["services"]),
+        (Topic::ShmSend, &["shm-send"]),
         (Topic::OldForm, &["old", "old-form", "-w"]),
         (Topic::Types, &["types", "arguments", "args"]),
         (Topic::Chain, &["chain", "modifiers", "--"]),
@@ -156,6 +159,8 @@ pub enum Command {
         count: Option<u64>,
         /// Print each message's sender (pid, uid, gid).
         credentials: bool,
+        /// Map the channel's shared-memory stream instead of subscribing (one channel).
+        shm: bool,
     },
     /// Wait for one message and print its arguments.
     Wait {
@@ -247,6 +252,27 @@ pub enum Command {
     },
     /// List the services the daemon starts on demand.
     Services,
+    /// Open a shared-memory stream and publish messages on it.
+    ShmSend {
+        /// Plain channel name.
+        channel: String,
+        /// The signature of every message.
+        message: Signature,
+        /// Argument values as given; `%n` stands for the message number.
+        args: Vec<String>,
+        /// Messages to publish.
+        count: u64,
+        /// Pause between messages.
+        interval: Duration,
+        /// Slot size; default: 256 bytes or the first payload, whichever is larger.
+        slot_size: Option<u32>,
+        /// Slots in the ring.
+        slots: u32,
+        /// Lossy policy instead of lossless.
+        lossy: bool,
+        /// Subscribers to wait for (mapping the stream) before publishing.
+        subscribers: u32,
+    },
 }
 
 /// A mistake on the command line (exit status 2).
@@ -276,7 +302,7 @@ impl fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 /// The command names; any other first word starts the old form.
-const COMMANDS: [(&str, Topic); 11] = [
+const COMMANDS: [(&str, Topic); 12] = [
     ("send", Topic::Send),
     ("watch", Topic::Watch),
     ("wait", Topic::Wait),
@@ -288,6 +314,7 @@ const COMMANDS: [(&str, Topic); 11] = [
     ("shm", Topic::Shm),
     ("monitor", Topic::Monitor),
     ("services", Topic::Services),
+    ("shm-send", Topic::ShmSend),
 ];
 
 /// The usage error for an empty command line (answered with a short usage summary).
@@ -549,14 +576,24 @@ fn parse_command(words: &[String], modifiers: Modifiers) -> Result<Parsed, Usage
             if pos.is_empty() {
                 return Err(missing(topic, "at least one CHANNEL or pattern"));
             }
-            let channels = pos
+            let channels: Vec<String> = pos
                 .iter()
                 .map(|c| channel_or_pattern(c, topic))
                 .collect::<Result<_, _>>()?;
+            if opts.shm {
+                channels_single_plain(&channels, topic)?;
+                if opts.credentials {
+                    return Err(UsageError::new(
+                        Some(topic),
+                        "--credentials does not apply to --shm (the stream has one publisher)",
+                    ));
+                }
+            }
             Command::Watch {
                 channels,
                 count: opts.count,
                 credentials: opts.credentials,
+                shm: opts.shm,
             }
         }
         Topic::Wait => match pos.as_slice() {
@@ -656,6 +693,33 @@ fn parse_command(words: &[String], modifiers: Modifiers) -> Result<Parsed, Usage
             [] => Command::Services,
             [extra, ..] => return Err(unexpected(topic, extra)),
         },
+        Topic::ShmSend => {
+            let [channel, message, args @ ..] = pos.as_slice() else {
+                return Err(missing(topic, "CHANNEL and 'message(types)'"));
+            };
+            let channel = plain_channel(channel, topic)?;
+            let message = signature(message, topic)?;
+            let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            // Checked now with message number 0, so a bad value is a usage error.
+            encode(&message, &substitute(&args, 0), topic)?;
+            if opts.slots.is_some_and(|n| n < 2 || !n.is_power_of_two()) {
+                return Err(UsageError::new(
+                    Some(topic),
+                    "--slots takes a power of two of at least 2",
+                ));
+            }
+            Command::ShmSend {
+                channel,
+                message,
+                args,
+                count: opts.count.unwrap_or(1),
+                interval: opts.interval.unwrap_or(Duration::ZERO),
+                slot_size: opts.slot_size,
+                slots: opts.slots.unwrap_or(256),
+                lossy: opts.lossy,
+                subscribers: opts.subscribers.unwrap_or(0),
+            }
+        }
         Topic::OldForm | Topic::Types | Topic::Chain => unreachable!("not a command"),
     };
     Ok(Parsed::Steps(vec![Step {
@@ -747,6 +811,12 @@ struct Options<'a> {
     hold: Option<Duration>,
     credentials: bool,
     help: bool,
+    shm: bool,
+    interval: Option<Duration>,
+    slot_size: Option<u32>,
+    slots: Option<u32>,
+    lossy: bool,
+    subscribers: Option<u32>,
 }
 
 impl<'a> Options<'a> {
@@ -763,11 +833,17 @@ impl<'a> Options<'a> {
             hold: None,
             credentials: false,
             help: false,
+            shm: false,
+            interval: None,
+            slot_size: None,
+            slots: None,
+            lossy: false,
+            subscribers: None,
         };
         // Past the channel and signature(s), words that are not this command's options are
         // argument values: `qcop send ch 'say(QString)' -v` sends "-v".
         let fixed = match topic {
-            Topic::Send | Topic::Call => 2,
+            Topic::Send | Topic::Call | Topic::ShmSend => 2,
             Topic::Serve => 3,
             _ => usize::MAX,
         };
@@ -788,11 +864,28 @@ impl<'a> Options<'a> {
             };
             match (flag, topic) {
                 ("-h" | "--help", _) => opts.help = true,
-                ("--timeout", Topic::Watch | Topic::Wait | Topic::Call | Topic::Monitor) => {
+                (
+                    "--timeout",
+                    Topic::Watch | Topic::Wait | Topic::Call | Topic::Monitor | Topic::ShmSend,
+                ) => {
                     opts.timeout = Some(parse_millis(value()?, "--timeout", Some(topic))?);
                 }
-                ("--count", Topic::Watch | Topic::Serve | Topic::Monitor) => {
+                ("--count", Topic::Watch | Topic::Serve | Topic::Monitor | Topic::ShmSend) => {
                     opts.count = Some(parse_count(value()?, topic)?);
+                }
+                ("--shm", Topic::Watch) if inline.is_none() => opts.shm = true,
+                ("--lossy", Topic::ShmSend) if inline.is_none() => opts.lossy = true,
+                ("--interval", Topic::ShmSend) => {
+                    opts.interval = Some(parse_millis(value()?, "--interval", Some(topic))?);
+                }
+                ("--slot-size", Topic::ShmSend) => {
+                    opts.slot_size = Some(parse_u32(value()?, "--slot-size", topic)?);
+                }
+                ("--slots", Topic::ShmSend) => {
+                    opts.slots = Some(parse_u32(value()?, "--slots", topic)?);
+                }
+                ("--subscribers", Topic::ShmSend) => {
+                    opts.subscribers = Some(parse_u32(value()?, "--subscribers", topic)?);
                 }
                 ("--clients", Topic::Stats) if inline.is_none() => opts.clients = true,
                 ("--semaphore", Topic::Shm) if inline.is_none() => opts.semaphore = true,
@@ -879,6 +972,40 @@ fn parse_count(text: &str, topic: Topic) -> Result<u64, UsageError> {
             format!("--count takes a number of messages of at least 1, not {text:?}"),
         )),
     }
+}
+
+fn parse_u32(text: &str, what: &str, topic: Topic) -> Result<u32, UsageError> {
+    match text.parse::<u32>() {
+        Ok(n) if text.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(UsageError::new(
+            Some(topic),
+            format!("{what} takes a whole number, not {text:?}"),
+        )),
+    }
+}
+
+/// `watch --shm` maps one stream: exactly one plain channel.
+fn channels_single_plain(channels: &[String], topic: Topic) -> Result<(), UsageError> {
+    match channels {
+        [one] => plain_channel(one, topic).map(|_| ()),
+        _ => Err(UsageError::new(
+            Some(topic),
+            "watch --shm takes exactly one plain CHANNEL (a stream is mapped by its channel)",
+        )),
+    }
+}
+
+/// The argument values for message number `n`: each `%n` replaced by `n`.
+pub fn substitute(args: &[String], n: u64) -> Vec<String> {
+    args.iter()
+        .map(|a| if a == "%n" { n.to_string() } else { a.clone() })
+        .collect()
+}
+
+/// Encodes `args` (as [`substitute`] made them) for `message`.
+pub fn encode_values(message: &Signature, args: &[String]) -> Result<Vec<u8>, String> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    datastream::encode_args(&message.types, &args).map_err(|e| format!("{message}: {e}"))
 }
 
 fn check_channel(name: &str, topic: Topic) -> Result<(), UsageError> {
@@ -1075,6 +1202,7 @@ mod tests {
                 channels: vec!["QPE/*".into(), "x".into()],
                 count: Some(3),
                 credentials: false,
+                shm: false,
             }
         );
         assert_eq!(s[0].timeout, ms(50));
@@ -1085,6 +1213,7 @@ mod tests {
                 channels: vec!["x".into()],
                 count: None,
                 credentials: true,
+                shm: false,
             }
         );
     }
@@ -1114,6 +1243,81 @@ mod tests {
         assert_eq!(
             usage(&["monitor", "--credentials"]).topic,
             Some(Topic::Monitor)
+        );
+    }
+
+    #[test]
+    fn watch_shm_maps_one_plain_channel() {
+        let s = steps(&["watch", "--shm", "sensors/imu"]);
+        assert_eq!(
+            s[0].command,
+            Command::Watch {
+                channels: vec!["sensors/imu".into()],
+                count: None,
+                credentials: false,
+                shm: true,
+            }
+        );
+        assert_eq!(
+            usage(&["watch", "--shm", "--credentials", "a"]).topic,
+            Some(Topic::Watch)
+        );
+        assert_eq!(
+            usage(&["watch", "--shm", "a", "b"]).topic,
+            Some(Topic::Watch)
+        );
+        assert_eq!(usage(&["watch", "--shm", "a/*"]).topic, Some(Topic::Watch));
+    }
+
+    #[test]
+    fn shm_send_options_and_message_numbers() {
+        let s = steps(&[
+            "shm-send",
+            "--count",
+            "10",
+            "--slots",
+            "64",
+            "--lossy",
+            "sensors/imu",
+            "sample(int,QString)",
+            "%n",
+            "-x",
+            "--subscribers",
+            "2",
+        ]);
+        let Command::ShmSend {
+            channel,
+            message,
+            args,
+            count,
+            slots,
+            lossy,
+            subscribers,
+            slot_size,
+            interval,
+        } = &s[0].command
+        else {
+            panic!("{s:?}");
+        };
+        assert_eq!(
+            (channel.as_str(), message.normalized()),
+            ("sensors/imu", "sample(int,QString)".into())
+        );
+        assert_eq!(args, &["%n".to_string(), "-x".into()]);
+        assert_eq!((*count, *slots, *lossy, *subscribers), (10, 64, true, 2));
+        assert_eq!((*slot_size, *interval), (None, Duration::ZERO));
+        assert_eq!(substitute(args, 7), ["7", "-x"]);
+        assert_eq!(
+            usage(&["shm-send", "c", "f(int)", "x"]).topic,
+            Some(Topic::ShmSend)
+        );
+        assert_eq!(
+            usage(&["shm-send", "--slots", "3", "c", "f()"]).topic,
+            Some(Topic::ShmSend)
+        );
+        assert_eq!(
+            usage(&["shm-send", "c*", "f()"]).topic,
+            Some(Topic::ShmSend)
         );
     }
 

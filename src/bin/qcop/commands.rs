@@ -1,12 +1,14 @@
 //! Running a chain of commands on one connection.
 
-use crate::args::{Command, Global, Step, Timeout};
+use crate::args::{self, Command, Global, Step, Timeout};
 use crate::output::{self, Align, Out};
 use crate::Failure;
 use qcop::client::ServiceState;
 use qcop::datastream::{self, Signature};
 use qcop::pattern::{self, Pattern};
+use qcop::shm::{Policy, Publisher, StreamError, StreamOptions, Subscriber};
 use qcop::shm::{SharedMemory, ShmError};
+use qcop::wire::ErrorCode;
 use qcop::{ConnectOptions, Connection, Error, Message};
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -128,6 +130,7 @@ impl<'o> Session<'o> {
                 channels,
                 count,
                 credentials,
+                shm: false,
             } => self.watch(
                 index,
                 channels,
@@ -136,6 +139,39 @@ impl<'o> Session<'o> {
                 time_limit(step.timeout),
                 step.hex,
             ),
+            Command::Watch {
+                channels,
+                count,
+                shm: true,
+                ..
+            } => self.watch_shm(&channels[0], *count, time_limit(step.timeout), step.hex),
+            Command::ShmSend {
+                channel,
+                message,
+                args,
+                count,
+                interval,
+                slot_size,
+                slots,
+                lossy,
+                subscribers,
+            } => {
+                let stream = StreamOptions::new().slots(*slots).policy(if *lossy {
+                    Policy::Lossy
+                } else {
+                    Policy::Lossless
+                });
+                let send = ShmSend {
+                    channel,
+                    message,
+                    args,
+                    count: *count,
+                    interval: *interval,
+                    slot_size: *slot_size,
+                    subscribers: *subscribers,
+                };
+                self.shm_send(&send, stream, time_limit(step.timeout))
+            }
             Command::Monitor { patterns, count } => {
                 self.monitor(patterns, *count, time_limit(step.timeout), step.hex)
             }
@@ -671,6 +707,113 @@ fn time_limit(timeout: Timeout) -> Option<Duration> {
     match timeout {
         Timeout::After(d) => Some(d),
         Timeout::Default | Timeout::Never => None,
+    }
+}
+
+/// What `shm-send` publishes.
+struct ShmSend<'a> {
+    channel: &'a str,
+    message: &'a Signature,
+    args: &'a [String],
+    count: u64,
+    interval: Duration,
+    slot_size: Option<u32>,
+    subscribers: u32,
+}
+
+/// Time `shm-send` waits for subscribers and for room in a lossless ring without a limit
+/// given: a day, far beyond any stall worth waiting out.
+const SHM_NO_LIMIT: Duration = Duration::from_secs(86_400);
+
+impl Session<'_> {
+    /// `watch --shm`: maps the channel's stream (waiting for it to be opened) and prints its
+    /// messages until --count, the idle --timeout, or the end of the stream.
+    fn watch_shm(
+        &mut self,
+        channel: &str,
+        count: Option<u64>,
+        idle: Option<Duration>,
+        hex: bool,
+    ) -> Result<(), Failure> {
+        let opts = self.conn.options().clone();
+        let mut sub = match Subscriber::open_wait(&opts, channel, idle.unwrap_or(SHM_NO_LIMIT)) {
+            Ok(s) => s,
+            Err(Error::Refused {
+                code: ErrorCode::NoStream,
+                ..
+            }) => return Ok(()), // idle for --timeout: done
+            Err(e) => return Err(e.into()),
+        };
+        let mut msg = Message {
+            channel: channel.to_owned(),
+            message: sub.message().to_owned(),
+            data: Vec::new(),
+            call_token: None,
+            sender: None,
+        };
+        let mut printed = 0u64;
+        let mut lost_reported = 0;
+        while count.map_or(true, |n| printed < n) {
+            match sub.recv(&mut msg.data, idle.unwrap_or(SHM_NO_LIMIT)) {
+                Ok(_) => {}
+                Err(StreamError::Timeout | StreamError::Ended) => return Ok(()),
+                Err(StreamError::Corrupt(e)) => {
+                    output::warn(&format!("# {e}"));
+                    continue;
+                }
+                Err(e) => return Err(Failure::Error(format!("stream on {channel}: {e}"))),
+            }
+            if sub.lost() > lost_reported {
+                output::warn(&format!("# lost {} messages", sub.lost() - lost_reported));
+                lost_reported = sub.lost();
+            }
+            self.out.line(&output::message_line(&msg, hex))?;
+            printed += 1;
+        }
+        Ok(())
+    }
+
+    /// `shm-send`: opens a stream, waits for subscribers if asked, publishes, and ends the
+    /// stream by exiting.
+    fn shm_send(
+        &mut self,
+        send: &ShmSend<'_>,
+        stream: StreamOptions,
+        limit: Option<Duration>,
+    ) -> Result<(), Failure> {
+        let limit = limit.unwrap_or(SHM_NO_LIMIT);
+        let first = args::encode_values(send.message, &args::substitute(send.args, 0))
+            .map_err(Failure::Error)?;
+        let slot_size = send
+            .slot_size
+            .unwrap_or_else(|| (first.len() as u32).max(256));
+        let opts = self.conn.options().clone();
+        let name = send.message.normalized();
+        let mut p = Publisher::open(&opts, send.channel, &name, &stream.slot_size(slot_size))?;
+        let deadline = deadline_after(limit);
+        while p.subscribers() < send.subscribers as usize {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Failure::Error(format!(
+                    "timed out waiting for {} subscribers to map {}",
+                    send.subscribers, send.channel
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let fail = |e: StreamError| Failure::Error(format!("stream on {}: {e}", send.channel));
+        for n in 0..send.count {
+            let payload = if n == 0 {
+                first.clone()
+            } else {
+                args::encode_values(send.message, &args::substitute(send.args, n))
+                    .map_err(Failure::Error)?
+            };
+            p.send(&payload, limit).map_err(fail)?;
+            if !send.interval.is_zero() && n + 1 < send.count {
+                std::thread::sleep(send.interval);
+            }
+        }
+        Ok(())
     }
 }
 

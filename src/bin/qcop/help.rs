@@ -17,6 +17,7 @@ pub fn text(topic: Option<Topic>) -> &'static str {
         Some(Topic::Shm) => SHM,
         Some(Topic::Monitor) => MONITOR,
         Some(Topic::Services) => SERVICES,
+        Some(Topic::ShmSend) => SHM_SEND,
         Some(Topic::OldForm) => OLD_FORM,
         Some(Topic::Types) => TYPES,
         Some(Topic::Chain) => CHAIN,
@@ -27,7 +28,7 @@ pub fn text(topic: Option<Topic>) -> &'static str {
 pub const SHORT: &str = "\
 Usage: qcop [OPTIONS] COMMAND ARGS... [-- COMMAND ARGS...]...
 Commands: send, watch, wait, registered, channels, stats, call, serve, monitor, services,
-          shm, help
+          shm, shm-send, help
 Run 'qcop --help' for the full description.
 ";
 
@@ -41,8 +42,9 @@ Usage:
 Commands:
   send CHANNEL 'msg(types)' [ARGS...]
                        Broadcast a message to every subscriber of CHANNEL
-  watch [--count N] [--timeout MS] [--credentials] CHANNEL...
-                       Print one line per message on channels or patterns (QPE/*)
+  watch [--count N] [--timeout MS] [--credentials] [--shm] CHANNEL...
+                       Print one line per message on channels or patterns (QPE/*);
+                       --shm maps a channel's shared-memory stream directly
   wait CHANNEL 'msg(types)' [--timeout MS]
                        Wait for one message, print its arguments (exit 1 on timeout)
   registered CHANNEL   Tell whether CHANNEL has subscribers (exit 1 if not)
@@ -60,6 +62,8 @@ Commands:
   monitor [--count N] [--timeout MS] [PATTERN...]
                        Print all traffic with its senders (if the policy allows)
   services             List the services qcopd starts on demand, with their state
+  shm-send [--count N] [OPTIONS] CHANNEL 'msg(types)' [ARGS...]
+                       Open a shared-memory stream on CHANNEL and publish messages on it
   help [COMMAND|TOPIC] Show help on a command, or on: types, chain, old
 
 Options (before the command):
@@ -120,6 +124,7 @@ Examples:
   qcop stats --clients
   qcop monitor 'QPE/*'
   qcop services
+  qcop shm-send --count 1000 sensors/imu 'sample(int)' %n
 ";
 
 const SHM: &str = "\
@@ -192,7 +197,7 @@ Examples:
 const WATCH: &str = "\
 qcop watch - print messages as they arrive
 
-Usage: qcop watch [--count N] [--timeout MS] [--credentials] CHANNEL...
+Usage: qcop watch [--count N] [--timeout MS] [--credentials] [--shm] CHANNEL...
 
 Subscribes to each CHANNEL (wildcard patterns such as 'QPE/*', 'cam?' or 'cam[0-3]'
 allowed) and prints one line per message, flushed at once so it can be piped:
@@ -206,13 +211,20 @@ sender as the daemon saw it: ' [from pid=P uid=U gid=G]' (it cannot be forged by
 sender). A subscription the daemon's access policy refuses, or revokes after a reload, is
 reported on stderr; watch fails once none is left.
 
+With --shm, CHANNEL (one plain channel) carries a shared-memory stream (see 'qcop help
+shm-send'): the ring is mapped and read directly instead of subscribing, waiting for the
+stream to be opened if it is not yet. Messages a lossy publisher overwrote before they
+were read are reported as '# lost N messages'. Without --shm, watching a stream's channel
+works too: qcopd forwards the stream's messages to ordinary subscribers.
+
 Options:
   --count N        Exit after N messages
   --timeout MS     Exit when no message came for MS milliseconds (default: never)
   --credentials    Show who sent each message
+  --shm            Map CHANNEL's shared-memory stream; exit when the stream ends
 
-Exit status: 0 when --count or --timeout ends it, or when stdout is closed; 1 if the
-connection to qcopd fails or a subscription is denied.
+Exit status: 0 when --count or --timeout ends it, when stdout is closed, or (--shm) when
+the stream ends; 1 if the connection to qcopd fails or a subscription is denied.
 
 Examples:
   qcop watch 'QPE/*'
@@ -220,6 +232,41 @@ Examples:
   qcop hex watch sensors/imu
   qcop watch --count 1 --timeout 5000 QPE/System
   qcop watch --credentials QPE/Power
+  qcop watch --shm sensors/imu
+";
+
+const SHM_SEND: &str = "\
+qcop shm-send - publish on a shared-memory stream
+
+Usage: qcop shm-send [OPTIONS] CHANNEL 'message(types)' [ARGS...]
+
+Asks qcopd for a shared-memory stream on CHANNEL (a ring of slots in memory qcopd
+creates and hands over; no file in /dev/shm), then writes the message --count times into
+it. Subscribers that map the stream ('qcop watch --shm', the library's Subscriber) read it
+without going through qcopd; ordinary subscribers of CHANNEL ('qcop watch') receive every
+message from qcopd. An ARG written %n is replaced by the message's number, counting from
+0, so a reader can check order and completeness. The stream ends when the command exits;
+subscribers then read what is left and stop.
+
+Options:
+  --count N          Messages to publish (default 1)
+  --interval MS      Pause between messages (default 0)
+  --slot-size BYTES  Largest message (default 256, or the first message if larger; at
+                     most qcopd's max_payload)
+  --slots N          Messages the ring holds, a power of two (default 256)
+  --lossy            Overwrite the oldest message when a subscriber is a whole ring behind
+                     (default: lossless, wait for the slowest subscriber)
+  --subscribers N    Wait until N subscribers map the stream before publishing
+  --timeout MS       Limit for waiting for subscribers and, lossless, for a slot
+                     (default: no limit)
+
+Exit status: 0 published; 1 refused by qcopd (the channel has a stream already, limits),
+a timeout, or qcopd not running; 2 usage error.
+
+Examples:
+  qcop shm-send sensors/imu 'sample(int,double)' 7 0.5
+  qcop shm-send --count 1000 --subscribers 1 sensors/imu 'sample(int)' %n &
+  qcop watch --shm --count 1000 sensors/imu
 ";
 
 const WAIT: &str = "\
@@ -469,6 +516,7 @@ mod tests {
             Topic::Serve,
             Topic::Monitor,
             Topic::Services,
+            Topic::ShmSend,
             Topic::OldForm,
         ] {
             let t = text(Some(topic));
