@@ -20,8 +20,9 @@
 //!                     (on the read-mostly line: the producer reads it per message)
 //! 64            8     head: next position the producer writes          producer
 //! 128           4     wake: futex word consumers sleep on              producer bumps
-//! 132           4     sleepers: futex sleepers | 0x8000_0000 (the      consumers, producer
-//!                     event-fd consumer sleeps)
+//! 132           4     sleepers: bits 0-15 futex sleepers, bits 16-30  consumers, producer
+//!                     the newest wake value one sleeps on (15 bits),
+//!                     bit 31 the event-fd consumer sleeps
 //! 140           4     space: futex word a waiting producer sleeps on   consumers bump
 //! 144           4     producer_waiting: 1 while the producer waits     producer
 //! 192 + 64 r    64    consumer record r:                               qcopd, consumer r
@@ -68,7 +69,7 @@ pub mod off {
     pub const HEAD: usize = 64;
     /// u32 futex word consumers sleep on.
     pub const WAKE: usize = 128;
-    /// u32 count of futex sleepers, plus [`super::EVENT_SLEEPER`].
+    /// u32: futex sleepers ([`super::sleepers`]), plus [`super::EVENT_SLEEPER`].
     pub const SLEEPERS: usize = 132;
     /// u32 futex word a lossless producer sleeps on.
     pub const SPACE: usize = 140;
@@ -108,6 +109,71 @@ pub const SLOT_HEADER_LEN: usize = off::slot::DATA;
 pub const LINE: usize = 64;
 /// Bit of the sleepers word that says the event-fd consumer (qcopd) sleeps.
 pub const EVENT_SLEEPER: u32 = 0x8000_0000;
+
+/// The sleepers word: how many consumers sleep on the futex, and the newest wake value one
+/// of them sleeps on (its low 15 bits). A producer wakes them only if that value is still
+/// current: sleepers on older values were woken already and are on their way out, so a
+/// stream whose consumers keep falling asleep costs one wake-up per sleep, not one per
+/// message until each sleeper has deregistered.
+pub mod sleepers {
+    use super::EVENT_SLEEPER;
+
+    const COUNT: u32 = 0xffff;
+    const GEN_SHIFT: u32 = 16;
+    const GEN: u32 = 0x7fff;
+
+    /// Futex sleepers counted.
+    pub fn count(s: u32) -> u32 {
+        s & COUNT
+    }
+
+    /// Whether a sleeper may wait on wake value `wake`.
+    pub fn sleeps_on(s: u32, wake: u32) -> bool {
+        count(s) != 0 && (s >> GEN_SHIFT) & GEN == wake & GEN
+    }
+
+    /// `s` with one more sleeper, which sleeps on wake value `wake`. The generation only
+    /// moves forward (wrapping), so a sleeper that read an older value cannot hide a newer
+    /// one.
+    pub fn register(s: u32, wake: u32) -> u32 {
+        let gen = (s >> GEN_SHIFT) & GEN;
+        let w = wake & GEN;
+        let newer = w.wrapping_sub(gen) & GEN;
+        let gen = if count(s) == 0 || (newer != 0 && newer < GEN / 2) {
+            w
+        } else {
+            gen
+        };
+        (s & EVENT_SLEEPER) | (gen << GEN_SHIFT) | (count(s) + 1).min(COUNT)
+    }
+
+    /// `s` with one sleeper less (never below zero; generation and event bit kept).
+    pub fn deregister(s: u32) -> Option<u32> {
+        (count(s) != 0).then(|| s - 1)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_generation_only_moves_forward() {
+            let s = register(0, 5);
+            assert!(sleeps_on(s, 5) && !sleeps_on(s, 6));
+            let s = register(s, 6);
+            let s = register(s, 5); // read the wake word before the producer bumped it
+            assert!(sleeps_on(s, 6), "a late registration hid a newer sleeper");
+            assert_eq!(count(s), 3);
+            let s = deregister(deregister(deregister(s).unwrap()).unwrap()).unwrap();
+            assert_eq!((count(s), deregister(s)), (0, None));
+            assert!(!sleeps_on(s, 6));
+            // Wrapping: 0x7fff then 0 (the next value) is newer.
+            let s = register(register(0, 0x7fff), 0x1_0000);
+            assert!(sleeps_on(s, 0x1_0000));
+            assert_eq!(register(EVENT_SLEEPER, 1) & EVENT_SLEEPER, EVENT_SLEEPER);
+        }
+    }
+}
 
 /// Stream states.
 pub mod state {

@@ -3,7 +3,7 @@
 use super::spin::{Spin, Spinner};
 use super::{Corrupt, Ring, RingMemory, Sleep, StreamError, WaitMode};
 use crate::shm::atomics::{dekker_fence, fence, Ordering, DEKKER};
-use crate::shm::layout::{off, Policy, EVENT_SLEEPER};
+use crate::shm::layout::{off, sleepers, Policy, EVENT_SLEEPER};
 use std::time::{Duration, Instant};
 
 /// Overrun skips and rereads one call may do before it reports nothing available.
@@ -286,12 +286,20 @@ impl<M: RingMemory> Consumer<M> {
 
     /// Registers as a sleeper unless something is readable or the stream ended.
     pub fn prepare_sleep(&self) -> Sleep {
-        let w = self.ring.w32(off::WAKE).load(Ordering::Relaxed);
+        // Acquire: pairs with the bumps of the wake word (after a SeqCst fence in
+        // `Ring::end`): a consumer that sees the end's bump sees the end's state below.
+        let w = self.ring.w32(off::WAKE).load(Ordering::Acquire);
         // Dekker pair with `Producer::notify` (which stores the stamp, then loads the
         // sleepers): either the re-check below sees the new stamp, or the producer sees this
-        // sleeper and bumps the wake word, so the futex wait returns at once. The stream's
-        // end needs no pair: `Ring::end` always bumps the wake word.
-        self.ring.w32(off::SLEEPERS).fetch_add(1, DEKKER);
+        // sleeper, on the wake value it read, and bumps the wake word, so the futex wait
+        // returns at once. The stream's end needs no pair: `Ring::end` always bumps the wake
+        // word.
+        let _ = self
+            .ring
+            .w32(off::SLEEPERS)
+            .fetch_update(DEKKER, Ordering::Relaxed, |s| {
+                Some(sleepers::register(s, w))
+            });
         if let Some(r) = self.record {
             self.ring
                 .rec32(r, off::rec::SLEEPING)

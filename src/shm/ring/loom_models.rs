@@ -146,6 +146,43 @@ fn consumer_wake_up_is_not_lost() {
     });
 }
 
+/// Two consumers sleeping on different wake values while the producer publishes twice: the
+/// producer skips the system call for sleepers on an old value (already woken), never for
+/// one on the current value. Whoever decided to sleep finds the wake word moved past the
+/// value it sleeps on.
+#[test]
+fn sleepers_on_old_and_new_wake_values_are_all_woken() {
+    model(|| {
+        let mem = ring(Policy::Lossy, 0);
+        let slow = consumer(&mem, 0);
+        let mut fast = consumer(&mem, 1);
+        let mut p = producer(&mem);
+        let t = thread::spawn(move || {
+            p.try_send(&msg(1)).unwrap();
+            p.try_send(&msg(2)).unwrap();
+        });
+        let s = thread::spawn(move || slow.prepare_sleep());
+        // The fast consumer sleeps for message 1 (woken, or not sleeping at all), reads it,
+        // and sleeps again for message 2 on the newer wake value.
+        if let Sleep::Wait(_) = fast.prepare_sleep() {
+            fast.finish_sleep();
+        }
+        let mut buf = Vec::new();
+        while fast.try_recv_into(&mut buf).unwrap().is_none() {
+            thread::yield_now();
+        }
+        let fast_decision = fast.prepare_sleep();
+        let slow_decision = s.join().unwrap();
+        t.join().unwrap();
+        let now = mem.word32(off::WAKE).load(Ordering::Relaxed);
+        for d in [slow_decision, fast_decision] {
+            if let Sleep::Wait(token) = d {
+                assert_ne!(now, token, "a sleeper was not woken");
+            }
+        }
+    });
+}
+
 /// qcopd's event-fd consumer, likewise: if it went to sleep, the producer signalled it.
 #[test]
 fn event_wake_up_is_not_lost() {

@@ -35,8 +35,8 @@ pub use producer::{Producer, WriteSlot};
 
 use super::atomics::{dekker_fence, fence, AtomicU32, AtomicU64, Ordering, DEKKER};
 use super::layout::{
-    self, initial_stamp, off, record, state, Geometry, LayoutError, Policy, EVENT_SLEEPER,
-    HEADER_LEN,
+    self, initial_stamp, off, record, sleepers, state, Geometry, LayoutError, Policy,
+    EVENT_SLEEPER, HEADER_LEN,
 };
 use std::fmt;
 use std::time::Duration;
@@ -415,11 +415,11 @@ impl<M: RingMemory> Ring<M> {
     /// Takes one sleeper off the count, never below zero (a consumer that lies about its
     /// sleeping flag must not wrap the count into the event bit).
     fn drop_sleeper(&self) {
-        let _ = self
-            .w32(off::SLEEPERS)
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                (s & !EVENT_SLEEPER != 0).then(|| s - 1)
-            });
+        let _ = self.w32(off::SLEEPERS).fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            sleepers::deregister,
+        );
     }
 
     /// Stores consumer `r`'s cursor and wakes the producer if it waits for space.

@@ -3,7 +3,7 @@
 use super::spin::{Spin, Spinner};
 use super::{Full, Ring, RingMemory, Sleep, StreamError, WaitMode};
 use crate::shm::atomics::{dekker_fence, fence, Ordering, DEKKER};
-use crate::shm::layout::{off, record, Policy, EVENT_SLEEPER};
+use crate::shm::layout::{off, record, sleepers, Policy, EVENT_SLEEPER};
 use std::time::{Duration, Instant};
 
 /// Where a message to be written goes.
@@ -117,13 +117,18 @@ impl<M: RingMemory> Producer<M> {
     }
 
     #[cold]
-    fn wake(&self, sleepers: u32) {
-        if sleepers & !EVENT_SLEEPER != 0 {
-            self.ring.w32(off::WAKE).fetch_add(1, Ordering::Relaxed);
+    fn wake(&self, s: u32) {
+        // Sleepers on an older wake value were woken already (they deregister when they
+        // run again): only a sleeper on the current value needs a system call. The
+        // producer bumps the wake word itself, so its load sees the current value (or a
+        // later bump by `Ring::end`, which woke everybody).
+        let wake = self.ring.w32(off::WAKE);
+        if sleepers::sleeps_on(s, wake.load(Ordering::Relaxed)) {
+            wake.fetch_add(1, Ordering::Relaxed);
             self.ring.mem.wake_all(off::WAKE);
         }
         // Only the producer that clears the bit writes the event fd: one write per sleep.
-        if sleepers & EVENT_SLEEPER != 0
+        if s & EVENT_SLEEPER != 0
             && self
                 .ring
                 .w32(off::SLEEPERS)
