@@ -47,10 +47,12 @@ pub fn signal_eventfd(fd: BorrowedFd<'_>) {
 
 #[cfg(not(loom))]
 impl RingMemory for MappedMemory {
+    #[inline]
     fn size(&self) -> usize {
         self.map.len()
     }
 
+    #[inline]
     fn word32(&self, off: usize) -> &std::sync::atomic::AtomicU32 {
         // The ring only computes offsets from a geometry it checked against this length.
         self.map
@@ -58,32 +60,38 @@ impl RingMemory for MappedMemory {
             .expect("ring offset inside the checked, writable mapping")
     }
 
+    #[inline]
     fn word64(&self, off: usize) -> &std::sync::atomic::AtomicU64 {
         self.map
             .atomic_u64(off)
             .expect("ring offset inside the checked, writable mapping")
     }
 
+    #[inline]
     fn read_bytes(&self, off: usize, dst: &mut [u8]) {
         let ok = self.map.read(off, dst);
         debug_assert!(ok, "ring payload inside the mapping");
     }
 
+    #[inline]
     fn write_bytes(&self, off: usize, src: &[u8]) {
         let ok = self.map.write(off, src);
         debug_assert!(ok, "ring payload inside the mapping");
     }
 
+    #[inline]
     fn wait(&self, off: usize, expected: u32, timeout: Duration) {
         let _ = self.map.wait_u32(off, expected, Some(timeout));
     }
 
+    #[inline]
     fn wake_all(&self, off: usize) {
         if let Some(w) = self.map.atomic_u32(off) {
             super::futex::wake_all(w);
         }
     }
 
+    #[inline]
     fn signal_event(&self) {
         if let Some(fd) = &self.event {
             signal_eventfd(fd.as_fd());
