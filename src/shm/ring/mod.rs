@@ -10,9 +10,11 @@
 //! Publishing position `p` (slot `p & mask`), the seqlock way:
 //! 1. the slot's stamp becomes `p - 1` ("being written"), then a Release fence;
 //! 2. length and payload are written;
-//! 3. the stamp becomes `p` (Release), then the head `p + 1` (Release);
-//! 4. a SeqCst fence, then the producer looks at the sleepers word and wakes sleepers only
-//!    if there are any: no system call while every consumer is awake.
+//! 3. the stamp becomes `p` (SeqCst), then the head `p + 1` (Release);
+//! 4. the producer loads the sleepers word (SeqCst: with the stamp store, one half of a
+//!    Dekker pair with a consumer going to sleep) and makes a system call only if a
+//!    consumer sleeps on the current wake value: none while every consumer is awake, one
+//!    per sleep otherwise.
 //!
 //! Reading position `c`: load the stamp (Acquire); `c` means ready, an older lap means not
 //! yet written, a newer lap means this consumer was overrun (lossy policy: it jumps to the
@@ -20,8 +22,9 @@
 //! fence, load the stamp again: a message is delivered only if the stamp did not change,
 //! so a torn message is never returned.
 //!
-//! Lossless policy: each consumer publishes its cursor in its record; the producer caches
-//! the slowest cursor and rescans the records only when the cache says the ring is full.
+//! Lossless policy: each consumer publishes its cursor in its record (in batches, and
+//! whenever it has caught up); the producer caches the slowest cursor and rescans the
+//! records only when the cache says the ring is full.
 
 mod consumer;
 mod producer;
@@ -359,8 +362,10 @@ impl<M: RingMemory> Ring<M> {
             .w32(off::STATE)
             .compare_exchange(state::OPEN, how, Ordering::Release, Ordering::Relaxed)
             .is_ok();
-        // SeqCst: a consumer registering as a sleeper either sees the new state in its
-        // re-check or is counted here (pairs with the fence in `Consumer::prepare_sleep`).
+        // SeqCst fence: orders the state above before the bump of the wake word below. A
+        // consumer that reads the bumped word (Acquire, in `Consumer::prepare_sleep`) sees
+        // the end in its re-check; one that read an older value finds the futex word
+        // changed and does not sleep. No Dekker pair needed: everybody is woken.
         fence(Ordering::SeqCst);
         self.w32(off::WAKE).fetch_add(1, Ordering::Relaxed);
         self.mem.wake_all(off::WAKE);
@@ -406,7 +411,8 @@ impl<M: RingMemory> Ring<M> {
         if self.rec32(r, off::rec::SLEEPING).swap(0, Ordering::Relaxed) != 0 {
             self.drop_sleeper();
         }
-        // SeqCst: pairs with the fence in `Producer::wait_for_space`.
+        // SeqCst: pairs with the fence that starts `Producer::rescan`, so a rescan after
+        // the wake-up below sees the record free.
         fence(Ordering::SeqCst);
         self.w32(off::SPACE).fetch_add(1, Ordering::Relaxed);
         self.mem.wake_all(off::SPACE);

@@ -152,7 +152,8 @@ impl<M: RingMemory> Producer<M> {
     /// Recomputes the slowest active consumer's cursor.
     fn rescan(&mut self) {
         let count = u64::from(self.ring.geo.slot_count());
-        // SeqCst: pairs with the fences in `Ring::join` and `Ring::publish_cursor`.
+        // SeqCst: pairs with the fences in `Ring::join` and `Ring::leave`, and with the
+        // SeqCst cursor store and waiting-flag load of `Ring::publish_cursor`.
         fence(Ordering::SeqCst);
         let mut lag = 0u64;
         for r in 0..self.ring.geo.records() {
@@ -198,9 +199,9 @@ impl<M: RingMemory> Producer<M> {
         self.ring
             .w32(off::PRODUCER_WAITING)
             .store(1, Ordering::Relaxed);
-        // The rescan starts with a SeqCst fence, which pairs with the fence in
-        // `Ring::publish_cursor` (and `leave`): either the rescan sees the consumer's new
-        // cursor, or that consumer sees the flag stored above and bumps the space word.
+        // The rescan starts with a SeqCst fence, which pairs with the SeqCst cursor store
+        // and flag load in `Ring::publish_cursor`: either the rescan sees the consumer's
+        // new cursor, or that consumer sees the flag stored above and bumps the space word.
         self.rescan();
         let count = u64::from(self.ring.geo.slot_count());
         if self.head.wrapping_sub(self.tail) < count || !self.ring.is_open() {
