@@ -30,6 +30,9 @@ use std::rc::Rc;
 pub(super) const TOKEN_BASE: u64 = 1 << 62;
 /// Messages forwarded from one stream per turn of the event loop.
 const FORWARD_BUDGET: usize = 256;
+/// Corrupt slots after which qcopd stops reading a stream (its publisher scribbles over
+/// the ring; mapped subscribers validate for themselves and are not affected).
+const CORRUPT_LIMIT: u64 = 64;
 
 /// Counters shown by `qcop stats`.
 #[derive(Debug, Default, Clone)]
@@ -63,6 +66,8 @@ struct Stream {
     bytes: u64,
     /// More messages may be waiting than the last turn forwarded.
     backlog: bool,
+    /// Corrupt slots qcopd's consumer met.
+    corrupt: u64,
 }
 
 impl Stream {
@@ -286,6 +291,7 @@ impl Server {
             holders: vec![None; geo.records() as usize],
             bytes,
             backlog: false,
+            corrupt: 0,
         })
     }
 
@@ -423,12 +429,31 @@ impl Server {
                     }
                     Ok(None) => break,
                     Err(e) => {
+                        // Counted against the budget: a publisher that scribbles over every
+                        // slot cannot keep qcopd in this loop.
+                        n += 1;
                         self.shm.counters.corrupt += 1;
-                        log::warn!("stream {} on {:?}: {e}", s.id, s.channel);
+                        s.corrupt += 1;
+                        if s.corrupt == 1 {
+                            log::warn!("stream {} on {:?}: {e}", s.id, s.channel);
+                        }
+                        if s.corrupt >= CORRUPT_LIMIT {
+                            log::error!(
+                                "stream {} on {:?}: {} corrupt slots; qcopd stops reading it",
+                                s.id,
+                                s.channel,
+                                s.corrupt
+                            );
+                            s.ring().leave(0);
+                            s.forwarding = false;
+                            s.backlog = false;
+                            break;
+                        }
                     }
                 }
             }
-            if !s.backlog && !s.consumer.prepare_event_sleep() && s.ring().is_open() {
+            if s.forwarding && !s.backlog && !s.consumer.prepare_event_sleep() && s.ring().is_open()
+            {
                 s.backlog = true; // published meanwhile: look again next turn
             }
         }
@@ -476,7 +501,7 @@ impl Server {
             };
             recipients.clear();
             self.router.recipients(&s.channel, &mut recipients);
-            let want = !recipients.is_empty() && s.ring().is_open();
+            let want = !recipients.is_empty() && s.ring().is_open() && s.corrupt < CORRUPT_LIMIT;
             if want && !s.forwarding {
                 let at = s.ring().join(0);
                 s.consumer.restart_at(at);

@@ -279,6 +279,13 @@ impl Publisher {
         Ok(())
     }
 
+    /// The ring's memory: for tests and diagnostic tools (writing to it bypasses the ring
+    /// protocol).
+    #[doc(hidden)]
+    pub fn memory(&self) -> &MappedMemory {
+        self.producer.ring().memory()
+    }
+
     /// Ends the stream and closes the connection (the same as dropping the publisher).
     pub fn close(self) {}
 }
