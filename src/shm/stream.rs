@@ -39,7 +39,7 @@
 use super::layout::{state, Geometry, Policy};
 use super::loan::{Loan, Sample};
 use super::mapped::MappedMemory;
-use super::ring::{Consumer, Producer, Received, Ring, StreamError, WaitMode};
+use super::ring::{Consumer, Deadline, Producer, Received, Ring, StreamError, WaitMode};
 use crate::client::{unexpected, Answer};
 use crate::pattern::{check_name, is_pattern};
 use crate::wire::{ErrorCode, Frame};
@@ -416,13 +416,13 @@ impl Subscriber {
 
     /// Borrows the next message in place, waiting up to `timeout` (errors as for `recv`).
     pub fn borrow(&mut self, timeout: Duration) -> Result<Sample<'_>, StreamError> {
-        let mut deadline = None;
+        let mut deadline = Deadline::new(timeout);
         let slot = loop {
             if let Some(slot) = self.consumer.peek()? {
                 break slot;
             }
             // Only a wait reads the clock.
-            let d = *deadline.get_or_insert_with(|| Instant::now().checked_add(timeout));
+            let d = deadline.for_wait()?;
             let conn = &self.conn;
             self.consumer
                 .wait(d, self.mode, &mut || daemon_alive(conn))?;

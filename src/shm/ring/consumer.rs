@@ -9,6 +9,30 @@ use std::time::{Duration, Instant};
 /// Overrun skips and rereads one call may do before it reports nothing available.
 const MAX_ATTEMPTS: u32 = 64;
 
+/// The deadline of a receive loop: read from the clock only when the loop first has to
+/// wait, and checked on every later pass, so that a ring that always looks readable but
+/// never yields a message (a scribbled one) cannot keep the loop past its timeout.
+pub struct Deadline {
+    timeout: Duration,
+    at: Option<Option<Instant>>,
+}
+
+impl Deadline {
+    /// A deadline `timeout` after the first wait.
+    pub fn new(timeout: Duration) -> Deadline {
+        Deadline { timeout, at: None }
+    }
+
+    /// The deadline for the next wait (`None`: no limit), or `Timeout` if it passed.
+    pub fn for_wait(&mut self) -> Result<Option<Instant>, StreamError> {
+        match self.at {
+            None => Ok(*self.at.insert(Instant::now().checked_add(self.timeout))),
+            Some(Some(d)) if Instant::now() >= d => Err(StreamError::Timeout),
+            Some(d) => Ok(d),
+        }
+    }
+}
+
 /// A message ready to be read in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadSlot {
@@ -395,12 +419,12 @@ impl<M: RingMemory> Consumer<M> {
         mode: WaitMode,
         alive: &mut dyn FnMut() -> bool,
     ) -> Result<Received, StreamError> {
-        let mut deadline = None;
+        let mut deadline = Deadline::new(timeout);
         loop {
             if let Some(r) = self.try_recv_into(buf)? {
                 return Ok(r);
             }
-            let d = *deadline.get_or_insert_with(|| Instant::now().checked_add(timeout));
+            let d = deadline.for_wait()?;
             self.wait(d, mode, alive)?;
         }
     }

@@ -33,7 +33,7 @@ mod producer;
 pub mod scribble;
 mod spin;
 
-pub use consumer::{Consumer, ReadSlot, Received};
+pub use consumer::{Consumer, Deadline, ReadSlot, Received};
 pub use producer::{Producer, WriteSlot};
 
 use super::atomics::{dekker_fence, fence, AtomicU32, AtomicU64, Ordering, DEKKER};

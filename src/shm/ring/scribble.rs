@@ -2,10 +2,10 @@
 //! a consumer that must neither panic, nor read out of bounds, nor loop forever. Used by
 //! the property test in `tests.rs` and by the fuzz target `fuzz/fuzz_targets/shm_ring.rs`.
 
-use super::{Consumer, Producer, Ring, RingMemory, StreamError, WaitMode};
+use super::{Consumer, Producer, Ring, StreamError, WaitMode};
 use crate::shm::heap::HeapMemory;
 use crate::shm::layout::{state, Geometry, Policy};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What to build, publish and scribble.
 #[derive(Debug, Clone)]
@@ -122,9 +122,17 @@ fn drain(c: &mut Consumer<&HeapMemory>, buf: &mut Vec<u8>, out: &mut Outcome, bo
     }
 }
 
-/// A wait that must return at once (deadline already passed, or something to report).
+/// Waits that must return within their (short) timeouts whatever the memory holds.
 fn wait_once(c: &mut Consumer<&HeapMemory>) {
     let r = c.wait(Some(Instant::now()), WaitMode::Sleep, &mut || true);
     debug_assert!(r != Err(StreamError::DaemonGone));
-    let _ = c.ring().memory().size();
+    let mut buf = Vec::new();
+    for mode in [WaitMode::Sleep, WaitMode::Spin] {
+        let started = Instant::now();
+        let _ = c.recv_into(&mut buf, Duration::ZERO, mode, &mut || true);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "recv_into overstayed its timeout"
+        );
+    }
 }
