@@ -524,11 +524,12 @@ fn a_streaming_cli_publisher_killed_at_any_moment_ends_the_stream() {
     assert_eq!(s.lost(), 0);
 }
 
-#[test]
-fn a_publisher_scribbling_over_its_ring_cannot_hurt_qcopd_or_its_subscribers() {
-    use qcop::shm::layout::{off, Geometry};
+/// A publisher writes `scribble` over its own ring while qcopd forwards it to an ordinary
+/// subscriber: qcopd stays responsive, counts the corruption, stops reading the stream;
+/// the mapped subscriber returns errors or messages, never hangs; the channel keeps
+/// working as an ordinary channel.
+fn hostile_publisher(scribble: impl Fn(&qcop::shm::mapped::MappedMemory, u64)) {
     use qcop::shm::ring::RingMemory;
-    use std::sync::atomic::Ordering;
     let d = Daemon::start();
     let mut plain = d.connect();
     plain.subscribe(CHANNEL).unwrap();
@@ -538,28 +539,18 @@ fn a_publisher_scribbling_over_its_ring_cannot_hurt_qcopd_or_its_subscribers() {
     p.send(&payload(0), WAIT).unwrap();
     assert_eq!(number(&recv(&mut plain).data), 0);
     s.recv(&mut buf, WAIT).unwrap();
-    // Every slot gets a stamp no position can explain and a length past the slot; the
-    // header's head and the sleepers word get garbage too. Then wake qcopd's reader.
     let mem = p.memory();
-    let geo = Geometry::new(64, 8, 17, Policy::Lossy).unwrap();
     for slot in 0..8u64 {
-        let at = geo.slot_offset(slot);
-        mem.word64(at + off::slot::STAMP)
-            .store(slot + 2 + 8 * 0x1234_5678, Ordering::Relaxed);
-        mem.word32(at + off::slot::LEN)
-            .store(u32::MAX, Ordering::Relaxed);
+        scribble(mem, slot);
     }
-    mem.word64(off::HEAD).store(u64::MAX / 3, Ordering::Relaxed);
     for _ in 0..3 {
         mem.signal_event();
         std::thread::sleep(Duration::from_millis(20));
     }
-    // qcopd stays responsive, counts the corruption and stops reading the stream.
     eventually("qcopd counted the corrupt slots", || {
         counter(&mut plain, "shm_corrupt") >= 64
     });
     assert_eq!(counter(&mut plain, "shm_forwarded"), 1);
-    // The mapped subscriber reports the corruption and returns: no panic, no hang.
     for _ in 0..20 {
         match s.recv(&mut buf, Duration::from_millis(20)) {
             Err(StreamError::Corrupt(_)) | Err(StreamError::Timeout) => {}
@@ -567,9 +558,45 @@ fn a_publisher_scribbling_over_its_ring_cannot_hurt_qcopd_or_its_subscribers() {
             Err(e) => panic!("unexpected {e}"),
         }
     }
-    // The channel still works as an ordinary channel.
     let mut sender = d.connect();
     sender.send(CHANNEL, MESSAGE, &payload(7)).unwrap();
     sender.flush().unwrap();
     assert_eq!(number(&recv(&mut plain).data), 7);
+}
+
+/// Where slot `slot` of the stream's ring is (the daemon's default geometry).
+fn slot_at(slot: u64) -> usize {
+    use qcop::shm::layout::Geometry;
+    Geometry::new(64, 8, 17, Policy::Lossy)
+        .unwrap()
+        .slot_offset(slot)
+}
+
+#[test]
+fn a_publisher_scribbling_over_its_ring_cannot_hurt_qcopd_or_its_subscribers() {
+    use qcop::shm::layout::off;
+    use qcop::shm::ring::RingMemory;
+    use std::sync::atomic::Ordering;
+    // Stamps no position can explain, lengths past the slot, a garbage head.
+    hostile_publisher(|mem, slot| {
+        let at = slot_at(slot);
+        mem.word64(at + off::slot::STAMP)
+            .store(slot + 2 + 8 * 0x1234_5678, Ordering::Relaxed);
+        mem.word32(at + off::slot::LEN)
+            .store(u32::MAX, Ordering::Relaxed);
+        mem.word64(off::HEAD).store(u64::MAX / 3, Ordering::Relaxed);
+    });
+}
+
+#[test]
+fn a_publisher_announcing_messages_it_never_writes_cannot_hurt_qcopd() {
+    use qcop::shm::layout::off;
+    use qcop::shm::ring::RingMemory;
+    use std::sync::atomic::Ordering;
+    // Every slot claims a far later lap (an overrun without end); the head says nothing.
+    hostile_publisher(|mem, slot| {
+        mem.word64(slot_at(slot) + off::slot::STAMP)
+            .store(slot + 8 * (1 << 59), Ordering::Relaxed);
+        mem.word64(off::HEAD).store(0, Ordering::Relaxed);
+    });
 }

@@ -415,7 +415,7 @@ impl Server {
                     s.backlog = true;
                     break;
                 }
-                match s.consumer.try_recv_into(&mut buf) {
+                let problem = match s.consumer.try_recv_into(&mut buf) {
                     Ok(Some(r)) => {
                         if r.lost_before > 0 {
                             self.shm.counters.overruns += r.lost_before;
@@ -426,30 +426,33 @@ impl Server {
                         self.monitor(MonitorEvent::Send, 0, sender, c, m, &buf);
                         let _ = self.publish(sender, c, m, &buf);
                         n += 1;
+                        continue;
                     }
-                    Ok(None) => break,
-                    Err(e) => {
-                        // Counted against the budget: a publisher that scribbles over every
-                        // slot cannot keep qcopd in this loop.
-                        n += 1;
-                        self.shm.counters.corrupt += 1;
-                        s.corrupt += 1;
-                        if s.corrupt == 1 {
-                            log::warn!("stream {} on {:?}: {e}", s.id, s.channel);
-                        }
-                        if s.corrupt >= CORRUPT_LIMIT {
-                            log::error!(
-                                "stream {} on {:?}: {} corrupt slots; qcopd stops reading it",
-                                s.id,
-                                s.channel,
-                                s.corrupt
-                            );
-                            s.ring().leave(0);
-                            s.forwarding = false;
-                            s.backlog = false;
-                            break;
-                        }
-                    }
+                    Ok(None) if !s.consumer.readable() => break,
+                    // Still "readable" after many skips, yet no message: only a scribbled
+                    // ring does that.
+                    Ok(None) => "the ring announces messages it never delivers".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                // Counted against the budget: a publisher that scribbles over every slot
+                // cannot keep qcopd in this loop, nor (past the limit) on this stream.
+                n += 1;
+                self.shm.counters.corrupt += 1;
+                s.corrupt += 1;
+                if s.corrupt == 1 {
+                    log::warn!("stream {} on {:?}: {problem}", s.id, s.channel);
+                }
+                if s.corrupt >= CORRUPT_LIMIT {
+                    log::error!(
+                        "stream {} on {:?}: {} corrupt slots; qcopd stops reading it",
+                        s.id,
+                        s.channel,
+                        s.corrupt
+                    );
+                    s.ring().leave(0);
+                    s.forwarding = false;
+                    s.backlog = false;
+                    break;
                 }
             }
             if s.forwarding && !s.backlog && !s.consumer.prepare_event_sleep() && s.ring().is_open()
