@@ -356,31 +356,37 @@ impl Geometry {
     }
 
     /// Payload bytes per slot.
+    #[inline]
     pub fn slot_size(&self) -> u32 {
         self.slot_size
     }
 
     /// Number of slots.
+    #[inline]
     pub fn slot_count(&self) -> u32 {
         self.slot_count
     }
 
     /// Number of consumer records.
+    #[inline]
     pub fn records(&self) -> u32 {
         self.records
     }
 
     /// Overflow policy.
+    #[inline]
     pub fn policy(&self) -> Policy {
         self.policy
     }
 
     /// `slot_count - 1`, to map a position to its slot.
+    #[inline]
     pub fn mask(&self) -> u64 {
         u64::from(self.slot_count) - 1
     }
 
     /// Bytes from one slot to the next.
+    #[inline]
     pub fn stride(&self) -> usize {
         round_up(
             SLOT_HEADER_LEN as u64 + u64::from(self.slot_size),
@@ -389,6 +395,7 @@ impl Geometry {
     }
 
     /// Offset of the first slot.
+    #[inline]
     pub fn slots_offset(&self) -> usize {
         HEADER_LEN + RECORD_LEN * self.records as usize
     }
@@ -408,12 +415,14 @@ impl Geometry {
     }
 
     /// Offset of consumer record `r` (`r < records`).
+    #[inline]
     pub fn record_offset(&self, r: u32) -> usize {
         debug_assert!(r < self.records);
         HEADER_LEN + RECORD_LEN * (r % self.records) as usize
     }
 
     /// Offset of the slot that holds position `pos`.
+    #[inline]
     pub fn slot_offset(&self, pos: u64) -> usize {
         self.slots_offset() + (pos & self.mask()) as usize * self.stride()
     }

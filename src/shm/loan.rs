@@ -41,6 +41,7 @@ impl<'a> Loan<'a> {
 
     /// Publishes the first `len` bytes of the slot (at most the capacity) as the next
     /// message, and wakes subscribers that sleep.
+    #[inline]
     pub fn commit(self, len: usize) {
         self.producer.commit(self.slot, len);
     }
@@ -56,6 +57,7 @@ impl<'a> Loan<'a> {
 impl Deref for Loan<'_> {
     type Target = [u8];
 
+    #[inline]
     fn deref(&self) -> &[u8] {
         if !self.in_bounds() {
             return &[]; // not reached: the ring checked its geometry against the mapping
@@ -69,6 +71,7 @@ impl Deref for Loan<'_> {
 }
 
 impl DerefMut for Loan<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         if !self.in_bounds() {
             return &mut [];
@@ -121,6 +124,7 @@ impl<'a> Sample<'a> {
 impl Deref for Sample<'_> {
     type Target = [u8];
 
+    #[inline]
     fn deref(&self) -> &[u8] {
         let end = self.slot.data.checked_add(self.slot.len);
         if end.map_or(true, |e| e > self.consumer.ring().memory().size()) {

@@ -68,6 +68,7 @@ enum Stamp {
     Garbage,
 }
 
+#[inline]
 fn classify(stamp: u64, want: u64, mask: u64) -> Stamp {
     let d = stamp.wrapping_sub(want);
     if d == 0 {
@@ -141,6 +142,7 @@ impl<M: RingMemory> Consumer<M> {
     }
 
     /// The ring.
+    #[inline]
     pub fn ring(&self) -> &Ring<M> {
         &self.ring
     }
@@ -171,6 +173,7 @@ impl<M: RingMemory> Consumer<M> {
     /// this consumer finds nothing to read (before it would wait) or sees the producer
     /// waiting. A producer waiting for space is therefore woken either by the batch that
     /// frees it or, at the latest, when this consumer has read everything.
+    #[inline]
     fn flush_cursor(&mut self) {
         if let (Some(r), true) = (self.record, self.publishes) {
             if self.published != self.cursor {
@@ -182,6 +185,7 @@ impl<M: RingMemory> Consumer<M> {
 
     /// The next message if one is ready, `Ok(None)` if not (yet). Overruns are skipped and
     /// counted; a corrupt slot is skipped, counted, and reported.
+    #[inline]
     pub fn peek(&mut self) -> Result<Option<ReadSlot>, Corrupt> {
         let mask = self.ring.geo.mask();
         for _ in 0..MAX_ATTEMPTS {
@@ -234,6 +238,7 @@ impl<M: RingMemory> Consumer<M> {
 
     /// After reading a slot's payload: true if the producer did not start rewriting it, so
     /// what was read is the message committed at `pos`, whole.
+    #[inline]
     pub fn still_valid(&self, pos: u64) -> bool {
         // Acquire fence: pairs with the Release fence in `Producer::try_begin`; if any byte
         // read was written by a later message, the stamp below shows it.
@@ -243,6 +248,7 @@ impl<M: RingMemory> Consumer<M> {
 
     /// Done with the message at `pos` (returned by `peek`): moves on, and in a lossless
     /// ring hands the slot back to the producer.
+    #[inline]
     pub fn release(&mut self, pos: u64) {
         if pos != self.cursor {
             return;
@@ -262,6 +268,7 @@ impl<M: RingMemory> Consumer<M> {
     /// Done with a message read in place: like [`Consumer::release`], and true if the
     /// message stayed intact while it was held. A message overwritten meanwhile (lossy
     /// policy) counts as lost.
+    #[inline]
     pub fn release_checked(&mut self, pos: u64) -> bool {
         let intact = self.still_valid(pos);
         if !intact {
@@ -279,6 +286,7 @@ impl<M: RingMemory> Consumer<M> {
     }
 
     /// Copies the next message into `buf` (resized to it) if one is ready.
+    #[inline]
     pub fn try_recv_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<Received>, Corrupt> {
         for _ in 0..MAX_ATTEMPTS {
             let Some(m) = self.peek()? else {
@@ -301,6 +309,7 @@ impl<M: RingMemory> Consumer<M> {
     }
 
     /// Whether the next `peek` has something to say (a message, an overrun, garbage).
+    #[inline]
     pub fn readable(&self) -> bool {
         let c = self.cursor;
         // Acquire: pairs with the Release store of the stamp in `Producer::commit`.

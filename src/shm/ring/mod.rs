@@ -307,48 +307,58 @@ impl<M: RingMemory> Ring<M> {
     }
 
     /// The checked geometry.
+    #[inline]
     pub fn geometry(&self) -> &Geometry {
         &self.geo
     }
 
     /// The memory.
+    #[inline]
     pub fn memory(&self) -> &M {
         &self.mem
     }
 
+    #[inline]
     fn w32(&self, o: usize) -> &AtomicU32 {
         self.mem.word32(o)
     }
 
+    #[inline]
     fn w64(&self, o: usize) -> &AtomicU64 {
         self.mem.word64(o)
     }
 
+    #[inline]
     fn rec32(&self, r: u32, field: usize) -> &AtomicU32 {
         self.w32(self.geo.record_offset(r) + field)
     }
 
+    #[inline]
     fn cursor_word(&self, r: u32) -> &AtomicU64 {
         self.w64(self.geo.record_offset(r) + off::rec::CURSOR)
     }
 
+    #[inline]
     fn stamp(&self, pos: u64) -> &AtomicU64 {
         self.w64(self.geo.slot_offset(pos) + off::slot::STAMP)
     }
 
     /// The stream state (`layout::state`). Acquire: pairs with the Release in
     /// [`Ring::end`], so every message committed before the end is visible after it.
+    #[inline]
     pub fn state(&self) -> u32 {
         self.w32(off::STATE).load(Ordering::Acquire)
     }
 
     /// Whether the stream is still open (any state but open counts as ended).
+    #[inline]
     pub fn is_open(&self) -> bool {
         self.state() == state::OPEN
     }
 
     /// The producer's next position. Acquire: pairs with the Release store after each
     /// commit. Untrusted: only compared.
+    #[inline]
     pub fn head(&self) -> u64 {
         self.w64(off::HEAD).load(Ordering::Acquire)
     }

@@ -42,6 +42,7 @@ impl<M: RingMemory> Producer<M> {
     }
 
     /// The ring.
+    #[inline]
     pub fn ring(&self) -> &Ring<M> {
         &self.ring
     }
@@ -54,6 +55,7 @@ impl<M: RingMemory> Producer<M> {
     /// Starts writing the next message: returns where its payload goes, or [`Full`] if the
     /// policy is lossless and the slowest consumer is a whole ring behind. Writing nothing
     /// and never committing is allowed (the next `try_begin` reuses the slot).
+    #[inline]
     pub fn try_begin(&mut self) -> Result<WriteSlot, Full> {
         if self.ring.geo.policy() == Policy::Lossless && !self.has_space() {
             return Err(Full);
@@ -77,6 +79,7 @@ impl<M: RingMemory> Producer<M> {
 
     /// Publishes the message of `slot` with `len` payload bytes (clamped to the capacity)
     /// and wakes sleeping consumers if there are any.
+    #[inline]
     pub fn commit(&mut self, slot: WriteSlot, len: usize) {
         debug_assert_eq!(slot.pos, self.head);
         let p = self.head;
@@ -105,6 +108,7 @@ impl<M: RingMemory> Producer<M> {
         Ok(())
     }
 
+    #[inline]
     fn notify(&self) {
         // Dekker pair with `Consumer::prepare_sleep` (and qcopd's `prepare_event_sleep`),
         // which registers as a sleeper and then loads the stamp: either its re-check sees
@@ -140,6 +144,7 @@ impl<M: RingMemory> Producer<M> {
         }
     }
 
+    #[inline]
     fn has_space(&mut self) -> bool {
         let count = u64::from(self.ring.geo.slot_count());
         if self.head.wrapping_sub(self.tail) < count {

@@ -42,6 +42,7 @@ impl Spinner {
         }
     }
 
+    #[inline]
     pub(super) fn next(&mut self) -> Spin {
         if self.spinning {
             self.spins = self.spins.wrapping_add(1);
