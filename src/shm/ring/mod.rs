@@ -263,8 +263,9 @@ impl<M: RingMemory> Ring<M> {
                 .store(initial_stamp(&geo, start, slot), Ordering::Relaxed);
             w32(s + off::slot::LEN, 0);
         }
-        // Release: the magic is written last; a process that maps the ring receives its
-        // descriptor through a socket, which orders everything above before its first read.
+        // Release: pairs with the Acquire load of the magic in `Ring::open`. The magic is
+        // written last (a process that maps the ring receives its descriptor through a
+        // socket, which orders everything above before its first read anyway).
         ring.w32(off::MAGIC).store(layout::MAGIC, Ordering::Release);
         Ok(ring)
     }
@@ -455,11 +456,13 @@ impl<M: RingMemory> Ring<M> {
 
     /// The cursor of record `r` (untrusted).
     pub fn record_cursor(&self, r: u32) -> u64 {
+        // Acquire: pairs with the Release (SeqCst) store in `Ring::publish_cursor`.
         self.cursor_word(r).load(Ordering::Acquire)
     }
 
     /// Whether record `r` is active.
     pub fn record_active(&self, r: u32) -> bool {
+        // Acquire: pairs with the Release stores in `Ring::join` and `Ring::leave`.
         self.rec32(r, off::rec::STATE).load(Ordering::Acquire) == record::ACTIVE
     }
 
