@@ -386,6 +386,21 @@ fn waiting_publishers_and_subscribers_notice_a_killed_daemon() {
 }
 
 #[test]
+fn a_daemon_shutting_down_ends_its_streams() {
+    let mut d = Daemon::start();
+    let mut p = publisher(&d, 4, Policy::Lossless);
+    let mut s = subscriber(&d);
+    p.send(&payload(1), WAIT).unwrap();
+    assert_eq!(d.stop(), Some(0));
+    // What was published is still read; then the end, not a wait for a dead daemon.
+    let mut buf = Vec::new();
+    s.recv(&mut buf, WAIT).unwrap();
+    assert_eq!(number(&buf), 1);
+    assert_eq!(s.recv(&mut buf, WAIT), Err(StreamError::Ended));
+    assert_eq!(p.send(&payload(2), WAIT), Err(StreamError::Ended));
+}
+
+#[test]
 fn a_lossy_stream_tells_ordinary_subscribers_what_the_daemon_missed() {
     use nix::sys::signal::Signal;
     let d = Daemon::start();
