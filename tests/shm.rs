@@ -615,3 +615,42 @@ fn a_publisher_announcing_messages_it_never_writes_cannot_hurt_qcopd() {
         mem.word64(off::HEAD).store(0, Ordering::Relaxed);
     });
 }
+
+/// A stream's messages reach subscribers on another board: qcopd forwards the stream's
+/// messages like any message, and its links carry them on.
+#[cfg(feature = "links")]
+#[test]
+fn a_stream_reaches_subscribers_on_a_linked_board() {
+    let links = |name: &str, rest: &str| {
+        format!(
+            "[links]\nname = \"{name}\"\nkey = \"a test key of more than 16 bytes\"\n\
+             keepalive_ms = 250\ndead_after_ms = 2000\nreconnect_min_ms = 50\n\
+             reconnect_max_ms = 400\n{rest}"
+        )
+    };
+    let a = Daemon::start_with(&links(
+        "a",
+        "listen = \"127.0.0.1:0\"\nexport = [\"*\"]\nimport = [\"*\"]\n",
+    ));
+    let port = counter(&mut a.connect(), "link_listen_port");
+    let b = Daemon::start_with(&links(
+        "b",
+        &format!(
+            "[[links.peer]]\naddress = \"127.0.0.1:{port}\"\nexport = [\"*\"]\nimport = [\"*\"]\n"
+        ),
+    ));
+    let mut remote = b.connect();
+    remote.subscribe(CHANNEL).unwrap();
+    let mut local = a.connect();
+    eventually("board a learns of b's subscriber", || {
+        local.registered_count(CHANNEL).unwrap() >= 1
+    });
+    let mut p = publisher(&a, 16, Policy::Lossless);
+    for i in 0..50 {
+        p.send(&payload(i), WAIT).unwrap();
+    }
+    for i in 0..50 {
+        assert_eq!(number(&recv(&mut remote).data), i);
+    }
+    assert_eq!(counter(&mut local, "shm_forwarded"), 50);
+}

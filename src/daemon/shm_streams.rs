@@ -2,12 +2,12 @@
 //! hands it to the publisher and to subscribers that map it, polices who holds which
 //! consumer record, ends the stream when the publisher's connection closes, frees the
 //! record of a subscriber whose connection closes, and reads the ring as one more consumer
-//! to forward its messages to the channel's ordinary subscribers.
+//! to forward its messages to the channel's ordinary subscribers (and over links).
 //!
 //! qcopd's consumer uses record 0 and sleeps on an event fd in the epoll loop (the publisher
 //! writes it only when that consumer said it sleeps). It is active only while the channel
-//! has ordinary subscribers, so streams nobody watches through the daemon cost qcopd
-//! nothing per message. It forwards at most [`FORWARD_BUDGET`] messages per turn of the
+//! has ordinary subscribers (or the board has links, which may carry the channel to other
+//! boards), so streams nobody watches through the daemon cost qcopd nothing per message. It forwards at most [`FORWARD_BUDGET`] messages per turn of the
 //! loop, so a fast stream cannot starve other clients.
 //!
 //! A child module of `server`, so that these handlers reach the server's state directly;
@@ -497,6 +497,9 @@ impl Server {
         if self.shm.streams.is_empty() {
             return;
         }
+        // A board linked to others reads every stream: links may carry the channel to
+        // subscribers elsewhere, and whether they do changes with the peers' adverts.
+        let linked = self.cfg.links.listen.is_some() || !self.cfg.links.peer.is_empty();
         let mut recipients = std::mem::take(&mut self.scratch);
         for index in 0..self.shm.streams.len() {
             let Some(s) = self.shm.streams[index].as_mut() else {
@@ -504,7 +507,9 @@ impl Server {
             };
             recipients.clear();
             self.router.recipients(&s.channel, &mut recipients);
-            let want = !recipients.is_empty() && s.ring().is_open() && s.corrupt < CORRUPT_LIMIT;
+            let want = (linked || !recipients.is_empty())
+                && s.ring().is_open()
+                && s.corrupt < CORRUPT_LIMIT;
             if want && !s.forwarding {
                 let at = s.ring().join(0);
                 s.consumer.restart_at(at);
