@@ -1062,8 +1062,16 @@ impl<'a> Frame<'a> {
             Kind::Registered => Frame::Registered {
                 seq,
                 count: r.u32()?,
-                // Absent from daemons without links.
-                remote: if r.remaining() > 0 { r.u32()? } else { 0 },
+                // Present only when nonzero (daemons without links never send it), so that
+                // every frame has exactly one encoding.
+                remote: if r.remaining() > 0 {
+                    match r.u32()? {
+                        0 => return Err(DecodeError::Reserved),
+                        n => n,
+                    }
+                } else {
+                    0
+                },
             },
             Kind::Channels => {
                 // Each entry is at least a u16 length, a u32 count and a u8 flag.
@@ -1081,13 +1089,17 @@ impl<'a> Frame<'a> {
                         remote: 0,
                     });
                 }
-                // Remote subscriber counts, one per entry; absent from daemons without links.
+                // Remote subscriber counts, one per entry; present only when one is nonzero
+                // (daemons without links never send them): one encoding per frame.
                 if r.remaining() > 0 {
                     if r.count(4)? != list.len() {
                         return Err(DecodeError::BadCount);
                     }
                     for c in &mut list {
                         c.remote = r.u32()?;
+                    }
+                    if list.iter().all(|c| c.remote == 0) {
+                        return Err(DecodeError::Reserved);
                     }
                 }
                 Frame::Channels { seq, list }
@@ -1358,7 +1370,9 @@ impl<'a> Frame<'a> {
             }
             Frame::Registered { count, remote, .. } => {
                 out.extend_from_slice(&count.to_be_bytes());
-                out.extend_from_slice(&remote.to_be_bytes());
+                if *remote != 0 {
+                    out.extend_from_slice(&remote.to_be_bytes());
+                }
             }
             Frame::Channels { list, .. } => {
                 out.extend_from_slice(&(list.len() as u32).to_be_bytes());
@@ -1367,9 +1381,11 @@ impl<'a> Frame<'a> {
                     out.extend_from_slice(&c.subscribers.to_be_bytes());
                     out.push(u8::from(c.pattern));
                 }
-                out.extend_from_slice(&(list.len() as u32).to_be_bytes());
-                for c in list {
-                    out.extend_from_slice(&c.remote.to_be_bytes());
+                if list.iter().any(|c| c.remote != 0) {
+                    out.extend_from_slice(&(list.len() as u32).to_be_bytes());
+                    for c in list {
+                        out.extend_from_slice(&c.remote.to_be_bytes());
+                    }
                 }
             }
             Frame::StatsReport { report, .. } => encode_stats(report, out),
@@ -1480,6 +1496,10 @@ fn encode_stats(report: &StatsReport, out: &mut Vec<u8>) {
         }
         put_str(out, &c.name);
     }
+    // The links section only when there are links (one encoding per report).
+    if report.links.is_empty() {
+        return;
+    }
     out.extend_from_slice(&(report.links.len() as u32).to_be_bytes());
     for l in &report.links {
         put_str(out, &l.peer);
@@ -1529,6 +1549,10 @@ fn decode_stats(r: &mut Reader<'_>) -> Result<StatsReport, DecodeError> {
     let mut links = Vec::new();
     if r.remaining() > 0 {
         let n = r.count(2 + 2 + 2 + 4)?;
+        // Present only with at least one link: one encoding per report.
+        if n == 0 {
+            return Err(DecodeError::Reserved);
+        }
         links.reserve(n);
         for _ in 0..n {
             links.push(LinkInfo {

@@ -268,59 +268,68 @@ fn bad_utf8_and_magic_and_trailing_bytes() {
     );
 }
 
-/// Answers from a daemon without links lack the remote counts and the links section; they
-/// still decode, with zeros and an empty list.
+/// The remote counts and the links section travel only when they say something: answers
+/// without them (all a daemon without links sends) decode with zeros and an empty list, and
+/// an explicit zero or empty section is refused, so every answer has exactly one encoding.
 #[test]
-fn answers_without_the_link_fields_decode() {
-    let mut b = Frame::Registered {
+fn link_fields_travel_only_when_nonzero() {
+    let registered = |remote| Frame::Registered {
         seq: 3,
         count: 2,
-        remote: 0,
-    }
-    .to_vec();
-    b.truncate(b.len() - 4);
-    b[3] -= 4;
-    assert_eq!(
-        Frame::decode_exact(&b, MAX),
-        Ok(Frame::Registered {
-            seq: 3,
-            count: 2,
-            remote: 0
-        })
-    );
-    let list = vec![ChannelInfo {
+        remote,
+    };
+    let short = registered(0).to_vec();
+    let long = registered(5).to_vec();
+    assert_eq!(long.len(), short.len() + 4);
+    assert_eq!(Frame::decode_exact(&short, MAX), Ok(registered(0)));
+    assert_eq!(Frame::decode_exact(&long, MAX), Ok(registered(5)));
+    let mut zero = long.clone();
+    let n = zero.len();
+    zero[n - 4..].fill(0);
+    assert_eq!(Frame::decode_exact(&zero, MAX), Err(DecodeError::Reserved));
+
+    let entry = |remote| ChannelInfo {
         name: "a".into(),
         subscribers: 1,
         pattern: false,
-        remote: 0,
-    }];
-    let mut b = Frame::Channels {
+        remote,
+    };
+    let channels = |remote| Frame::Channels {
         seq: 1,
-        list: list.clone(),
-    }
-    .to_vec();
-    b.truncate(b.len() - 8);
-    b[3] -= 8;
-    assert_eq!(
-        Frame::decode_exact(&b, MAX),
-        Ok(Frame::Channels { seq: 1, list })
-    );
-    let report = StatsReport {
+        list: vec![entry(remote)],
+    };
+    let short = channels(0).to_vec();
+    let long = channels(7).to_vec();
+    assert_eq!(long.len(), short.len() + 8);
+    assert_eq!(Frame::decode_exact(&short, MAX), Ok(channels(0)));
+    assert_eq!(Frame::decode_exact(&long, MAX), Ok(channels(7)));
+    let mut zero = long.clone();
+    let n = zero.len();
+    zero[n - 4..].fill(0);
+    assert_eq!(Frame::decode_exact(&zero, MAX), Err(DecodeError::Reserved));
+
+    let report = |links| StatsReport {
         counters: vec![("clients".into(), 1)],
         clients: vec![],
-        links: vec![],
+        links,
     };
-    let mut b = Frame::StatsReport {
+    let b = Frame::StatsReport {
         seq: 2,
-        report: report.clone(),
+        report: report(vec![]),
     }
     .to_vec();
-    b.truncate(b.len() - 4);
-    b[3] -= 4;
     assert_eq!(
         Frame::decode_exact(&b, MAX),
-        Ok(Frame::StatsReport { seq: 2, report })
+        Ok(Frame::StatsReport {
+            seq: 2,
+            report: report(vec![])
+        })
     );
+    // An explicit empty links section.
+    let mut empty = b.clone();
+    empty.extend_from_slice(&[0, 0, 0, 0]);
+    empty[3] += 4;
+    assert_eq!(Frame::decode_exact(&empty, MAX), Err(DecodeError::Reserved));
 }
 
 #[test]
