@@ -72,59 +72,39 @@ pub trait RingMemory {
     fn signal_event(&self) {}
 }
 
-impl<T: RingMemory + ?Sized> RingMemory for &T {
-    fn size(&self) -> usize {
-        (**self).size()
-    }
-    fn word32(&self, off: usize) -> &AtomicU32 {
-        (**self).word32(off)
-    }
-    fn word64(&self, off: usize) -> &AtomicU64 {
-        (**self).word64(off)
-    }
-    fn read_bytes(&self, off: usize, dst: &mut [u8]) {
-        (**self).read_bytes(off, dst)
-    }
-    fn write_bytes(&self, off: usize, src: &[u8]) {
-        (**self).write_bytes(off, src)
-    }
-    fn wait(&self, off: usize, expected: u32, timeout: Duration) {
-        (**self).wait(off, expected, timeout)
-    }
-    fn wake_all(&self, off: usize) {
-        (**self).wake_all(off)
-    }
-    fn signal_event(&self) {
-        (**self).signal_event()
-    }
+/// Memory behind a reference or a shared pointer is ring memory too: each method forwards.
+macro_rules! forward_ring_memory {
+    ($($ptr:ty),*) => {$(
+        impl<T: RingMemory + ?Sized> RingMemory for $ptr {
+            fn size(&self) -> usize {
+                (**self).size()
+            }
+            fn word32(&self, off: usize) -> &AtomicU32 {
+                (**self).word32(off)
+            }
+            fn word64(&self, off: usize) -> &AtomicU64 {
+                (**self).word64(off)
+            }
+            fn read_bytes(&self, off: usize, dst: &mut [u8]) {
+                (**self).read_bytes(off, dst)
+            }
+            fn write_bytes(&self, off: usize, src: &[u8]) {
+                (**self).write_bytes(off, src)
+            }
+            fn wait(&self, off: usize, expected: u32, timeout: Duration) {
+                (**self).wait(off, expected, timeout)
+            }
+            fn wake_all(&self, off: usize) {
+                (**self).wake_all(off)
+            }
+            fn signal_event(&self) {
+                (**self).signal_event()
+            }
+        }
+    )*};
 }
 
-impl<T: RingMemory + ?Sized> RingMemory for std::sync::Arc<T> {
-    fn size(&self) -> usize {
-        (**self).size()
-    }
-    fn word32(&self, off: usize) -> &AtomicU32 {
-        (**self).word32(off)
-    }
-    fn word64(&self, off: usize) -> &AtomicU64 {
-        (**self).word64(off)
-    }
-    fn read_bytes(&self, off: usize, dst: &mut [u8]) {
-        (**self).read_bytes(off, dst)
-    }
-    fn write_bytes(&self, off: usize, src: &[u8]) {
-        (**self).write_bytes(off, src)
-    }
-    fn wait(&self, off: usize, expected: u32, timeout: Duration) {
-        (**self).wait(off, expected, timeout)
-    }
-    fn wake_all(&self, off: usize) {
-        (**self).wake_all(off)
-    }
-    fn signal_event(&self) {
-        (**self).signal_event()
-    }
-}
+forward_ring_memory!(&T, std::sync::Arc<T>);
 
 /// How a waiting consumer (or a lossless producer waiting for space) passes the time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
