@@ -30,8 +30,8 @@ pub enum Wait {
 /// wakes this thread, the timeout passes or a signal arrives.
 pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Wait {
     let ts = timeout.map(|d| libc::timespec {
-        // Saturates far beyond any timeout this project uses (years).
-        tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
+        // Saturates far beyond any timeout this project uses (years); fits a 32-bit time_t.
+        tv_sec: d.as_secs().min(i32::MAX as u64) as _,
         tv_nsec: d.subsec_nanos() as libc::c_long,
     });
     let ts_ptr = ts

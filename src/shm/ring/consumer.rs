@@ -327,6 +327,8 @@ impl<M: RingMemory> Consumer<M> {
         // sleeper, on the wake value it read, and bumps the wake word, so the futex wait
         // returns at once. The stream's end needs no pair: `Ring::end` always bumps the wake
         // word.
+        // `fetch_update` is `try_update` on newer nightlies; the old name builds on 1.75 and loom.
+        #[allow(deprecated)]
         let _ = self
             .ring
             .w32(off::SLEEPERS)

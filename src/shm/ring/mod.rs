@@ -412,6 +412,8 @@ impl<M: RingMemory> Ring<M> {
     /// Takes one sleeper off the count, never below zero (a consumer that lies about its
     /// sleeping flag must not wrap the count into the event bit).
     fn drop_sleeper(&self) {
+        // `fetch_update` is `try_update` on newer nightlies; the old name builds on 1.75 and loom.
+        #[allow(deprecated)]
         let _ = self.w32(off::SLEEPERS).fetch_update(
             Ordering::Relaxed,
             Ordering::Relaxed,
