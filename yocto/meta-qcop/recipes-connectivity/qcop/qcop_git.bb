@@ -40,6 +40,13 @@ inherit cargo cargo-update-recipe-crates ptest-cargo systemd update-rc.d useradd
 # ptest-cargo builds the test binaries with these flags too.
 CARGO_BUILD_FLAGS:append = " --config profile.release.strip=false"
 
+# Cargo features. links: qcopd daemons on several boards joined over TCP (the [links]
+# configuration section), about 110 KiB of qcopd; without it qcopd refuses a [links]
+# section. The cargo class does not pass PACKAGECONFIG options to cargo: the flags below do.
+PACKAGECONFIG ??= "links"
+PACKAGECONFIG[links] = ",,"
+CARGO_BUILD_FLAGS:append = " --no-default-features ${@bb.utils.contains('PACKAGECONFIG', 'links', '--features links', '', d)}"
+
 # Where the file:// entries are unpacked: UNPACKDIR from styhead on, WORKDIR on scarthgap,
 # which has no UNPACKDIR. (Not a weak default for UNPACKDIR itself: that could override
 # the release's own value.)
