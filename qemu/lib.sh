@@ -21,7 +21,8 @@ die() { say "error: $*"; exit 1; }
 
 profile_keys="triple arch libc linker linker_pkg strip strip_pkg sysroot multiarch qemu_user
     qemu_user_pkg deb_arch qemu_system qemu_system_pkg machine cpu smp memory_mb console
-    kernel_pkg busybox_pkg tier1 tier2 qcopd_budget_kib board guest_compat guest_tests"
+    kernel_pkg busybox_pkg tier1 tier2 qcopd_budget_kib board guest_compat guest_tests
+    release_toolchain release_std release_std_features release_rustflags"
 
 # The triples of every profile, sorted.
 all_triples() {
@@ -158,6 +159,21 @@ missing_rust_targets() {
     done
 }
 
+# "TOOLCHAIN TRIPLE" for every profile among the given triples whose release build needs a
+# toolchain of its own (release_toolchain) that is not installed with rust-src and the target.
+missing_release_toolchains() (
+    local t
+    for t in "$@"; do
+        load_profile "$t"
+        [ -n "$release_toolchain" ] || continue
+        if ! rustup run "$release_toolchain" rustc --version >/dev/null 2>&1 ||
+            ! rustup +"$release_toolchain" component list --installed 2>/dev/null | grep -q '^rust-src' ||
+            ! rustup +"$release_toolchain" target list --installed 2>/dev/null | grep -qx "$triple"; then
+            echo "$release_toolchain $triple"
+        fi
+    done
+)
+
 # binfmt_misc entries that let the kernel run ARM programs through qemu-user: the test
 # binaries spawn qcopd and qcop (and themselves), which only works if exec() of an ARM ELF
 # succeeds. The F flag opens the interpreter at registration, so it also works in containers
@@ -192,7 +208,7 @@ binfmt_register() {
 # Checks (and as root installs) what the tiers need. Prints the exact commands and returns
 # 1 if something is missing and cannot be installed.
 ensure_host() {
-    local pkgs targets rust_targets binfmt="" tier t
+    local pkgs targets rust_targets binfmt="" tier t toolchains tc
     # shellcheck disable=SC2046
     pkgs="$(missing_packages $(host_packages "$@"))"
     rust_targets=""
@@ -201,8 +217,10 @@ ensure_host() {
     done
     # shellcheck disable=SC2046,SC2086
     targets="$(missing_rust_targets $(printf '%s\n' $rust_targets | sort -u))"
+    # shellcheck disable=SC2046,SC2086
+    toolchains="$(missing_release_toolchains $(printf '%s\n' $rust_targets | sort -u))"
     case " $* " in *" user "*) binfmt="$(binfmt_missing)" ;; esac
-    if [ -z "$pkgs$targets$binfmt" ]; then return 0; fi
+    if [ -z "$pkgs$targets$toolchains$binfmt" ]; then return 0; fi
     if is_root; then
         if [ -n "$pkgs" ]; then
             say "installing: ${pkgs//$'\n'/ }"
@@ -217,12 +235,20 @@ ensure_host() {
             # shellcheck disable=SC2086
             rustup target add $targets || die "rustup target add $targets failed"
         fi
+        while read -r tc t; do
+            [ -n "$tc" ] || continue
+            rustup toolchain install "$tc" --profile minimal --component rust-src --target "$t" ||
+                die "rustup toolchain install $tc failed"
+        done <<<"$toolchains"
         case " $* " in *" user "*) binfmt_register ;; esac
         return 0
     fi
     say "missing host requirements; install them with (or run this as root, which does it):"
     [ -n "$pkgs" ] && say "    sudo apt-get install ${pkgs//$'\n'/ }"
     [ -n "$targets" ] && say "    rustup target add ${targets//$'\n'/ }    # as your user"
+    while read -r tc t; do
+        [ -n "$tc" ] && say "    rustup toolchain install $tc --profile minimal --component rust-src --target $t    # as your user"
+    done <<<"$toolchains"
     if [ -n "$binfmt" ]; then
         say "    sudo mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc    # if not mounted"
         for t in $binfmt; do
@@ -234,10 +260,20 @@ ensure_host() {
 
 # ----- building -------------------------------------------------------------------------
 
-# Builds qcopd and qcop for the loaded profile with the release profile.
+# Builds qcopd and qcop for the loaded profile with the release profile. A profile with a
+# release_toolchain is a flash build: that (pinned nightly) toolchain rebuilds the standard
+# library for the target with the profile's crates, features and flags (see targets/README.md).
 build_release() {
     cargo_setup
-    cargo build --locked --release --bins --target "$triple"
+    if [ -z "$release_toolchain" ]; then
+        cargo build --locked --release --bins --target "$triple"
+        return
+    fi
+    say "   flash build: cargo +$release_toolchain, -Z build-std=$release_std" \
+        "-Z build-std-features=$release_std_features, rustflags '$release_rustflags'"
+    env "$(cargo_env_prefix "$triple")RUSTFLAGS=$release_rustflags" \
+        cargo +"$release_toolchain" build --locked --release --bins --target "$triple" \
+        -Z build-std="$release_std" -Z build-std-features="$release_std_features"
 }
 
 release_dir() { echo "$QCOP_TARGET_DIR/$1/release"; }
