@@ -468,3 +468,49 @@ fn a_service_runs_as_its_configured_user() {
     assert_eq!(call.sender.pid, std::process::id());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_service_gets_the_supplementary_groups_of_its_user() {
+    let Some(users) = users("a_service_gets_the_supplementary_groups_of_its_user") else {
+        return;
+    };
+    let dir = common::temp_dir("groups");
+    // The program (qcoptest-b) writes its groups here.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let qcop = runnable_copy(Path::new(qcop_path()), &dir);
+    let groups_file = dir.join("groups");
+    let script = format!(
+        "id -G > '{}' && exec '{}' serve QPE/Application/groups 'groups()' 'listed()' --count 1",
+        groups_file.display(),
+        qcop.display()
+    );
+    let config = format!(
+        "socket_mode = \"0666\"\n{}",
+        service(
+            "groups",
+            "QPE/Application/groups",
+            &script,
+            "user = \"qcoptest-b\""
+        )
+    );
+    let d = Daemon::start_with(&config);
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = d.connect();
+    let reply = c
+        .call("QPE/Application/groups", "groups()", b"", WAIT)
+        .unwrap();
+    assert_eq!(reply.message, "listed()");
+    // Its primary group and the group that lists it, as after a login; none of the
+    // daemon's own groups (root's).
+    let text = std::fs::read_to_string(&groups_file).unwrap();
+    let mut groups: Vec<u32> = text
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let mut expected = vec![users.b.gid, users.extra_gid];
+    expected.sort_unstable();
+    assert_eq!(groups, expected, "id -G of the started program: {text:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -210,6 +210,11 @@ fn compile_one(
                 .0,
         ),
     };
+    // A login's supplementary groups: the group it runs as and every group listing the user.
+    let groups = match (&s.user, gid) {
+        (Some(u), Some(g)) => names.groups_of(u, g),
+        _ => Vec::new(),
+    };
     let cwd = s.working_directory.as_deref().unwrap_or(Path::new("/"));
     if !cwd.is_absolute() {
         return Err(format!(
@@ -259,6 +264,7 @@ fn compile_one(
             cwd,
             uid,
             gid,
+            groups,
         },
         persistent: s.persistent,
         timeout: Duration::from_millis(timeout.into()),

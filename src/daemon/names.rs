@@ -10,6 +10,9 @@ pub trait Names {
     fn user(&self, name: &str) -> Option<(u32, u32)>;
     /// The gid of a group and the names of its listed members.
     fn group(&self, name: &str) -> Option<(u32, Vec<String>)>;
+    /// The groups a program started as user `name` with group `gid` belongs to, as a login
+    /// would set them (`initgroups`): `gid` and every group that lists the user.
+    fn groups_of(&self, name: &str, gid: u32) -> Vec<u32>;
 }
 
 /// The system's user and group databases (`getpwnam`, `getgrnam`).
@@ -37,6 +40,19 @@ impl Names for SystemNames {
             }
         }
     }
+
+    fn groups_of(&self, name: &str, gid: u32) -> Vec<u32> {
+        let groups = std::ffi::CString::new(name)
+            .map_err(|_| nix::errno::Errno::EINVAL)
+            .and_then(|user| nix::unistd::getgrouplist(&user, nix::unistd::Gid::from_raw(gid)));
+        match groups {
+            Ok(g) => g.into_iter().map(|g| g.as_raw()).collect(),
+            Err(e) => {
+                log::warn!("looking up the groups of user {name:?} failed: {e}");
+                vec![gid]
+            }
+        }
+    }
 }
 
 /// A fixed table of accounts, for tests and examples.
@@ -61,5 +77,15 @@ impl Names for StaticNames {
             .iter()
             .find(|(n, ..)| n == name)
             .map(|(_, gid, mem)| (*gid, mem.clone()))
+    }
+
+    fn groups_of(&self, name: &str, gid: u32) -> Vec<u32> {
+        let mut groups = vec![gid];
+        for (_, g, members) in &self.groups {
+            if *g != gid && members.iter().any(|m| m == name) {
+                groups.push(*g);
+            }
+        }
+        groups
     }
 }

@@ -23,10 +23,12 @@ pub struct Program {
     pub envp: Vec<CString>,
     /// Working directory.
     pub cwd: CString,
-    /// User to switch to (supplementary groups are dropped with it).
+    /// User to switch to.
     pub uid: Option<u32>,
     /// Group to switch to.
     pub gid: Option<u32>,
+    /// Supplementary groups, set when switching user (empty: none).
+    pub groups: Vec<u32>,
 }
 
 /// Why a program could not be started.
@@ -47,7 +49,7 @@ impl fmt::Display for SpawnError {
 /// Steps of the child, numbered for the error pipe.
 const STEPS: [&str; 7] = [
     "redirecting stdin",
-    "dropping supplementary groups",
+    "setting supplementary groups",
     "switching group",
     "switching user",
     "changing directory",
@@ -86,12 +88,13 @@ pub fn spawn(p: &Program) -> Result<u32, SpawnError> {
         .map(|e| e.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
+    let groups: Vec<Gid> = p.groups.iter().map(|&g| Gid::from_raw(g)).collect();
     // SAFETY: after fork the child runs only the code below until execve or _exit: plain
     // system calls on data prepared above (no allocation, no lock), which are
     // async-signal-safe, so this is sound even if the parent had other threads.
     match unsafe { nix::unistd::fork() }.map_err(fail(5))? {
         ForkResult::Child => {
-            let (step, errno) = child(p, &devnull, &argv, &envp);
+            let (step, errno) = child(p, &devnull, &argv, &envp, &groups);
             let mut report = [0u8; 5];
             report[0] = step;
             report[1..].copy_from_slice(&(errno as i32).to_be_bytes());
@@ -133,6 +136,7 @@ fn child(
     devnull: &std::os::fd::OwnedFd,
     argv: &[*const c_char],
     envp: &[*const c_char],
+    groups: &[Gid],
 ) -> (u8, Errno) {
     if let Err(e) = nix::unistd::dup2_stdin(devnull) {
         return (0, e);
@@ -155,8 +159,8 @@ fn child(
         return (6, e);
     }
     if p.uid.is_some() {
-        // Like a login: only the given user and group. Fails harmlessly when not root.
-        if let Err(e) = nix::unistd::setgroups(&[]) {
+        // Like a login: the user's groups, not the daemon's. Fails harmlessly when not root.
+        if let Err(e) = nix::unistd::setgroups(groups) {
             if e != Errno::EPERM {
                 return (1, e);
             }
@@ -203,6 +207,7 @@ mod tests {
             cwd: CString::new("/").unwrap(),
             uid: None,
             gid: None,
+            groups: Vec::new(),
         }
     }
 
