@@ -9,7 +9,7 @@
 //! streaming rate of the kernel); the *per-record* floor makes one `write` per record and
 //! reader (what an unbatched sender pays in system calls).
 
-use crate::procs::{die_with_parent, role, Child, Daemon, Placement};
+use crate::procs::{collect_readers, die_with_parent, role, Daemon, Placement};
 use crate::report::{bytes, grouped, median_f64, ratio, Table};
 use crate::util::{field, mem_of, mono_ns, role_args, Context, Res, RoleArgs};
 use qcop::wire::Frame;
@@ -134,7 +134,7 @@ fn qcop_once(dir: &Path, config: &str, pl: &Placement, subs: usize, n: u64) -> R
     )?;
     let start: u64 = field(&publisher.expect("result")?, "start_ns")?;
     publisher.finish()?;
-    let (end, received, lost) = collect(readers)?;
+    let (end, received, lost) = collect_readers(readers)?;
     let hwm = mem_of(daemon.pid())?.hwm;
     daemon.stop()?;
     if received + lost != n * subs as u64 {
@@ -178,7 +178,7 @@ fn floor_once(
     }
     let start: u64 = field(&writer.expect("result")?, "start_ns")?;
     writer.finish()?;
-    let (end, received, _) = collect(procs)?;
+    let (end, received, _) = collect_readers(procs)?;
     if received != n * readers as u64 {
         return Err(format!("broadcast floor: {received} != {n} × {readers}"));
     }
@@ -187,19 +187,6 @@ fn floor_once(
         lost: 0,
         hwm: 0,
     })
-}
-
-/// Reads each reader's result: the latest end time and the totals.
-fn collect(readers: Vec<Child>) -> Res<(u64, u64, u64)> {
-    let (mut end, mut received, mut lost) = (0u64, 0u64, 0u64);
-    for mut r in readers {
-        let line = r.expect("result")?;
-        end = end.max(field(&line, "end_ns")?);
-        received += field::<u64>(&line, "received")?;
-        lost += field::<u64>(&line, "lost")?;
-        r.finish()?;
-    }
-    Ok((end, received, lost))
 }
 
 // ----- roles ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@
 //! gathered per `sendmsg`.
 
 use crate::procs::{die_with_parent, role, Daemon, Placement};
-use crate::report::{grouped, median_f64, ratio, us, Summary, Table};
+use crate::report::{grouped, latency_cells, median_f64, ratio, us, Summary, Table};
 use crate::rr;
 use crate::util::{field, mono_ns, role_args, Context, Res, RoleArgs};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -187,18 +187,10 @@ pub fn run(dir: &Path, base: &str, placements: &[Placement], p: &Params) -> Res<
         let q = Summary::of(figure.samples).ok_or("link: no qcop samples")?;
         let f = Summary::of(floor.samples).ok_or("link: no floor samples")?;
         let n = Summary::of(nagle.samples).ok_or("link: no Nagle samples")?;
-        latency.rows.push(vec![
-            pl.label(),
-            us(q.p50),
-            us(q.p99),
-            us(f.p50),
-            us(f.p99),
-            ratio(q.p50 as f64, f.p50 as f64),
-            ratio(q.p99 as f64, f.p99 as f64),
-            format!("{q_cpu:.1}"),
-            format!("{f_cpu:.1}"),
-            us(n.p50),
-        ]);
+        let mut row = vec![pl.label()];
+        row.extend(latency_cells(&q, &f, us));
+        row.extend([format!("{q_cpu:.1}"), format!("{f_cpu:.1}"), us(n.p50)]);
+        latency.rows.push(row);
 
         eprintln!("link streaming: {}", pl.label());
         let mut runs: Vec<(&str, Vec<f64>, f64, u64)> = Vec::new();

@@ -5,7 +5,7 @@
 //! measured against, `result key=value ...` with what they measured. Their stderr is passed
 //! through so that failures are visible.
 
-use crate::util::{cpu_list_string, Context, Res};
+use crate::util::{cpu_list_string, field, Context, Res};
 use qcop::{ConnectOptions, Connection};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -403,4 +403,17 @@ pub fn wait_for_parent() {
 /// leave roles behind.
 pub fn die_with_parent() {
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Reads each reader's result: the latest end time and the totals.
+pub fn collect_readers(readers: Vec<Child>) -> Res<(u64, u64, u64)> {
+    let (mut end, mut received, mut lost) = (0u64, 0u64, 0u64);
+    for mut r in readers {
+        let line = r.expect("result")?;
+        end = end.max(field(&line, "end_ns")?);
+        received += field::<u64>(&line, "received")?;
+        lost += field::<u64>(&line, "lost")?;
+        r.finish()?;
+    }
+    Ok((end, received, lost))
 }

@@ -55,6 +55,19 @@ pub fn ratio(x: f64, floor: f64) -> String {
     }
 }
 
+/// The six latency cells of a figure against its floor: figure median and p99, floor median
+/// and p99 (each formatted with `unit`), then the two ratios.
+pub fn latency_cells(q: &Summary, f: &Summary, unit: fn(u64) -> String) -> Vec<String> {
+    vec![
+        unit(q.p50),
+        unit(q.p99),
+        unit(f.p50),
+        unit(f.p99),
+        ratio(q.p50 as f64, f.p50 as f64),
+        ratio(q.p99 as f64, f.p99 as f64),
+    ]
+}
+
 /// Nanoseconds as microseconds with one decimal.
 pub fn us(ns: u64) -> String {
     format!("{:.1}", ns as f64 / 1000.0)

@@ -6,7 +6,7 @@
 //! length prefix, the 64-byte payload at the end). Each round trip is timed in the client.
 
 use crate::procs::{die_with_parent, role, wait_for_parent, Child, Daemon, Placement};
-use crate::report::{bytes, grouped, ratio, us, Summary, Table};
+use crate::report::{bytes, grouped, latency_cells, ratio, us, Summary, Table};
 use crate::util::{cpu_ns, mem_of, parse_list, role_args, Context, Res, RoleArgs};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use qcop::wire::Frame;
@@ -141,15 +141,9 @@ pub fn run(dir: &Path, config: &str, placements: &[Placement], p: &Params) -> Re
         let hwm = figure.middle_hwm;
         let q = Summary::of(figure.samples).ok_or("rr: no qcop samples")?;
         let f = Summary::of(floor.samples).ok_or("rr: no floor samples")?;
-        latency.rows.push(vec![
-            pl.label(),
-            us(q.p50),
-            us(q.p99),
-            us(f.p50),
-            us(f.p99),
-            ratio(q.p50 as f64, f.p50 as f64),
-            ratio(q.p99 as f64, f.p99 as f64),
-        ]);
+        let mut lat = vec![pl.label()];
+        lat.extend(latency_cells(&q, &f, us));
+        latency.rows.push(lat);
         let mut row = vec![pl.label()];
         row.extend(q_cpu.iter().chain(&f_cpu).map(|v| format!("{v:.1}")));
         row.push(ratio(q_cpu.iter().sum(), f_cpu.iter().sum()));

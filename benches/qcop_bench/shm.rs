@@ -13,8 +13,8 @@
 //!   same message size over a ring-sized region, in one process. The daemon path (`send` /
 //!   `recv` through qcopd) in the same run.
 
-use crate::procs::{die_with_parent, role, Child, Daemon, Placement};
-use crate::report::{grouped, median_f64, ratio, us, Summary, Table};
+use crate::procs::{collect_readers, die_with_parent, role, Child, Daemon, Placement};
+use crate::report::{grouped, latency_cells, median_f64, ratio, us, Summary, Table};
 use crate::util::{field, mono_ns, parse_list, role_args, Context, Res, RoleArgs};
 use qcop::shm::futex;
 use qcop::shm::map::{Access, Mapping};
@@ -179,15 +179,9 @@ pub fn run(dir: &Path, config: &str, placements: &[Placement], p: &Params) -> Re
                 )?);
             }
             let (f, q) = (summary(floor)?, summary(fig)?);
-            spin.rows.push(vec![
-                pl.label(),
-                ns(q.p50),
-                ns(q.p99),
-                ns(f.p50),
-                ns(f.p99),
-                ratio(q.p50 as f64, f.p50 as f64),
-                ratio(q.p99 as f64, f.p99 as f64),
-            ]);
+            let mut row = vec![pl.label()];
+            row.extend(latency_cells(&q, &f, ns));
+            spin.rows.push(row);
         }
         eprintln!("shm: sleeping ping-pong, {}", pl.label());
         let (mut fig, mut floor, mut uds) = (Vec::new(), Vec::new(), Vec::new());
@@ -218,17 +212,10 @@ pub fn run(dir: &Path, config: &str, placements: &[Placement], p: &Params) -> Re
             )?);
         }
         let (f, q, u) = (summary(floor)?, summary(fig)?, summary(uds)?);
-        sleep.rows.push(vec![
-            pl.label(),
-            us(q.p50),
-            us(q.p99),
-            us(f.p50),
-            us(f.p99),
-            ratio(q.p50 as f64, f.p50 as f64),
-            ratio(q.p99 as f64, f.p99 as f64),
-            us(u.p50),
-            ratio(u.p50 as f64, q.p50 as f64),
-        ]);
+        let mut row = vec![pl.label()];
+        row.extend(latency_cells(&q, &f, us));
+        row.extend([us(u.p50), ratio(u.p50 as f64, q.p50 as f64)]);
+        sleep.rows.push(row);
         for (size, n) in [(64usize, p.n_small), (4096, p.n_large)] {
             for subs in [1usize, 4] {
                 eprintln!("shm: streaming {size} B 1→{subs}, {}", pl.label());
@@ -393,14 +380,7 @@ fn stream_once(
     };
     let start: u64 = field(&publisher.expect("result")?, "start_ns")?;
     publisher.finish()?;
-    let (mut end, mut received, mut lost) = (0u64, 0u64, 0u64);
-    for mut r in readers {
-        let line = r.expect("result")?;
-        end = end.max(field(&line, "end_ns")?);
-        received += field::<u64>(&line, "received")?;
-        lost += field::<u64>(&line, "lost")?;
-        r.finish()?;
-    }
+    let (end, received, lost) = collect_readers(readers)?;
     daemon.stop()?;
     if received + lost != n * subs as u64 {
         return Err(format!(

@@ -959,6 +959,11 @@ impl Server {
             // A call from another board: the answer goes back over its link.
             return self.link_reply_out(&call, error, message, payload);
         }
+        self.answer_call(&call, error, message, payload);
+    }
+
+    /// Delivers a responder's answer (local or from another board) to a local caller.
+    fn answer_call(&mut self, call: &PendingCall, error: bool, message: &str, payload: &[u8]) {
         self.counters.calls_answered += 1;
         let reply = encode_shared(
             &mut self.enc,
@@ -969,7 +974,7 @@ impl Server {
                 payload,
             },
         );
-        self.finish_call(&call, reply);
+        self.finish_call(call, reply);
     }
 
     /// Sends a call's outcome to its caller (replies are never dropped by the slow-consumer

@@ -8,7 +8,7 @@ use crate::daemon::link::proto::{msg_channel, LinkFrame, ADVERT_MAX_NAMES, ADVER
 use crate::daemon::link::topo::{DaemonId, Learned, Subs};
 use crate::daemon::link::{LinkId, State};
 use crate::pattern::{check_name, is_pattern};
-use crate::wire::{ChannelInfo, Credentials, Frame, LinkInfo, MonitorEvent, HEADER_LEN};
+use crate::wire::{ChannelInfo, Credentials, LinkInfo, MonitorEvent, HEADER_LEN};
 use std::cmp::Reverse;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -579,17 +579,7 @@ impl Server {
                 else {
                     return;
                 };
-                self.counters.calls_answered += 1;
-                let reply = super::encode_shared(
-                    &mut self.enc,
-                    &Frame::Reply {
-                        seq: call.seq,
-                        error,
-                        message,
-                        payload,
-                    },
-                );
-                self.finish_call(&call, reply);
+                self.answer_call(&call, error, message, payload);
             }
         }
     }
