@@ -16,13 +16,14 @@ use super::shm_segments::{Peer, SegAnswer, Segments};
 use super::signals::Signals;
 use super::stats::{Counters, Gauges};
 use crate::datastream::Value;
-use crate::pattern::{check_name, is_pattern};
+use crate::pattern::{check_message_name, check_name, is_pattern};
 use crate::wire::{
     ClientInfo, Credentials, DecodeError, ErrorCode, Frame, FrameReader, MonitorEvent, StatsReport,
     PROTOCOL_VERSION,
 };
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, IoSlice, Read};
@@ -569,9 +570,11 @@ impl Server {
                 message,
                 payload,
             } => {
-                if let Err((code, text)) = self.check_message(slot, channel, message, payload) {
-                    return self.reject(slot, seq, code, &text);
-                }
+                let message = match self.check_message(slot, channel, message, payload) {
+                    Ok(normalized) => normalized,
+                    Err((code, text)) => return self.reject(slot, seq, code, &text),
+                };
+                let message = &*message;
                 if let Err(denial) = self.may(slot, Action::Send, channel, message) {
                     let what = format!("send to {channel:?}");
                     return self.deny(slot, seq, Action::Send, &what, &denial.text);
@@ -661,13 +664,14 @@ impl Server {
         }
     }
 
-    fn check_message(
+    /// Checks a message from a client; returns its name normalised (`check_message_name`).
+    fn check_message<'m>(
         &self,
         slot: Slot,
         channel: &str,
-        message: &str,
+        message: &'m str,
         payload: &[u8],
-    ) -> Result<(), (ErrorCode, String)> {
+    ) -> Result<Cow<'m, str>, (ErrorCode, String)> {
         check_name(channel, self.cfg.max_channel_len as usize)
             .map_err(|e| (ErrorCode::BadName, format!("channel: {e}")))?;
         if is_pattern(channel) {
@@ -676,7 +680,7 @@ impl Server {
                 format!("{channel:?} is a pattern; messages go to plain channel names"),
             ));
         }
-        check_name(message, self.cfg.max_message_len as usize)
+        let message = check_message_name(message, self.cfg.max_message_len as usize)
             .map_err(|e| (ErrorCode::BadName, format!("message: {e}")))?;
         let max = self.clients[slot].as_ref().map_or(0, |c| c.max_payload);
         if payload.len() > max as usize {
@@ -688,7 +692,7 @@ impl Server {
                 ),
             ));
         }
-        Ok(())
+        Ok(message)
     }
 
     fn subscribe(&mut self, slot: Slot, seq: u32, channel: &str, credentials: bool) {
@@ -818,9 +822,11 @@ impl Server {
         message: &str,
         payload: &[u8],
     ) {
-        if let Err((code, text)) = self.check_message(slot, channel, message, payload) {
-            return self.reject(slot, seq, code, &text);
-        }
+        let message = match self.check_message(slot, channel, message, payload) {
+            Ok(normalized) => normalized,
+            Err((code, text)) => return self.reject(slot, seq, code, &text),
+        };
+        let message = &*message;
         if let Err(denial) = self.may(slot, Action::Send, channel, message) {
             let what = format!("call to {channel:?}");
             return self.deny(slot, seq, Action::Send, &what, &denial.text);
