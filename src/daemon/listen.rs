@@ -191,3 +191,121 @@ pub fn sd_notify(state: &str) {
         log::warn!("sd_notify({state:?}) to {target} failed: {e}");
     }
 }
+
+/// Descriptors qcopd keeps for itself besides one per client: the listener, epoll, the
+/// signal pipe, the standard streams, links, stream eventfds, segment memfds and the pipes
+/// of services being started.
+pub const RESERVED_FDS: u64 = 64;
+
+/// Makes `max_clients` fit the open-file limit (`RLIMIT_NOFILE`): each client holds a
+/// descriptor, and past the limit `accept` fails. Raises the soft limit towards
+/// `max_clients + RESERVED_FDS` (up to the hard limit); if that is not enough, lowers
+/// `max_clients` to what fits, and says so once.
+pub fn fit_fd_limit(cfg: &mut Config) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    // rlim_t is 32 bits wide on armv7 (RLIM_INFINITY is its largest value), 64 elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    let (soft, hard_limit) = (soft as u64, hard as u64);
+    let need = u64::from(cfg.max_clients) + RESERVED_FDS;
+    if soft >= need {
+        return;
+    }
+    let raised = need.min(hard_limit);
+    let soft = match setrlimit(Resource::RLIMIT_NOFILE, raised as _, hard) {
+        Ok(()) => raised,
+        Err(e) => {
+            log::warn!("cannot raise the open-file limit from {soft} to {raised}: {e}");
+            soft
+        }
+    };
+    if soft >= need {
+        log::info!(
+            "raised the open-file limit to {soft} for max_clients = {}",
+            cfg.max_clients
+        );
+        return;
+    }
+    let fits = soft.saturating_sub(RESERVED_FDS).max(soft / 2).max(1);
+    let fits = u32::try_from(fits).unwrap_or(u32::MAX);
+    log::warn!(
+        "max_clients = {} needs about {need} open files but the limit is {soft} (hard limit \
+         {hard_limit}); serving at most {fits} clients (raise RLIMIT_NOFILE, e.g. LimitNOFILE= in \
+         the systemd unit or ulimit -n, to serve more)",
+        cfg.max_clients
+    );
+    cfg.max_clients = fits;
+}
+
+/// What the event loop does when `accept` fails for want of descriptors or memory (EMFILE,
+/// ENFILE, ENOBUFS, ENOMEM): it stops watching the listener for a while (10 ms, doubling up
+/// to 1 s while it keeps failing, and ends early when a client disconnects), so that a
+/// pending connection cannot make it spin, and it logs at most one line a minute.
+/// Connected clients are served meanwhile; waiting connections stay in the backlog.
+#[derive(Debug, Default)]
+pub struct AcceptPause {
+    until: Option<std::time::Instant>,
+    delay: std::time::Duration,
+    last_log: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl AcceptPause {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(10);
+    const LONGEST: std::time::Duration = std::time::Duration::from_secs(1);
+    const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// Records a failed `accept` while `clients` are connected; the listener is to be
+    /// ignored until [`AcceptPause::deadline`].
+    pub fn failed(&mut self, e: &io::Error, clients: usize) {
+        let now = std::time::Instant::now();
+        self.delay = (self.delay * 2).clamp(Self::FIRST, Self::LONGEST);
+        self.until = Some(now + self.delay);
+        if self
+            .last_log
+            .is_some_and(|at| now.duration_since(at) < Self::LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return;
+        }
+        let more = match std::mem::take(&mut self.unlogged) {
+            0 => String::new(),
+            n => format!(" ({n} more failures since the last report)"),
+        };
+        log::error!(
+            "accept failed: {e}, with {clients} clients connected; new connections wait \
+             until descriptors are free{more}"
+        );
+        self.last_log = Some(now);
+    }
+
+    /// A connection was accepted: the next failure starts with the shortest pause again.
+    pub fn succeeded(&mut self) {
+        self.delay = std::time::Duration::ZERO;
+    }
+
+    /// When to watch the listener again; `None` when it is watched.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.until
+    }
+
+    /// A descriptor was freed: try again at once.
+    pub fn descriptor_freed(&mut self) {
+        if self.until.is_some() {
+            self.until = Some(std::time::Instant::now());
+        }
+    }
+
+    /// True (once) when the pause is over and the listener is to be watched again.
+    pub fn take_due(&mut self, now: std::time::Instant) -> bool {
+        match self.until {
+            Some(at) if at <= now => {
+                self.until = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}

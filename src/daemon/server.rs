@@ -8,7 +8,7 @@ mod services;
 
 use super::activate::Activation;
 use super::config::{Config, SlowConsumerPolicy};
-use super::listen::{sd_notify, Listening};
+use super::listen::{fit_fd_limit, sd_notify, AcceptPause, Listening};
 use super::outq::OutQueue;
 use super::policy::Action;
 use super::router::{Router, Slot, Subscribed, Unsubscribed};
@@ -152,6 +152,8 @@ pub struct Server {
     links: Links,
     /// Shared-memory streams (`shm_streams`).
     shm: shm_streams::ShmStreams,
+    /// Set while `accept` fails for want of descriptors: the listener is not watched.
+    accept_pause: AcceptPause,
 }
 
 /// Error starting the event loop.
@@ -222,6 +224,7 @@ impl Server {
             activation,
             links,
             shm: shm_streams::ShmStreams::default(),
+            accept_pause: AcceptPause::default(),
         };
         server.links_register().map_err(SetupError)?;
         Ok(server)
@@ -261,6 +264,10 @@ impl Server {
                 }
                 self.close_pending();
             }
+            if self.accept_pause.take_due(Instant::now()) {
+                self.watch_listener(true);
+                self.accept_all();
+            }
             if self.signals.take_reload() {
                 self.reload_config();
             }
@@ -286,7 +293,14 @@ impl Server {
         let next = self.timers.peek().map(|Reverse((at, _))| *at);
         let services = self.activation.next_deadline();
         let links = self.links_next_deadline();
-        match next.into_iter().chain(services).chain(links).min() {
+        let accept = self.accept_pause.deadline();
+        match next
+            .into_iter()
+            .chain(services)
+            .chain(links)
+            .chain(accept)
+            .min()
+        {
             None => EpollTimeout::NONE,
             Some(at) => {
                 let ms = at.saturating_duration_since(Instant::now()).as_millis() + 1;
@@ -300,7 +314,8 @@ impl Server {
         match &self.config_path {
             None => log::info!("SIGHUP: no configuration file in use, nothing to reload"),
             Some(path) => match Config::load(path) {
-                Ok(new) => {
+                Ok(mut new) => {
+                    fit_fd_limit(&mut new);
                     if new.socket != self.cfg.socket
                         || new.socket_mode != self.cfg.socket_mode
                         || new.socket_group != self.cfg.socket_group
@@ -335,13 +350,32 @@ impl Server {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The client gave up before it was accepted.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    // EMFILE and friends: log and retry on the next wake-up.
-                    log::error!("accept failed: {e}");
+                    // EMFILE and friends: the connection stays pending, so a watched
+                    // listener would wake the loop at once, forever. Pause watching it.
+                    self.counters.accept_failures += 1;
+                    self.accept_pause.failed(&e, self.client_count);
+                    self.watch_listener(false);
                     return;
                 }
             };
+            self.accept_pause.succeeded();
             self.admit(stream);
+        }
+    }
+
+    /// Watches the listener for connections, or stops watching it (`AcceptPause`).
+    fn watch_listener(&mut self, watch: bool) {
+        let flags = if watch {
+            EpollFlags::EPOLLIN
+        } else {
+            EpollFlags::empty()
+        };
+        let mut event = EpollEvent::new(flags, TOKEN_LISTENER);
+        if let Err(e) = self.epoll.modify(&self.listener, &mut event) {
+            log::error!("epoll_ctl(MOD) of the listener failed: {e}");
         }
     }
 
@@ -1366,6 +1400,7 @@ impl Server {
     fn close_pending(&mut self) {
         while let Some((slot, reason)) = self.to_close.pop() {
             self.close(slot, reason);
+            self.accept_pause.descriptor_freed();
         }
     }
 
