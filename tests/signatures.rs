@@ -93,3 +93,35 @@ fn a_waiter_gets_every_spelling_of_its_message() {
     // Only the qint64 one is the awaited message; its value is printed.
     assert!(out.contains('2') && !out.contains('1'), "{out:?}");
 }
+
+#[test]
+fn a_started_service_gets_the_queued_message_normalised() {
+    let dir = common::temp_dir("sig-svc");
+    let out = dir.join("out");
+    let script = format!(
+        "exec '{}' watch --count 1 QPE/Application/norm > '{}'",
+        env!("CARGO_BIN_EXE_qcop"),
+        out.display()
+    );
+    // Started programs get a cleared environment; under qemu-user ARM programs need this.
+    let env: Vec<String> = std::env::var("QEMU_LD_PREFIX")
+        .map(|p| vec![format!("QEMU_LD_PREFIX={p}")])
+        .unwrap_or_default();
+    let d = Daemon::start_with(&format!(
+        "[[service]]\nname = \"norm\"\nchannel = \"QPE/Application/norm\"\n\
+         command = [\"/bin/sh\", \"-c\", {script:?}]\nenvironment = {env:?}\n"
+    ));
+    let mut sender = d.connect();
+    sender
+        .send("QPE/Application/norm", " go ( int ) ", &5i32.to_be_bytes())
+        .unwrap();
+    sender.flush().unwrap();
+    common::eventually("the service's output", || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.ends_with('\n'))
+    });
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "QPE/Application/norm go(int) 5\n"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
