@@ -85,6 +85,17 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
+/// The lowest descriptor number the process does not use: with the limit there, it can
+/// open nothing more.
+fn lowest_free_fd(pid: u32) -> usize {
+    let used: Vec<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !used.contains(n)).unwrap()
+}
+
 /// The daemon's open-file limit as `/proc` shows it: (soft, hard).
 fn nofile(pid: u32) -> (String, String) {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
@@ -160,8 +171,7 @@ fn out_of_descriptors_the_daemon_idles_and_serves_its_clients() {
             .unwrap();
         assert!(st.success(), "prlimit --pid");
     };
-    let open = d.fd_count();
-    set_limit(open);
+    set_limit(lowest_free_fd(d.pid()));
     // Connections the kernel completes but the daemon cannot accept.
     let waiting: Vec<UnixStream> = (0..20)
         .map(|_| UnixStream::connect(&d.socket).expect("connect"))
@@ -203,4 +213,50 @@ fn out_of_descriptors_the_daemon_idles_and_serves_its_clients() {
     drop(waiting);
     let mut late = RawClient::greeted(&d.socket);
     late.sync(1);
+}
+
+/// The link listener (TCP) pauses the same way at EMFILE.
+#[cfg(feature = "links")]
+#[test]
+fn out_of_descriptors_the_link_listener_idles_too() {
+    let Some(prlimit) = prlimit("out_of_descriptors_the_link_listener_idles_too") else {
+        return;
+    };
+    let config = "[links]\nname = \"a\"\nkey = \"a test key of more than 16 bytes\"\n\
+                  listen = \"127.0.0.1:0\"\n";
+    let (d, log) = start_logged(config, &["env"]);
+    let mut conn = d.connect();
+    let port = conn.stats(false).unwrap().get("link_listen_port").unwrap() as u16;
+    let pid = d.pid().to_string();
+    let set_limit = |n: usize| {
+        let st = Command::new(&prlimit)
+            .args(["--pid", &pid, &format!("--nofile={n}:")])
+            .status()
+            .unwrap();
+        assert!(st.success(), "prlimit --pid");
+    };
+    set_limit(lowest_free_fd(d.pid()));
+    let waiting: Vec<std::net::TcpStream> = (0..10)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    eventually("a failed accept", || {
+        log_lines(&log, "links: accept failed") >= 1
+    });
+    let cpu_before = cpu_ticks(d.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    // The connected client is served meanwhile.
+    conn.subscribe("x").unwrap();
+    let cpu = cpu_ticks(d.pid()) - cpu_before;
+    eprintln!("a second at EMFILE on the link listener: {cpu} ticks of CPU");
+    assert!(
+        cpu <= 10,
+        "qcopd used {cpu} ticks of CPU in a second at EMFILE"
+    );
+    assert_eq!(log_lines(&log, "accept failed"), 1);
+    set_limit(1024);
+    // Accepted (and refused past max_unauthenticated): every one is taken off the backlog.
+    eventually("the waiting links accepted", || {
+        let stats = conn.stats(false).unwrap();
+        stats.get("links_accepted").unwrap() == waiting.len() as u64
+    });
 }

@@ -308,9 +308,10 @@ impl AcceptPause {
     const LONGEST: std::time::Duration = std::time::Duration::from_secs(1);
     const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
-    /// Records a failed `accept` while `clients` are connected; the listener is to be
-    /// ignored until [`AcceptPause::deadline`].
-    pub fn failed(&mut self, e: &io::Error, clients: usize) {
+    /// Records a failed `accept` on the listener for `what` (clients or links) while
+    /// `connected` of them are; the listener is to be ignored until
+    /// [`AcceptPause::deadline`].
+    pub fn failed(&mut self, what: &str, e: &io::Error, connected: usize) {
         let now = std::time::Instant::now();
         self.delay = (self.delay * 2).clamp(Self::FIRST, Self::LONGEST);
         self.until = Some(now + self.delay);
@@ -326,7 +327,7 @@ impl AcceptPause {
             n => format!(" ({n} more failures since the last report)"),
         };
         log::error!(
-            "accept failed: {e}, with {clients} clients connected; new connections wait \
+            "{what}: accept failed: {e}, with {connected} connected; new connections wait \
              until descriptors are free{more}"
         );
         self.last_log = Some(now);

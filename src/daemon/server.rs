@@ -356,7 +356,7 @@ impl Server {
                     // EMFILE and friends: the connection stays pending, so a watched
                     // listener would wake the loop at once, forever. Pause watching it.
                     self.counters.accept_failures += 1;
-                    self.accept_pause.failed(&e, self.client_count);
+                    self.accept_pause.failed("clients", &e, self.client_count);
                     self.watch_listener(false);
                     return;
                 }
