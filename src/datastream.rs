@@ -1643,6 +1643,24 @@ mod tests {
             ),
             ("f(QList<const char *>)", "f(QList<const char*>)"),
             ("f(QList<unsigned>)", "f(QList<uint>)"),
+            // Whole declarations (return type, name, arguments) and odd types.
+            (" void  foo( ) ", "void foo()"),
+            ("void foo( void ( * ) ( void ))", "void foo(void(*)())"),
+            ("void foo( void * )", "void foo(void*)"),
+            ("QString &foo (const QString & )", "QString&foo(QString)"),
+            ("void foo(QString * const)", "void foo(QString*const)"),
+            (
+                "void foo(const int, int const, const int &, int const &)",
+                "void foo(int,int,int,int)",
+            ),
+            ("void foo(QList<int const*>)", "void foo(QList<const int*>)"),
+            ("void foo(Foo<Bar>const)", "void foo(Foo<Bar>)"),
+            (
+                "void foo(Foo<Bar>const*const *const)",
+                "void foo(Foo<Bar>*const*const)",
+            ),
+            ("void foo(const Foo<Bar>&)", "void foo(Foo<Bar>)"),
+            ("a( b ( ( ", "a(b(("),
             // Not signatures: only whitespace goes.
             ("", ""),
             ("  ", ""),
