@@ -645,7 +645,7 @@ const REBOOT_SPELLINGS: [&str; 8] = [
 /// name exactly as given, unlike the `qcop` CLI, which normalises it first. Prints one
 /// `RAW send|call NAME: RESULT` line per request.
 #[test]
-#[ignore = "started as a test user by every_spelling_of_a_denied_message_is_denied"]
+#[ignore = "helper: started as a test user by every_spelling_of_a_denied_message_is_denied"]
 fn raw_client() {
     let spec = std::env::var(RAW_CLIENT_ENV).expect("raw_client needs QCOP_TEST_RAW_CLIENT");
     let mut lines = spec.split('\n');
