@@ -1125,7 +1125,8 @@ impl Connection {
 
     /// Writes buffered bytes; with `all`, blocks (reading meanwhile) until they are out.
     fn write_some(&mut self, all: bool) -> Result<(), Error> {
-        let deadline = self.deadline(self.opts.timeout);
+        // The clock is read only if the socket is full and the caller waits.
+        let mut deadline = None;
         loop {
             while self.wpos < self.wbuf.len() {
                 match send_nosignal(&self.stream, &self.wbuf[self.wpos..]) {
@@ -1151,6 +1152,7 @@ impl Connection {
             if !all {
                 return Ok(());
             }
+            let deadline = *deadline.get_or_insert_with(|| deadline_after(self.opts.timeout));
             if !self.pump(Some(deadline))? && Instant::now() >= deadline {
                 return Err(Error::Timeout);
             }
