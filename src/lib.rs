@@ -39,5 +39,6 @@ mod sys;
 pub mod wire;
 
 pub use client::{
-    ConnectOptions, Connection, Credentials, Error, Message, Monitored, Reply, Revocation,
+    ConnectOptions, Connection, Credentials, Error, Message, MessageRef, Monitored, Reply,
+    Revocation,
 };
