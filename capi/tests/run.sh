@@ -37,12 +37,14 @@ trap 'rm -rf "$work"' EXIT
 dest="$work/dest"
 
 echo "== libqcop: cargo cinstall (profile release-capi) into a temporary prefix"
-cargo cinstall --frozen -p qcop-capi --profile release-capi --destdir "$dest" 2>&1 |
+# Its own target directory: cargo-c writes the prefix into qcop.pc when it builds.
+CARGO_TARGET_DIR=target/capi cargo cinstall --locked -p qcop-capi --profile release-capi \
+    --prefix /usr --libdir /usr/lib --destdir "$dest" 2>&1 |
     grep -v "unused manifest key: lints" | tail -3
 cargo build --locked --bin qcopd --bin qcop 2>&1 | tail -1
 bin=target/debug
-export PKG_CONFIG_PATH="$dest/usr/local/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$dest"
-export LD_LIBRARY_PATH="$dest/usr/local/lib"
+export PKG_CONFIG_PATH="$dest/usr/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$dest"
+export LD_LIBRARY_PATH="$dest/usr/lib"
 flags=(-std=c11 -Wall -Wextra -Werror -O1 -g)
 cflags="$(pkg-config --cflags qcop)"
 libs="$(pkg-config --libs qcop)"
@@ -50,10 +52,10 @@ echo "pkg-config --cflags --libs qcop: $cflags $libs"
 
 echo "== installed files, soname, symbols"
 (cd "$dest" && find . -type f -o -type l | sort)
-soname="$(readelf -d "$dest/usr/local/lib/libqcop.so" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')"
+soname="$(readelf -d "$dest/usr/lib/libqcop.so" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')"
 [ "$soname" = libqcop.so.0 ] || { echo "FAIL: soname is '$soname', not libqcop.so.0"; exit 1; }
-[ -f "$dest/usr/local/lib/libqcop.a" ] && [ -f "$dest/usr/local/include/qcop.h" ] || { echo "FAIL: libqcop.a or qcop.h not installed"; exit 1; }
-nm -D --defined-only "$dest/usr/local/lib/libqcop.so" | awk '{ print $3 }' | sort >"$work/symbols"
+[ -f "$dest/usr/lib/libqcop.a" ] && [ -f "$dest/usr/include/qcop.h" ] || { echo "FAIL: libqcop.a or qcop.h not installed"; exit 1; }
+nm -D --defined-only "$dest/usr/lib/libqcop.so" | awk '{ print $3 }' | sort >"$work/symbols"
 if ! diff -u capi/abi/libqcop.so.0.symbols "$work/symbols"; then
     echo "FAIL: the exported symbols differ from capi/abi/libqcop.so.0.symbols (above): a symbol"
     echo "      that disappears or changes needs a new soname; a new one is added to the list"
@@ -81,7 +83,7 @@ done
 echo "built: $(cd examples/c && ls ./*.c | tr '\n' ' ')"
 # One statically linked: libqcop.a through pkg-config --static.
 gcc "${flags[@]}" $cflags examples/c/subscriber.c -o "$work/subscriber-static" \
-    "$dest/usr/local/lib/libqcop.a" $(pkg-config --libs-only-l --static qcop | sed 's/-lqcop//')
+    "$dest/usr/lib/libqcop.a" $(pkg-config --libs-only-l --static qcop | sed 's/-lqcop//')
 echo "statically linked subscriber: $(stat -c %s "$work/subscriber-static") bytes"
 
 run_suite() {
