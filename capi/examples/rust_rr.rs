@@ -3,6 +3,7 @@
 //!
 //! `rust_rr SOCKET COUNT`: a child process echoes `ping()` on bench/ping as `pong()` on
 //! bench/pong; this process times COUNT round trips and prints the mean in nanoseconds.
+//! `rust_rr SOCKET COUNT SUBSCRIBERS`: broadcast, as `rr` in capi/bench/rr.c.
 
 use qcop_client::{ConnectOptions, Connection};
 use std::process::Command;
@@ -22,7 +23,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             c.send("bench/pong", "pong()", &m.data)?;
         }
     }
+    if args.get(3).map(String::as_str) == Some("receive") {
+        let count: u32 = args[2].parse()?;
+        let mut c = Connection::connect(&opts)?;
+        c.subscribe("bench/bcast")?;
+        // Messages the daemon dropped for a slow reader count too.
+        let mut got = 0u64;
+        while got + c.lost() < u64::from(count) {
+            if c.recv_timeout(std::time::Duration::from_secs(5))?.is_none() {
+                break;
+            }
+            got += 1;
+        }
+        c.send("bench/done", "done()", &[])?;
+        return Ok(c.flush()?);
+    }
     let count: u32 = args[2].parse()?;
+    if let Some(subscribers) = args.get(3) {
+        return broadcast(&opts, &args[0], &args[1], count, subscribers.parse()?);
+    }
     let mut c = Connection::connect(&opts)?;
     c.subscribe("bench/pong")?;
     let mut echo = Command::new(&args[0])
@@ -47,6 +66,46 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     c.send("bench/ping", "stop()", &[])?;
     c.flush()?;
     echo.wait()?;
+    println!("{ns}");
+    Ok(())
+}
+
+fn broadcast(
+    opts: &ConnectOptions,
+    exe: &str,
+    socket: &str,
+    count: u32,
+    subscribers: u32,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut c = Connection::connect(opts)?;
+    c.subscribe("bench/done")?;
+    let mut children = Vec::new();
+    for _ in 0..subscribers {
+        let n = count.to_string();
+        children.push(Command::new(exe).args([socket, &n, "receive"]).spawn()?);
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let ready = c
+            .channels()?
+            .iter()
+            .any(|ch| ch.name == "bench/bcast" && ch.subscribers == subscribers);
+        if ready {
+            break;
+        }
+    }
+    let payload = [0u8; 16];
+    let start = Instant::now();
+    for _ in 0..count {
+        c.send("bench/bcast", "sample()", &payload)?;
+    }
+    for _ in 0..subscribers {
+        c.recv()?;
+    }
+    let ns = start.elapsed().as_nanos() / u128::from(count.max(1));
+    for mut child in children {
+        child.wait()?;
+    }
     println!("{ns}");
     Ok(())
 }

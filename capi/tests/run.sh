@@ -62,6 +62,12 @@ if ! diff -u capi/abi/libqcop.so.0.symbols "$work/symbols"; then
     exit 1
 fi
 echo "exported symbols match capi/abi/libqcop.so.0.symbols ($(wc -l <"$work/symbols") symbols)"
+# Every function is documented with an example in the header.
+header="$dest/usr/include/qcop.h"
+functions="$(grep -c '^[a-z].*[ *]qcop_[a-z_]*(' "$header")"
+examples="$(grep -c '^// ```c' "$header")"
+[ "$functions" = "$(wc -l <"$work/symbols")" ] && [ "$examples" = "$functions" ] ||
+    { echo "FAIL: qcop.h declares $functions functions with $examples examples"; exit 1; }
 # The daemon stays out: qcop is built for libqcop without its daemon feature.
 if cargo tree --locked -p qcop-capi -e features -i qcop 2>/dev/null | grep -q 'feature "daemon"'; then
     echo "FAIL: libqcop links the qcop crate with its daemon feature"; exit 1
