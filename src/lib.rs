@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+#[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod datastream;
 pub mod paths;

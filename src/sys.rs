@@ -4,11 +4,13 @@
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// First descriptor passed by socket activation (`SD_LISTEN_FDS_START`).
+#[cfg(feature = "daemon")]
 const LISTEN_FDS_START: RawFd = 3;
 
 /// Takes ownership of the first socket passed by systemd socket activation, if this process
 /// was started that way (`LISTEN_PID` is our pid and `LISTEN_FDS` is at least 1). Clears the
 /// variables so children do not inherit them.
+#[cfg(feature = "daemon")]
 pub fn take_activation_fd() -> Option<OwnedFd> {
     let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
     let fds: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
