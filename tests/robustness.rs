@@ -379,6 +379,33 @@ fn names_over_the_length_limit_are_refused_clearly() {
 }
 
 #[test]
+fn is_registered_checks_names_like_subscribe_and_send() {
+    let d = Daemon::start();
+    let long = "c".repeat(256);
+    let mut raw = RawClient::greeted(&d.socket);
+    let bad = ["", "a\u{1}b", "tab\there", long.as_str()];
+    for (seq, channel) in (1..).zip(bad) {
+        raw.send(&Frame::IsRegistered { seq, channel });
+        match raw.next() {
+            Some(Got::Error {
+                seq: s,
+                fatal: false,
+                code: ErrorCode::BadName,
+                ..
+            }) if s == seq => {}
+            other => panic!("IsRegistered {channel:?}: expected BadName, got {other:?}"),
+        }
+    }
+    // A valid name is still answered, and the connection is kept.
+    raw.send(&Frame::IsRegistered {
+        seq: 10,
+        channel: &long[..255],
+    });
+    assert_eq!(raw.next(), Some(Got::Other(qcop::wire::Kind::Registered)));
+    assert!(raw.sync(11).is_empty());
+}
+
+#[test]
 fn configured_name_limits_are_announced_and_enforced() {
     let d = Daemon::start_with("max_channel_len = 16\nmax_message_len = 8\n");
     let mut c = d.connect();
