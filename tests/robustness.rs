@@ -659,12 +659,6 @@ fn slow_consumer_is_disconnected_under_the_disconnect_policy() {
         tx.flush().unwrap();
     }
     assert_eq!(counter(&mut tx, "dropped_slow_consumer"), 0);
-    common::eventually("the slow consumer to be dropped", || {
-        counter(&mut tx, "clients") == 1
-    });
-    // The sender carries on; the channel lost its only subscriber.
-    assert!(!tx.is_registered("flood").unwrap());
-    assert_eq!(tx.send_acked("flood", "tick(QByteArray)", b"").unwrap(), 0);
 
     // The slow client reads what reached its socket, in order, then learns it was dropped.
     let mut last = None;
@@ -685,11 +679,82 @@ fn slow_consumer_is_disconnected_under_the_disconnect_policy() {
             Error::Refused {
                 code: ErrorCode::SlowConsumer,
                 ..
-            } | Error::Disconnected
+            }
         ),
         "unexpected error {err:?}"
     );
     assert!(err.is_disconnect());
+    common::eventually("the slow consumer to be dropped", || {
+        counter(&mut tx, "clients") == 1
+    });
+    assert!(counter(&mut tx, "dropped_disconnected") > 0);
+    // The sender carries on; the channel lost its only subscriber.
+    assert!(!tx.is_registered("flood").unwrap());
+    assert_eq!(tx.send_acked("flood", "tick(QByteArray)", b"").unwrap(), 0);
+}
+
+/// A subscriber speaking the protocol directly stops reading under `disconnect`, with
+/// messages of `size` bytes: once it reads again it gets whole frames, in order, and then
+/// the fatal `SlowConsumer` error before the connection closes. Never a frame cut short.
+fn slow_raw_subscriber_sees_whole_frames_then_the_error(size: usize) {
+    let d = Daemon::start_with("slow_consumer = \"disconnect\"\n");
+    let mut slow = RawClient::greeted(&d.socket);
+    slow.send(&Frame::Subscribe {
+        seq: 1,
+        credentials: false,
+        channel: "flood",
+    });
+    assert_eq!(slow.next(), Some(Got::Ok { seq: 1, value: 0 }));
+    let mut tx = d.connect();
+    let mut payload = vec![0x5a; size];
+    let mut sent = 0u64;
+    while counter(&mut tx, "slow_consumer_disconnects") == 0 {
+        assert!(
+            sent < 100_000,
+            "still connected after {sent} unread messages"
+        );
+        for _ in 0..16 {
+            payload[..8].copy_from_slice(&sent.to_be_bytes());
+            tx.send("flood", "blob(QByteArray)", &payload).unwrap();
+            sent += 1;
+        }
+        tx.flush().unwrap();
+    }
+    let got = slow.until_closed();
+    let (last, messages) = got.split_last().expect("nothing arrived");
+    match last {
+        Got::Error {
+            seq: 0,
+            fatal: true,
+            code: ErrorCode::SlowConsumer,
+            ..
+        } => {}
+        other => panic!("{size}-byte frames: expected a fatal SlowConsumer, got {other:?}"),
+    }
+    for (n, got) in messages.iter().enumerate() {
+        match got {
+            Got::Message { payload, .. } => {
+                assert_eq!(payload.len(), size);
+                assert_eq!(payload[..8], (n as u64).to_be_bytes(), "message {n}");
+                assert!(payload[8..].iter().all(|&b| b == 0x5a), "message {n}");
+            }
+            other => panic!("{size}-byte frames: after {n} messages: {other:?}"),
+        }
+    }
+    assert!((messages.len() as u64) < sent);
+    common::eventually("the slow consumer to be dropped", || {
+        counter(&mut tx, "clients") == 1
+    });
+}
+
+#[test]
+fn a_slow_raw_subscriber_gets_the_error_after_whole_1k_frames() {
+    slow_raw_subscriber_sees_whole_frames_then_the_error(1024);
+}
+
+#[test]
+fn a_slow_raw_subscriber_gets_the_error_after_whole_60k_frames() {
+    slow_raw_subscriber_sees_whole_frames_then_the_error(60 * 1024);
 }
 
 // ----- clients that die ---------------------------------------------------------------------

@@ -248,10 +248,21 @@ impl OutQueue {
         released
     }
 
-    /// True while the front frame is partly written: nothing else may go to the socket
-    /// before it is finished.
-    pub fn mid_frame(&self) -> bool {
-        self.head_written > 0
+    /// Gives up on the queue before a disconnect: drops everything unsent except a frame
+    /// already partly written (cutting it would leave the receiver a torn frame), then
+    /// appends `last` (the fatal error that says why). Returns the change in queued bytes and
+    /// the delivered messages dropped.
+    pub fn abandon(&mut self, last: Rc<[u8]>) -> (i64, u64) {
+        let before = self.bytes as i64;
+        let keep = usize::from(self.head_written > 0);
+        let mut dropped = 0u64;
+        for item in self.items.drain(keep..) {
+            self.bytes -= item.bytes().len();
+            dropped += u64::from(matches!(item, Out::Frame(_)));
+        }
+        self.bytes += last.len();
+        self.items.push_back(Out::Answer(last));
+        (self.bytes as i64 - before, dropped)
     }
 
     /// Empties the queue; returns the bytes released and the delivered messages (not
@@ -383,6 +394,44 @@ mod tests {
         })
         .unwrap();
         assert_eq!(drain(&mut q), ["lost3", "m4"]);
+    }
+
+    #[test]
+    fn abandoning_finishes_the_partly_written_frame_then_says_why() {
+        let bye = || -> Rc<[u8]> {
+            Frame::Error {
+                seq: 0,
+                fatal: true,
+                code: crate::wire::ErrorCode::SlowConsumer,
+                text: "bye",
+            }
+            .to_vec()
+            .into()
+        };
+        let len = msg(0).len();
+        let mut q = OutQueue::default();
+        for i in 0..4 {
+            assert!(q.try_push(msg(i), 1000));
+        }
+        q.advance(len + 3);
+        let (delta, dropped) = q.abandon(bye());
+        assert_eq!(dropped, 2);
+        assert_eq!(delta, bye().len() as i64 - 2 * len as i64);
+        assert_eq!(q.bytes(), len + bye().len());
+        q.write_with(|slices, _fd| {
+            assert_eq!(slices[0].len(), len - 3);
+            Ok(slices[0].len())
+        })
+        .unwrap();
+        let rest = drain(&mut q);
+        assert_eq!(rest.len(), 1);
+        assert!(rest[0].contains("SlowConsumer"), "{rest:?}");
+
+        // At a frame boundary, only the error is left.
+        let mut q = OutQueue::default();
+        assert!(q.try_push(msg(0), 1000));
+        assert_eq!(q.abandon(bye()).1, 1);
+        assert_eq!(q.bytes(), bye().len());
     }
 
     #[test]

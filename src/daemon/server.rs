@@ -69,6 +69,9 @@ struct Client {
     /// Set once a fatal error was queued: nothing more is read, the queue is flushed once
     /// and the connection closed.
     closing: bool,
+    /// Disconnected as a slow consumer: the rest of a partly written frame and the fatal
+    /// error are still being written (for at most [`SLOW_CONSUMER_GRACE`]).
+    lingering: bool,
     subscriptions: Vec<Box<str>>,
     out: OutQueue,
     /// EPOLLOUT is registered (the queue could not be written completely).
@@ -103,8 +106,20 @@ struct PendingCall {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Call(u32),
-    Handshake { slot: Slot, id: u32 },
+    Handshake {
+        slot: Slot,
+        id: u32,
+    },
+    /// End of a slow consumer's [`SLOW_CONSUMER_GRACE`].
+    Linger {
+        slot: Slot,
+        id: u32,
+    },
 }
+
+/// How long a client disconnected as a slow consumer is given to read the rest of a partly
+/// written frame and the fatal error before its connection is closed regardless.
+const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a client is being closed; drives logging and counters.
 enum CloseReason {
@@ -427,6 +442,7 @@ impl Server {
             name: String::new(),
             greeted: false,
             closing: false,
+            lingering: false,
             subscriptions: Vec::new(),
             out: OutQueue::default(),
             want_write: false,
@@ -450,6 +466,11 @@ impl Server {
             return;
         };
         if client.closing {
+            // A lingering client is polled for EPOLLOUT only: this is a hang-up or an error,
+            // so nothing more can reach it.
+            if std::mem::take(&mut client.lingering) {
+                self.to_close.push((slot, CloseReason::SlowConsumer));
+            }
             return;
         }
         // A client with no partial frame buffered reads into the shared buffer, so idle
@@ -1173,9 +1194,7 @@ impl Server {
                     if c.out.try_push(Rc::clone(frame), limit) {
                         (true, frame.len() as i64)
                     } else {
-                        self.counters.slow_consumer_disconnects += 1;
-                        self.to_close.push((slot, CloseReason::SlowConsumer));
-                        c.closing = true;
+                        self.disconnect_slow(slot);
                         return false;
                     }
                 }
@@ -1206,10 +1225,8 @@ impl Server {
             let monitor = c.access.is_monitor();
             self.adjust_queued(monitor, len);
             self.mark_dirty(slot);
-        } else if !c.closing {
-            c.closing = true;
-            self.counters.slow_consumer_disconnects += 1;
-            self.to_close.push((slot, CloseReason::SlowConsumer));
+        } else {
+            self.disconnect_slow(slot);
         }
     }
 
@@ -1228,10 +1245,8 @@ impl Server {
             let monitor = c.access.is_monitor();
             self.adjust_queued(monitor, len);
             self.mark_dirty(slot);
-        } else if !c.closing {
-            c.closing = true;
-            self.counters.slow_consumer_disconnects += 1;
-            self.to_close.push((slot, CloseReason::SlowConsumer));
+        } else {
+            self.disconnect_slow(slot);
         }
     }
 
@@ -1253,6 +1268,45 @@ impl Server {
             text,
         };
         self.reply(slot, &frame);
+    }
+
+    /// Disconnects a slow consumer: its unsent messages are dropped, except a frame already
+    /// partly written, and the fatal `SlowConsumer` error is queued after it. The connection
+    /// is polled for writing only, and closed once both are written, or when the client hangs
+    /// up or [`SLOW_CONSUMER_GRACE`] has passed.
+    fn disconnect_slow(&mut self, slot: Slot) {
+        let bye = encode_shared(
+            &mut self.enc,
+            &Frame::Error {
+                seq: 0,
+                fatal: true,
+                code: ErrorCode::SlowConsumer,
+                text: "outgoing queue limit exceeded",
+            },
+        );
+        let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        c.closing = true;
+        c.lingering = true;
+        c.want_write = true;
+        let (delta, dropped) = c.out.abandon(bye);
+        let monitor = c.access.is_monitor();
+        let id = c.id;
+        let mut ev = EpollEvent::new(EpollFlags::EPOLLOUT, slot as u64 + FIRST_CLIENT_TOKEN);
+        if let Err(e) = self.epoll.modify(&c.stream, &mut ev) {
+            log::error!("epoll_ctl(MOD) failed: {e}");
+        }
+        self.counters.slow_consumer_disconnects += 1;
+        self.counters.dropped_disconnected += dropped;
+        self.adjust_queued(monitor, delta);
+        let deadline = Instant::now() + SLOW_CONSUMER_GRACE;
+        self.timers
+            .push(Reverse((deadline, Timer::Linger { slot, id })));
+        self.mark_dirty(slot);
     }
 
     /// Queues a fatal error, writes what can be written now, and schedules the close.
@@ -1330,6 +1384,10 @@ impl Server {
         }
         let want_write = !c.out.is_empty() && failure.is_none();
         let monitor = c.access.is_monitor();
+        if c.lingering && c.out.is_empty() && failure.is_none() {
+            c.lingering = false;
+            self.to_close.push((slot, CloseReason::SlowConsumer));
+        }
         if want_write != c.want_write {
             c.want_write = want_write;
             let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
@@ -1365,6 +1423,13 @@ impl Server {
                         self.call_error(&call, ErrorCode::Timeout, "no reply before the timeout");
                     }
                 }
+                Timer::Linger { slot, id } => {
+                    if let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) {
+                        if c.id == id && std::mem::take(&mut c.lingering) {
+                            self.to_close.push((slot, CloseReason::SlowConsumer));
+                        }
+                    }
+                }
                 Timer::Handshake { slot, id } => {
                     let stale = self
                         .clients
@@ -1396,6 +1461,10 @@ impl Server {
                     .get(slot)
                     .and_then(Option::as_ref)
                     .is_some_and(|c| c.id == id && !c.greeted),
+                Timer::Linger { slot, id } => clients
+                    .get(slot)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|c| c.id == id && c.lingering),
             });
         }
     }
@@ -1417,22 +1486,13 @@ impl Server {
             CloseReason::Protocol => log::info!("client {} closed after a protocol error", c.id),
             CloseReason::HandshakeTimeout => log::info!("client {} never said Hello", c.id),
             CloseReason::SlowConsumer => {
+                // The fatal error was queued by `disconnect_slow`; what is still queued
+                // here the client did not read within the grace time.
                 log::warn!(
                     "client {} (pid {}) disconnected as a slow consumer",
                     c.id,
                     c.pid
                 );
-                // Best effort, and only at a frame boundary: a frame cut in half would
-                // turn the goodbye into garbage.
-                if !c.out.mid_frame() {
-                    let frame = Frame::Error {
-                        seq: 0,
-                        fatal: true,
-                        code: ErrorCode::SlowConsumer,
-                        text: "outgoing queue limit exceeded",
-                    };
-                    let _ = send_nosignal(&c.stream, &[IoSlice::new(&frame.to_vec())], None);
-                }
             }
         }
         let _ = self.epoll.delete(&c.stream);
