@@ -406,6 +406,101 @@ fn is_registered_checks_names_like_subscribe_and_send() {
 }
 
 #[test]
+fn documented_corner_cases_of_requests() {
+    let d = Daemon::start();
+    let mut a = RawClient::greeted(&d.socket);
+    // seq 0 is a request number like any other.
+    a.send(&Frame::Subscribe {
+        seq: 0,
+        credentials: false,
+        channel: "corner/a",
+    });
+    assert_eq!(a.next(), Some(Got::Ok { seq: 0, value: 0 }));
+    a.send(&Frame::Subscribe {
+        seq: 1,
+        credentials: false,
+        channel: "corner/*",
+    });
+    assert_eq!(a.next(), Some(Got::Ok { seq: 1, value: 0 }));
+    // The ack counts local connections, each once (exact and pattern subscription here).
+    a.send(&Frame::Send {
+        seq: 0,
+        ack: true,
+        channel: "corner/a",
+        message: "m()",
+        payload: b"",
+    });
+    assert!(matches!(a.next(), Some(Got::Message { channel, .. }) if channel == "corner/a"));
+    assert_eq!(a.next(), Some(Got::Ok { seq: 0, value: 1 }));
+    // A reply with token 0 matches no call: dropped, the connection kept.
+    a.send(&Frame::Respond {
+        token: 0,
+        error: false,
+        message: "r()",
+        payload: b"",
+    });
+    assert!(a.sync(2).is_empty());
+    // ShmOpen's policy byte is checked by the daemon: non-fatal RingSize.
+    a.send(&Frame::ShmOpen {
+        seq: 3,
+        policy: 7,
+        slot_size: 64,
+        slot_count: 8,
+        channel: "corner/shm",
+        message: "m()",
+    });
+    match a.next() {
+        Some(Got::Error {
+            seq: 3,
+            fatal: false,
+            code: ErrorCode::RingSize,
+            text,
+        }) => assert!(text.contains("unknown overflow policy 7"), "{text}"),
+        other => panic!("expected RingSize, got {other:?}"),
+    }
+    assert!(a.sync(4).is_empty());
+
+    // A second Monitor replaces the first one's patterns; a refused one changes nothing.
+    let mut m = RawClient::greeted(&d.socket);
+    let monitored = |a: &mut RawClient, m: &mut RawClient, channel: &str, seq: u32| {
+        a.send(&Frame::Send {
+            seq,
+            ack: false,
+            channel,
+            message: "m()",
+            payload: b"",
+        });
+        assert!(a.sync(seq + 1).is_empty());
+        m.sync(seq + 2).len()
+    };
+    for (seq, pattern) in [(1, "mon/a"), (2, "mon/b")] {
+        m.send(&Frame::Monitor {
+            seq,
+            patterns: vec![pattern],
+        });
+        assert_eq!(m.next(), Some(Got::Ok { seq, value: 0 }));
+    }
+    assert_eq!(monitored(&mut a, &mut m, "mon/a", 10), 0);
+    assert_eq!(monitored(&mut a, &mut m, "mon/b", 20), 1);
+    m.send(&Frame::Monitor {
+        seq: 3,
+        patterns: vec![""],
+    });
+    assert!(matches!(
+        m.next(),
+        Some(Got::Error {
+            seq: 3,
+            fatal: false,
+            code: ErrorCode::BadName,
+            ..
+        })
+    ));
+    assert_eq!(monitored(&mut a, &mut m, "mon/b", 30), 1);
+    assert_eq!(monitored(&mut a, &mut m, "mon/a", 40), 0);
+    assert_eq!(counter(&mut d.connect(), "monitors"), 1);
+}
+
+#[test]
 fn configured_name_limits_are_announced_and_enforced() {
     let d = Daemon::start_with("max_channel_len = 16\nmax_message_len = 8\n");
     let mut c = d.connect();
