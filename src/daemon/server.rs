@@ -1171,6 +1171,8 @@ impl Server {
             return false;
         };
         if c.closing || !c.greeted {
+            // A slow consumer still writing its goodbye gets nothing more.
+            self.counters.dropped_disconnected += u64::from(c.lingering);
             return false;
         }
         let (queued, delta) = if budget_full {
