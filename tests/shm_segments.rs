@@ -9,9 +9,11 @@
 mod common;
 
 use common::{counter, eventually, Daemon, WAIT};
+use qcop::shm::map::Mapping;
 use qcop::shm::{Access, SharedMemory, ShmError, SystemSemaphore};
 use qcop::ConnectOptions;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -236,6 +238,103 @@ fn run_role(args: &[String]) {
             }
             report("DONE");
         }
+        // Read-only attacher trying to break the writers' lock, speaking the protocol by
+        // hand: it looks at the access mode of the control block descriptor it received,
+        // tries to reopen it writable through /proc/self/fd and, if that works, clears the
+        // lock word over and over; it also asks the daemon to release the lock for it, and
+        // takes the lock itself now and then (through the library), until killed.
+        "ro-attack" => {
+            let name = a(1);
+            let mut shm = SharedMemory::attach(name, Access::ReadOnly).unwrap();
+            let mut raw = RawSegClient::attach_read_only(name);
+            let fd = raw.control_fd();
+            let mode = fd_access_mode(fd);
+            let writable = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(format!("/proc/self/fd/{fd}"))
+                .ok()
+                .and_then(|f| Mapping::map(f.as_fd(), Access::ReadWrite).ok());
+            let word = writable.as_ref().and_then(|m| m.atomic_u32(0x18));
+            let unlock = raw.unlock();
+            report(&format!(
+                "ATTACKING fd={mode} reopen={} unlock={unlock:?}",
+                if word.is_some() { "writable" } else { "denied" }
+            ));
+            loop {
+                if let Some(w) = word {
+                    w.store(0, std::sync::atomic::Ordering::Relaxed);
+                }
+                raw.unlock();
+                if let Ok(Some(g)) = shm.try_lock() {
+                    drop(g);
+                }
+            }
+        }
+        // A writer that counts overlapping holds: it stamps its pid into the data under the
+        // lock and finds someone else's stamp there if another writer got in.
+        "overlaps" => {
+            let rounds = num(2);
+            let mut shm = SharedMemory::attach(a(1), Access::ReadWrite).unwrap();
+            let me = std::process::id().to_ne_bytes();
+            report("READY");
+            let mut overlaps = 0u64;
+            for i in 0..rounds {
+                let mut g = shm.lock().unwrap();
+                let d = g.data_mut().unwrap();
+                if d[0..4] != [0; 4] {
+                    overlaps += 1;
+                }
+                d[0..4].copy_from_slice(&me);
+                let v = u64::from_le_bytes(d[8..16].try_into().unwrap());
+                if i % 4 == 0 {
+                    std::thread::yield_now();
+                }
+                d[8..16].copy_from_slice(&(v + 1).to_le_bytes());
+                if d[0..4] != me {
+                    overlaps += 1;
+                }
+                d[0..4].copy_from_slice(&[0; 4]);
+            }
+            report(&format!("OVERLAPS {overlaps}"));
+        }
+        // An opener of a semaphore writing a value and a maximum of its choosing into the
+        // shared block, then keeping it open until killed.
+        "sem-raise" => {
+            let name = a(1);
+            let _sem = SystemSemaphore::open(name).unwrap();
+            let (base, _) = own_mapping(&format!("qcop-sem:{name}"));
+            let mem = proc_self_mem();
+            let v = u32::try_from(num(2)).unwrap().to_ne_bytes();
+            let ok = mem.write_at(&v, base + 0x18).is_ok() && mem.write_at(&v, base + 0x20).is_ok();
+            report(if ok { "RAISED" } else { "DENIED" });
+            sleep_until_killed();
+        }
+        // An attacher (segment read-write, or semaphore opener) overwriting its whole
+        // control block with pseudo-random bytes, then staying attached until killed.
+        "scribble" => {
+            let name = a(2);
+            let (_keep_seg, _keep_sem, ctl) = if a(1) == "segment" {
+                let shm = SharedMemory::attach(name, Access::ReadWrite).unwrap();
+                (Some(shm), None, format!("qcop-segctl:{name}"))
+            } else {
+                let sem = SystemSemaphore::open(name).unwrap();
+                (None, Some(sem), format!("qcop-sem:{name}"))
+            };
+            let (base, _) = own_mapping(&ctl);
+            let mut x: u32 = 0x9e37_79b9;
+            let junk: Vec<u8> = (0..4096)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            let ok = proc_self_mem().write_at(&junk, base).is_ok();
+            report(if ok { "SCRIBBLED" } else { "DENIED" });
+            sleep_until_killed();
+        }
         // One operation, reporting OK or the error's name (permission tests).
         "op" => {
             let r = match a(1) {
@@ -268,6 +367,155 @@ fn run_role(args: &[String]) {
             report(&r);
         }
         other => panic!("unknown role {other:?}"),
+    }
+}
+
+/// The start address and permissions of this process's mapping of the memfd `name`.
+fn own_mapping(name: &str) -> (u64, String) {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let want = format!("/memfd:{name} ");
+    let line = maps
+        .lines()
+        .find(|l| l.contains(&want))
+        .unwrap_or_else(|| panic!("no mapping of {name} in {maps}"));
+    let mut f = line.split_whitespace();
+    let range = f.next().unwrap();
+    let perms = f.next().unwrap().to_owned();
+    let start = range.split('-').next().unwrap();
+    (u64::from_str_radix(start, 16).unwrap(), perms)
+}
+
+/// This process's memory as a file: writes go to the page behind the address, the way a
+/// hostile client would poke shared memory without any library's cooperation.
+fn proc_self_mem() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/proc/self/mem")
+        .unwrap()
+}
+
+use std::os::unix::fs::FileExt;
+
+/// "ro" or "rw": the access mode of descriptor `fd` of this process, from
+/// /proc/self/fdinfo. A `MAP_SHARED` writable mapping needs a descriptor opened for
+/// writing, so "ro" means this descriptor can never be mapped writable.
+fn fd_access_mode(fd: i32) -> &'static str {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+        .unwrap();
+    match flags & 0o3 {
+        0 => "ro",
+        _ => "rw",
+    }
+}
+
+/// A client speaking the protocol by hand (no library): attaches read-only, keeps the
+/// descriptors it receives, and asks the daemon to release the lock on its behalf.
+struct RawSegClient {
+    stream: std::os::unix::net::UnixStream,
+    reader: qcop::wire::FrameReader,
+    /// Numbers of the descriptors received, in order (deliberately never closed: the
+    /// process is killed).
+    fds: Vec<i32>,
+    handle: u32,
+    seq: u32,
+}
+
+impl RawSegClient {
+    fn attach_read_only(name: &str) -> RawSegClient {
+        use qcop::wire::segments::SegFrame;
+        use qcop::wire::Frame;
+        let socket = std::env::var_os("QCOP_SOCKET").expect("QCOP_SOCKET");
+        let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut c = RawSegClient {
+            stream,
+            reader: qcop::wire::FrameReader::new(qcop::wire::MAX_FRAME_BODY),
+            fds: Vec::new(),
+            handle: 0,
+            seq: 1,
+        };
+        c.send(&Frame::Hello {
+            version_min: qcop::wire::PROTOCOL_VERSION,
+            version_max: qcop::wire::PROTOCOL_VERSION,
+            name: "raw-attacker",
+        });
+        c.answer(|_| ());
+        c.send(&Frame::Seg(SegFrame::Attach {
+            seq: 1,
+            read_only: true,
+            name,
+            pid: std::process::id(),
+        }));
+        c.handle = c.answer(|f| match f {
+            Frame::Seg(SegFrame::Attached { handle, .. }) => handle,
+            other => panic!("expected Attached, got {other:?}"),
+        });
+        c
+    }
+
+    fn send(&mut self, f: &qcop::wire::Frame<'_>) {
+        self.stream.write_all(&f.to_vec()).unwrap();
+    }
+
+    /// The next frame, keeping the numbers of descriptors that come with the bytes.
+    fn answer<T>(&mut self, take: impl FnOnce(qcop::wire::Frame<'_>) -> T) -> T {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+        use std::os::fd::AsRawFd;
+        loop {
+            if let Some(f) = self.reader.next_frame().unwrap() {
+                return take(f);
+            }
+            let mut cmsg = nix::cmsg_space!([i32; 4]);
+            let raw = self.stream.as_raw_fd();
+            let mut iov = [std::io::IoSliceMut::new(self.reader.buffer_mut(64 * 1024))];
+            let msg =
+                recvmsg::<UnixAddr>(raw, &mut iov, Some(&mut cmsg), MsgFlags::empty()).unwrap();
+            let n = msg.bytes;
+            for c in msg.cmsgs().unwrap() {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    self.fds.extend(fds);
+                }
+            }
+            assert!(n > 0, "qcopd closed the connection");
+            self.reader.filled(n);
+        }
+    }
+
+    /// Asks for the control block; returns the number of the descriptor received.
+    fn control_fd(&mut self) -> i32 {
+        use qcop::wire::segments::SegFrame;
+        use qcop::wire::Frame;
+        self.seq += 1;
+        let (seq, handle) = (self.seq, self.handle);
+        self.send(&Frame::Seg(SegFrame::Control { seq, handle }));
+        self.answer(|f| match f {
+            Frame::Seg(SegFrame::ControlBlock { .. }) => {}
+            other => panic!("expected ControlBlock, got {other:?}"),
+        });
+        *self.fds.last().expect("a descriptor with ControlBlock")
+    }
+
+    /// Asks the daemon to release the lock for this attachment.
+    fn unlock(&mut self) -> qcop::wire::segments::LockState {
+        use qcop::wire::segments::SegFrame;
+        use qcop::wire::Frame;
+        self.seq += 1;
+        let seq = self.seq;
+        self.send(&Frame::Seg(SegFrame::Lock {
+            seq,
+            unlock: true,
+            waited: false,
+            handle: self.handle,
+        }));
+        self.answer(|f| match f {
+            Frame::Seg(SegFrame::LockState { state, .. }) => state,
+            other => panic!("expected LockState, got {other:?}"),
+        })
     }
 }
 
@@ -381,6 +629,38 @@ fn read_only_attachment_reads_and_locks_but_cannot_write() {
     assert!(seg
         .iter()
         .any(|l| l.split_whitespace().nth(1) == Some("rw-s")));
+    // Its lock word too: it locks through the daemon.
+    let ctl: Vec<&str> = maps
+        .lines()
+        .filter(|l| l.contains("memfd:qcop-segctl:ro "))
+        .map(|l| l.split_whitespace().nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(ctl.len(), 2, "{maps}");
+    assert!(ctl.contains(&"r--s") && ctl.contains(&"rw-s"), "{ctl:?}");
+    // A read-only waiter times out while a writer holds the lock, and a sleeping one gets
+    // it when the writer lets go.
+    {
+        let g = rw.lock().unwrap();
+        assert!(ro.try_lock().unwrap().is_none());
+        assert!(ro
+            .lock_timeout(Duration::from_millis(30))
+            .unwrap()
+            .is_none());
+        let reader = segment(&d, "ro").read_only();
+        let t = std::thread::spawn(move || {
+            let mut r = reader.attach().unwrap();
+            let g = r.lock().unwrap();
+            g.previous_owner_died()
+        });
+        drop(g);
+        assert!(!t.join().unwrap());
+    }
+    // A read-only holder that detaches gives the lock back rather than leaving it
+    // owner-died.
+    let g = ro.lock().unwrap();
+    std::mem::forget(g);
+    ro.detach().unwrap();
+    assert!(!rw.lock().unwrap().previous_owner_died());
 }
 
 #[test]
@@ -839,6 +1119,181 @@ fn permissions_are_checked_against_the_real_users() {
         "{text}"
     );
     assert!(!text.contains("private"), "{text}");
+}
+
+/// `qcop stats`' value of `name`, as a user of the CLI sees it.
+fn cli_stat(d: &Daemon, name: &str) -> u64 {
+    let out = d.cli().arg("stats").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in qcop stats:\n{text}"))
+}
+
+#[test]
+fn a_read_only_attacher_of_another_user_cannot_break_the_writers_lock() {
+    let Some((_, b)) = users_or_skip() else {
+        return;
+    };
+    let d = Daemon::start_with("socket_mode = \"0777\"\n");
+    // Readable by others (B falls under the other bits: group 0 is neither user's).
+    let shm = segment(&d, "guarded")
+        .size(64)
+        .mode(0o604)
+        .group(0)
+        .create()
+        .unwrap();
+    let mut attacker = Helper::spawn_as(&d, Some(b), &["ro-attack", "guarded"]);
+    let first = attacker.report();
+    // Its descriptor of the control block is read-only, it cannot reopen it writable, and
+    // the daemon does not release a lock it does not hold.
+    assert_eq!(
+        first, "ATTACKING fd=ro reopen=denied unlock=NotOwner",
+        "what the read-only attacher managed"
+    );
+    let rounds = 1_500u64;
+    let mut writers: Vec<Helper> = (0..2)
+        .map(|_| Helper::spawn(&d, &["overlaps", "guarded", &rounds.to_string()]))
+        .collect();
+    for w in &mut writers {
+        w.expect("READY");
+    }
+    for mut w in writers {
+        w.expect("OVERLAPS 0");
+        w.finish();
+    }
+    attacker.kill();
+    let mut b8 = [0u8; 8];
+    shm.read(8, &mut b8).unwrap();
+    assert_eq!(
+        u64::from_le_bytes(b8),
+        2 * rounds,
+        "lost updates under the lock"
+    );
+}
+
+#[test]
+fn a_semaphore_never_goes_above_its_maximum_whatever_an_opener_writes() {
+    let Some((_, b)) = users_or_skip() else {
+        return;
+    };
+    let d = Daemon::start_with("socket_mode = \"0777\"\n");
+    let _owner = semaphore(&d, "one-slot")
+        .initial(0)
+        .max(1)
+        .mode(0o606)
+        .group(0)
+        .create()
+        .unwrap();
+    let mut waiters: Vec<SystemSemaphore> = (0..20)
+        .map(|_| semaphore(&d, "one-slot").open().unwrap())
+        .collect();
+    // B may use the semaphore, so it may map its block read-write: it writes 1000 into
+    // both the value and the block's copy of the maximum.
+    let mut opener = Helper::spawn_as(&d, Some(b), &["sem-raise", "one-slot", "1000"]);
+    opener.expect("RAISED");
+    for w in &waiters {
+        assert_eq!(
+            (w.value(), w.max()),
+            (1, 1),
+            "the value reads as at most the maximum"
+        );
+    }
+    let got = waiters
+        .iter_mut()
+        .map(|w| w.try_acquire().unwrap())
+        .filter(|&got| got)
+        .count();
+    assert_eq!(got, 1, "20 openers got {got} units out of a maximum of 1");
+    // The one unit can be given back once, not twice.
+    waiters[0].release(1).unwrap();
+    assert!(matches!(
+        waiters[0].release(1),
+        Err(ShmError::InvalidArgument(_))
+    ));
+    let newcomer = semaphore(&d, "one-slot").open().unwrap();
+    assert_eq!((newcomer.value(), newcomer.max()), (1, 1));
+    // qcopd put the block's maximum back and counted the damage.
+    assert!(cli_stat(&d, "shm_control_blocks_repaired") >= 1);
+    let out = d.cli().args(["shm", "list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("one-slot") && l.contains("1/1")),
+        "{text}"
+    );
+    opener.kill();
+}
+
+#[test]
+fn a_scribbled_control_block_is_rebuilt_by_qcopd_and_counted() {
+    let Some((_, b)) = users_or_skip() else {
+        return;
+    };
+    let d = Daemon::start_with("socket_mode = \"0777\"\n");
+    let seg = segment(&d, "kept")
+        .size(64)
+        .mode(0o606)
+        .group(0)
+        .persistent(true)
+        .create()
+        .unwrap();
+    seg.write(0, b"data").unwrap();
+    drop(seg);
+    let sem = semaphore(&d, "kept-sem")
+        .initial(3)
+        .max(3)
+        .undo(true)
+        .mode(0o606)
+        .group(0)
+        .persistent(true)
+        .create()
+        .unwrap();
+    drop(sem);
+    assert_eq!(cli_stat(&d, "shm_control_blocks_repaired"), 0);
+
+    // B, allowed to write both, overwrites their whole control blocks and stays attached.
+    let mut seg_scribbler = Helper::spawn_as(&d, Some(b), &["scribble", "segment", "kept"]);
+    seg_scribbler.expect("SCRIBBLED");
+    let mut sem_scribbler = Helper::spawn_as(&d, Some(b), &["scribble", "semaphore", "kept-sem"]);
+    sem_scribbler.expect("SCRIBBLED");
+
+    // Later attachers are served: the lock word named no attachment, so the next locker
+    // learns the data may be damaged; the data itself is as it was.
+    let mut a = segment(&d, "kept").attach().unwrap();
+    let mut c = segment(&d, "kept").attach().unwrap();
+    {
+        let g = a.lock().unwrap();
+        assert!(g.previous_owner_died(), "the overwritten lock is reported");
+        assert_eq!(&g.data()[..4], b"data");
+        assert!(c.try_lock().unwrap().is_none(), "the lock excludes again");
+    }
+    assert!(!c.lock().unwrap().previous_owner_died());
+    let mut s = semaphore(&d, "kept-sem").open().unwrap();
+    assert!(s.value() <= 3 && s.max() == 3, "{s:?}");
+    let v = s.value();
+    if v > 0 {
+        assert!(s.try_acquire().unwrap());
+        s.release(1).unwrap();
+    }
+    assert_eq!(s.value(), v);
+    assert!(cli_stat(&d, "shm_control_blocks_repaired") >= 2);
+
+    // The scribblers go away: their own lock and units are handled from qcopd's records,
+    // and the objects stay usable.
+    seg_scribbler.kill();
+    sem_scribbler.kill();
+    eventually("the scribblers to be detached", || handles(&d) == 3);
+    assert!(a.lock_timeout(WAIT).unwrap().is_some());
+    assert!(s.value() <= 3);
+    drop((a, c, s));
+    let again = segment(&d, "kept").attach().unwrap();
+    let mut got = [0u8; 4];
+    again.read(0, &mut got).unwrap();
+    assert_eq!(&got, b"data");
 }
 
 // ----- the CLI ----------------------------------------------------------------------------

@@ -833,7 +833,12 @@ impl Segments {
             obj.control.set_recovered(obj.recoveries);
         }
         if !damage.is_empty() {
-            damage.dedup();
+            let mut seen = Vec::new();
+            damage.retain(|d| {
+                let new = !seen.contains(d);
+                seen.push(*d);
+                new
+            });
             log::warn!(
                 "{} {:?}: control block was overwritten ({}); rebuilt from qcopd's records",
                 if obj.is_semaphore() {
