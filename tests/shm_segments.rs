@@ -335,6 +335,16 @@ fn run_role(args: &[String]) {
             report(if ok { "SCRIBBLED" } else { "DENIED" });
             sleep_until_killed();
         }
+        // A read-write attacher writing one word of its segment's control block.
+        "poke" => {
+            let name = a(1);
+            let _shm = SharedMemory::attach(name, Access::ReadWrite).unwrap();
+            let (base, _) = own_mapping(&format!("qcop-segctl:{name}"));
+            let v = u32::from_str_radix(a(3), 16).unwrap().to_ne_bytes();
+            let ok = proc_self_mem().write_at(&v, base + num(2)).is_ok();
+            report(if ok { "POKED" } else { "DENIED" });
+            sleep_until_killed();
+        }
         // One operation, reporting OK or the error's name (permission tests).
         "op" => {
             let r = match a(1) {
@@ -510,6 +520,7 @@ impl RawSegClient {
             seq,
             unlock: true,
             waited: false,
+            check: false,
             handle: self.handle,
         }));
         self.answer(|f| match f {
@@ -1294,6 +1305,28 @@ fn a_scribbled_control_block_is_rebuilt_by_qcopd_and_counted() {
     let mut got = [0u8; 4];
     again.read(0, &mut got).unwrap();
     assert_eq!(&got, b"data");
+}
+
+#[test]
+fn a_lock_word_overwritten_with_a_token_no_one_holds_does_not_block_waiters() {
+    let d = Daemon::start();
+    let mut a = segment(&d, "stuck").size(8).create().unwrap();
+    // A plausible token (pid 1, nonce 5) that belongs to no attachment, with the waiters
+    // bit: nobody will ever unlock it.
+    let mut poker = Helper::spawn(&d, &["poke", "stuck", "24", "81400001"]);
+    poker.expect("POKED");
+    let before = counter(&mut d.connect(), "shm_control_blocks_repaired");
+    let g = a
+        .lock_timeout(WAIT)
+        .unwrap()
+        .expect("the waiter gets the lock once qcopd has checked the block");
+    assert!(g.previous_owner_died());
+    drop(g);
+    assert_eq!(
+        counter(&mut d.connect(), "shm_control_blocks_repaired"),
+        before + 1
+    );
+    poker.kill();
 }
 
 // ----- the CLI ----------------------------------------------------------------------------

@@ -110,18 +110,19 @@ impl Connection {
     }
 
     /// Takes (`unlock` false) or releases the lock of an attached segment through the
-    /// daemon; returns the outcome and the lock word after it.
+    /// daemon, or with `check` only has the daemon check the control block; returns the
+    /// outcome and the lock word after it.
     pub(crate) fn seg_lock(
         &mut self,
         handle: u32,
-        unlock: bool,
-        waited: bool,
+        (unlock, waited, check): (bool, bool, bool),
     ) -> Result<(LockState, u32), Error> {
         match self.request(|seq| {
             Frame::Seg(SegFrame::Lock {
                 seq,
                 unlock,
                 waited,
+                check,
                 handle,
             })
         })? {

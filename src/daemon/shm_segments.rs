@@ -288,8 +288,9 @@ impl Segments {
                 handle,
                 unlock,
                 waited,
+                check,
                 ..
-            } => self.lock_op(peer, seq, handle, unlock, waited),
+            } => self.lock_op(peer, seq, handle, (unlock, waited, check)),
             other => {
                 return SegAnswer::Fatal(format!(
                     "unexpected {:?} frame from a client",
@@ -734,8 +735,7 @@ impl Segments {
         peer: &Peer<'_>,
         seq: u32,
         handle: u32,
-        unlock: bool,
-        waited: bool,
+        (unlock, waited, check): (bool, bool, bool),
     ) -> Result<SegAnswer, Refusal> {
         let (id, token) = self
             .handles
@@ -755,7 +755,9 @@ impl Segments {
             ));
         }
         let lock = obj.control.lock();
-        let state = if unlock {
+        let state = if check {
+            LockState::Checked
+        } else if unlock {
             match lock.unlock(token) {
                 Ok(()) => LockState::Unlocked,
                 Err(_) => LockState::NotOwner,

@@ -350,6 +350,7 @@ impl SharedMemory {
             control,
             token,
             daemon_lost,
+            handle,
             ..
         } = self;
         let control = match control {
@@ -365,10 +366,13 @@ impl SharedMemory {
             if Token::from_raw(owner).is_none() {
                 return Liveness::Dead;
             }
-            if !*daemon_lost && conn.daemon_reachable() {
-                return Liveness::Unknown;
-            }
+            // The daemon hands over the lock of a holder that goes away; have it also check
+            // the block, in case the word was overwritten with a token no one holds.
             if !*daemon_lost {
+                match conn.seg_lock(*handle, (false, false, true)) {
+                    Err(e) if e.is_disconnect() => {}
+                    _ => return Liveness::Unknown,
+                }
                 log::warn!("qcopd is gone: checking lock holders by process id");
                 *daemon_lost = true;
             }
@@ -391,7 +395,7 @@ impl SharedMemory {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut slept = false;
         loop {
-            let (state, word) = self.conn.seg_lock(self.handle, false, waits)?;
+            let (state, word) = self.conn.seg_lock(self.handle, (false, waits, false))?;
             match state {
                 LockState::Locked => return Ok(Ok(Acquired::Clean)),
                 LockState::LockedOwnerDied => return Ok(Ok(Acquired::OwnerDied)),
@@ -423,14 +427,17 @@ impl SharedMemory {
                     left.min(SLICE)
                 }
             };
-            view.wait(word, slice);
-            slept = true;
+            // Freed between the daemon's attempt and its answer: ask again at once.
+            if word & OWNER_MASK != 0 {
+                view.wait(word, slice);
+                slept = true;
+            }
         }
     }
 
     /// Releases the lock through the daemon (a read-only attachment).
     fn brokered_unlock(&mut self) -> Result<(), ShmError> {
-        match self.conn.seg_lock(self.handle, true, false)? {
+        match self.conn.seg_lock(self.handle, (true, false, false))? {
             (LockState::Unlocked, _) => Ok(()),
             (_, word) => Err(ShmError::LockError(format!(
                 "the lock was no longer held by this attachment (holder {:#x})",

@@ -24,6 +24,10 @@ pub const SEG_UNLOCK: u8 = 0x01;
 /// lock is busy, set its waiters bit.
 pub const SEG_WAITED: u8 = 0x02;
 
+/// Flag of `SegLock`: change nothing, only have the daemon check the control block against
+/// its records (a waiting read-write attacher asks this between sleeps).
+pub const SEG_CHECK: u8 = 0x04;
+
 /// `gid` value meaning "the creator's own group".
 pub const GID_CREATOR: u32 = u32::MAX;
 /// `slot` value meaning "no undo slot".
@@ -39,7 +43,7 @@ pub(crate) const KINDS: [(u8, u8); 14] = [
     (0x1d, 0),
     (0x1e, SEG_SEMAPHORE),
     (0x1f, 0),
-    (0x20, SEG_UNLOCK | SEG_WAITED),
+    (0x20, SEG_UNLOCK | SEG_WAITED | SEG_CHECK),
     (0x98, SEG_READ_ONLY | SEG_CREATED),
     (0x99, 0),
     (0x9a, SEG_CREATED),
@@ -67,6 +71,8 @@ pub enum LockState {
     Unlocked = 4,
     /// 5: not released: the attacher does not hold it (`word` tells who does).
     NotOwner = 5,
+    /// 6: the block was checked (and repaired if it had to be); nothing else changed.
+    Checked = 6,
 }
 
 impl LockState {
@@ -79,6 +85,7 @@ impl LockState {
             3 => Recursive,
             4 => Unlocked,
             5 => NotOwner,
+            6 => Checked,
             _ => return None,
         })
     }
@@ -230,6 +237,8 @@ pub enum SegFrame<'a> {
         unlock: bool,
         /// The attacher slept on the word since its last attempt.
         waited: bool,
+        /// Only check the block.
+        check: bool,
         /// Handle from `Attached`.
         handle: u32,
     },
@@ -359,6 +368,7 @@ impl<'a> SegFrame<'a> {
                 seq,
                 unlock: has(SEG_UNLOCK),
                 waited: has(SEG_WAITED),
+                check: has(SEG_CHECK),
                 handle: r.u32()?,
             },
             0xa0 => SegFrame::LockState {
@@ -515,8 +525,12 @@ impl<'a> SegFrame<'a> {
                 seq,
                 unlock,
                 waited,
+                check,
                 ..
-            } => (flag(unlock, SEG_UNLOCK) | flag(waited, SEG_WAITED), seq),
+            } => (
+                flag(unlock, SEG_UNLOCK) | flag(waited, SEG_WAITED) | flag(check, SEG_CHECK),
+                seq,
+            ),
             SegFrame::Control { seq, .. }
             | SegFrame::SemOpen { seq, .. }
             | SegFrame::Close { seq, .. }
@@ -784,11 +798,17 @@ mod tests {
             slot: NO_SLOT,
             max: 1,
         });
-        for (unlock, waited) in [(false, false), (false, true), (true, false)] {
+        for (unlock, waited, check) in [
+            (false, false, false),
+            (false, true, false),
+            (true, false, false),
+            (false, false, true),
+        ] {
             roundtrip(SegFrame::Lock {
                 seq: 13,
                 unlock,
                 waited,
+                check,
                 handle: 3,
             });
         }
@@ -799,6 +819,7 @@ mod tests {
             LockState::Recursive,
             LockState::Unlocked,
             LockState::NotOwner,
+            LockState::Checked,
         ] {
             roundtrip(SegFrame::LockState {
                 seq: 14,
@@ -867,7 +888,7 @@ mod tests {
         .to_vec();
         bytes[HEADER_LEN + 4] = 3;
         assert!(Frame::decode_exact(&bytes, 1 << 20).is_err());
-        // A lock state outside 0..=5.
+        // A lock state outside 0..=6.
         let mut bytes = Frame::Seg(SegFrame::LockState {
             seq: 1,
             handle: 2,
@@ -875,7 +896,7 @@ mod tests {
             word: 0,
         })
         .to_vec();
-        bytes[HEADER_LEN + 4] = 6;
+        bytes[HEADER_LEN + 4] = 7;
         assert!(Frame::decode_exact(&bytes, 1 << 20).is_err());
     }
 }
