@@ -1413,6 +1413,20 @@ fn requests_for_others_handles_and_daemon_frames_are_refused() {
             Some(Got::Error { code, .. }) => assert_eq!(code, ErrorCode::SegNotFound),
             other => panic!("expected SegNotFound, got {other:?}"),
         }
+        // Nor may it take or release another client's lock through the daemon.
+        for unlock in [false, true] {
+            raw.send(&Frame::Seg(SegFrame::Lock {
+                seq: 30 + handle,
+                unlock,
+                waited: false,
+                check: false,
+                handle,
+            }));
+            match raw.next() {
+                Some(Got::Error { code, .. }) => assert_eq!(code, ErrorCode::SegNotFound),
+                other => panic!("expected SegNotFound, got {other:?}"),
+            }
+        }
     }
     raw.send(&Frame::Seg(SegFrame::Attach {
         seq: 20,
