@@ -11,10 +11,13 @@ mod common;
 use common::{counter, eventually, Daemon, WAIT};
 use qcop::shm::map::Mapping;
 use qcop::shm::{Access, SharedMemory, ShmError, SystemSemaphore};
+use qcop::wire::segments::SegFrame;
+use qcop::wire::Frame;
 use qcop::ConnectOptions;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -239,28 +242,35 @@ fn run_role(args: &[String]) {
             report("DONE");
         }
         // Read-only attacher trying to break the writers' lock, speaking the protocol by
-        // hand: it looks at the access mode of the control block descriptor it received,
-        // tries to reopen it writable through /proc/self/fd and, if that works, clears the
-        // lock word over and over; it also asks the daemon to release the lock for it, and
+        // hand: it tries to map the control block descriptor it received writable, and to
+        // reopen it writable through /proc/self/fd; if either works, it clears the lock
+        // word over and over. It also asks the daemon to release the lock for it, and
         // takes the lock itself now and then (through the library), until killed.
         "ro-attack" => {
             let name = a(1);
             let mut shm = SharedMemory::attach(name, Access::ReadOnly).unwrap();
-            let mut raw = RawSegClient::attach_read_only(name);
-            let fd = raw.control_fd();
-            let mode = fd_access_mode(fd);
-            let writable = std::fs::OpenOptions::new()
+            let mut raw = RawSegClient::attach(name, true);
+            let fd = raw.control();
+            let mode = fd_access_mode(&fd);
+            let reopened = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
-                .open(format!("/proc/self/fd/{fd}"))
+                .open(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            let direct = Mapping::map(fd.as_fd(), Access::ReadWrite);
+            let via_proc = reopened
+                .as_ref()
                 .ok()
                 .and_then(|f| Mapping::map(f.as_fd(), Access::ReadWrite).ok());
+            let outcome = |ok: bool| if ok { "writable" } else { "denied" };
+            let line = format!(
+                "ATTACKING fd={mode} map={} reopen={} unlock={:?}",
+                outcome(direct.is_ok()),
+                outcome(via_proc.is_some()),
+                raw.unlock()
+            );
+            let writable = direct.ok().or(via_proc);
             let word = writable.as_ref().and_then(|m| m.atomic_u32(0x18));
-            let unlock = raw.unlock();
-            report(&format!(
-                "ATTACKING fd={mode} reopen={} unlock={unlock:?}",
-                if word.is_some() { "writable" } else { "denied" }
-            ));
+            report(&line);
             loop {
                 if let Some(w) = word {
                     w.store(0, std::sync::atomic::Ordering::Relaxed);
@@ -298,32 +308,29 @@ fn run_role(args: &[String]) {
             }
             report(&format!("OVERLAPS {overlaps}"));
         }
-        // An opener of a semaphore writing a value and a maximum of its choosing into the
-        // shared block, then keeping it open until killed.
+        // An opener of a semaphore (by hand, keeping its read-write descriptor) writing a
+        // value and a maximum of its choosing into the shared block, then keeping it open
+        // until killed.
         "sem-raise" => {
-            let name = a(1);
-            let _sem = SystemSemaphore::open(name).unwrap();
-            let (base, _) = own_mapping(&format!("qcop-sem:{name}"));
-            let mem = proc_self_mem();
-            let v = u32::try_from(num(2)).unwrap().to_ne_bytes();
-            let ok = mem.write_at(&v, base + 0x18).is_ok() && mem.write_at(&v, base + 0x20).is_ok();
-            report(if ok { "RAISED" } else { "DENIED" });
+            let mut raw = RawSegClient::open_semaphore(a(1));
+            let map = Mapping::map(raw.control().as_fd(), Access::ReadWrite).unwrap();
+            let v = u32::try_from(num(2)).unwrap();
+            map.atomic_u32(0x18).unwrap().store(v, Ordering::Relaxed);
+            map.atomic_u32(0x20).unwrap().store(v, Ordering::Relaxed);
+            report("RAISED");
             sleep_until_killed();
         }
         // An attacher (segment read-write, or semaphore opener) overwriting its whole
         // control block with pseudo-random bytes, then staying attached until killed.
         "scribble" => {
-            let name = a(2);
-            let (_keep_seg, _keep_sem, ctl) = if a(1) == "segment" {
-                let shm = SharedMemory::attach(name, Access::ReadWrite).unwrap();
-                (Some(shm), None, format!("qcop-segctl:{name}"))
+            let mut raw = if a(1) == "segment" {
+                RawSegClient::attach(a(2), false)
             } else {
-                let sem = SystemSemaphore::open(name).unwrap();
-                (None, Some(sem), format!("qcop-sem:{name}"))
+                RawSegClient::open_semaphore(a(2))
             };
-            let (base, _) = own_mapping(&ctl);
+            let map = Mapping::map(raw.control().as_fd(), Access::ReadWrite).unwrap();
             let mut x: u32 = 0x9e37_79b9;
-            let junk: Vec<u8> = (0..4096)
+            let junk: Vec<u8> = (0..map.len())
                 .map(|_| {
                     x ^= x << 13;
                     x ^= x >> 17;
@@ -331,18 +338,18 @@ fn run_role(args: &[String]) {
                     x as u8
                 })
                 .collect();
-            let ok = proc_self_mem().write_at(&junk, base).is_ok();
-            report(if ok { "SCRIBBLED" } else { "DENIED" });
+            assert!(map.write(0, &junk));
+            report("SCRIBBLED");
             sleep_until_killed();
         }
         // A read-write attacher writing one word of its segment's control block.
         "poke" => {
-            let name = a(1);
-            let _shm = SharedMemory::attach(name, Access::ReadWrite).unwrap();
-            let (base, _) = own_mapping(&format!("qcop-segctl:{name}"));
-            let v = u32::from_str_radix(a(3), 16).unwrap().to_ne_bytes();
-            let ok = proc_self_mem().write_at(&v, base + num(2)).is_ok();
-            report(if ok { "POKED" } else { "DENIED" });
+            let mut raw = RawSegClient::attach(a(1), false);
+            let map = Mapping::map(raw.control().as_fd(), Access::ReadWrite).unwrap();
+            let v = u32::from_str_radix(a(3), 16).unwrap();
+            let off = usize::try_from(num(2)).unwrap();
+            map.atomic_u32(off).unwrap().store(v, Ordering::Relaxed);
+            report("POKED");
             sleep_until_killed();
         }
         // One operation, reporting OK or the error's name (permission tests).
@@ -380,38 +387,11 @@ fn run_role(args: &[String]) {
     }
 }
 
-/// The start address and permissions of this process's mapping of the memfd `name`.
-fn own_mapping(name: &str) -> (u64, String) {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let want = format!("/memfd:{name} ");
-    let line = maps
-        .lines()
-        .find(|l| l.contains(&want))
-        .unwrap_or_else(|| panic!("no mapping of {name} in {maps}"));
-    let mut f = line.split_whitespace();
-    let range = f.next().unwrap();
-    let perms = f.next().unwrap().to_owned();
-    let start = range.split('-').next().unwrap();
-    (u64::from_str_radix(start, 16).unwrap(), perms)
-}
-
-/// This process's memory as a file: writes go to the page behind the address, the way a
-/// hostile client would poke shared memory without any library's cooperation.
-fn proc_self_mem() -> std::fs::File {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/proc/self/mem")
-        .unwrap()
-}
-
-use std::os::unix::fs::FileExt;
-
-/// "ro" or "rw": the access mode of descriptor `fd` of this process, from
-/// /proc/self/fdinfo. A `MAP_SHARED` writable mapping needs a descriptor opened for
-/// writing, so "ro" means this descriptor can never be mapped writable.
-fn fd_access_mode(fd: i32) -> &'static str {
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+/// "ro" or "rw": the access mode of descriptor `fd`, from /proc/self/fdinfo. A writable
+/// `MAP_SHARED` mapping needs a descriptor opened for writing, so "ro" means this one can
+/// never be mapped writable.
+fn fd_access_mode(fd: &OwnedFd) -> &'static str {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
     let flags = info
         .lines()
         .find_map(|l| l.strip_prefix("flags:"))
@@ -423,22 +403,21 @@ fn fd_access_mode(fd: i32) -> &'static str {
     }
 }
 
-/// A client speaking the protocol by hand (no library): attaches read-only, keeps the
-/// descriptors it receives, and asks the daemon to release the lock on its behalf.
+/// A client speaking the protocol by hand (no library), as a hostile one would: it keeps
+/// every descriptor it receives and does with them what the kernel lets it.
 struct RawSegClient {
     stream: std::os::unix::net::UnixStream,
     reader: qcop::wire::FrameReader,
-    /// Numbers of the descriptors received, in order (deliberately never closed: the
-    /// process is killed).
-    fds: Vec<i32>,
+    /// Descriptors received, in order.
+    fds: Vec<OwnedFd>,
     handle: u32,
     seq: u32,
+    /// A semaphore's handle (its control block came with `SemOpened`).
+    semaphore: bool,
 }
 
 impl RawSegClient {
-    fn attach_read_only(name: &str) -> RawSegClient {
-        use qcop::wire::segments::SegFrame;
-        use qcop::wire::Frame;
+    fn greeted() -> RawSegClient {
         let socket = std::env::var_os("QCOP_SOCKET").expect("QCOP_SOCKET");
         let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
         stream.set_read_timeout(Some(WAIT)).unwrap();
@@ -448,6 +427,7 @@ impl RawSegClient {
             fds: Vec::new(),
             handle: 0,
             seq: 1,
+            semaphore: false,
         };
         c.send(&Frame::Hello {
             version_min: qcop::wire::PROTOCOL_VERSION,
@@ -455,9 +435,15 @@ impl RawSegClient {
             name: "raw-attacker",
         });
         c.answer(|_| ());
+        c
+    }
+
+    /// Attaches segment `name` (read-only or read-write).
+    fn attach(name: &str, read_only: bool) -> RawSegClient {
+        let mut c = RawSegClient::greeted();
         c.send(&Frame::Seg(SegFrame::Attach {
             seq: 1,
-            read_only: true,
+            read_only,
             name,
             pid: std::process::id(),
         }));
@@ -468,26 +454,42 @@ impl RawSegClient {
         c
     }
 
-    fn send(&mut self, f: &qcop::wire::Frame<'_>) {
+    /// Opens semaphore `name`; its control block is the last descriptor.
+    fn open_semaphore(name: &str) -> RawSegClient {
+        let mut c = RawSegClient::greeted();
+        c.send(&Frame::Seg(SegFrame::SemOpen {
+            seq: 1,
+            name,
+            pid: std::process::id(),
+        }));
+        c.handle = c.answer(|f| match f {
+            Frame::Seg(SegFrame::SemOpened { handle, .. }) => handle,
+            other => panic!("expected SemOpened, got {other:?}"),
+        });
+        c.semaphore = true;
+        c
+    }
+
+    fn send(&mut self, f: &Frame<'_>) {
         self.stream.write_all(&f.to_vec()).unwrap();
     }
 
-    /// The next frame, keeping the numbers of descriptors that come with the bytes.
-    fn answer<T>(&mut self, take: impl FnOnce(qcop::wire::Frame<'_>) -> T) -> T {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
-        use std::os::fd::AsRawFd;
+    /// The next frame, keeping the descriptors that come with the bytes.
+    fn answer<T>(&mut self, take: impl FnOnce(Frame<'_>) -> T) -> T {
+        use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+        use std::mem::MaybeUninit;
         loop {
             if let Some(f) = self.reader.next_frame().unwrap() {
                 return take(f);
             }
-            let mut cmsg = nix::cmsg_space!([i32; 4]);
-            let raw = self.stream.as_raw_fd();
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+            let mut cmsg = RecvAncillaryBuffer::new(&mut space);
             let mut iov = [std::io::IoSliceMut::new(self.reader.buffer_mut(64 * 1024))];
-            let msg =
-                recvmsg::<UnixAddr>(raw, &mut iov, Some(&mut cmsg), MsgFlags::empty()).unwrap();
-            let n = msg.bytes;
-            for c in msg.cmsgs().unwrap() {
-                if let ControlMessageOwned::ScmRights(fds) = c {
+            let n = recvmsg(&self.stream, &mut iov, &mut cmsg, RecvFlags::CMSG_CLOEXEC)
+                .unwrap()
+                .bytes;
+            for m in cmsg.drain() {
+                if let RecvAncillaryMessage::ScmRights(fds) = m {
                     self.fds.extend(fds);
                 }
             }
@@ -496,24 +498,24 @@ impl RawSegClient {
         }
     }
 
-    /// Asks for the control block; returns the number of the descriptor received.
-    fn control_fd(&mut self) -> i32 {
-        use qcop::wire::segments::SegFrame;
-        use qcop::wire::Frame;
-        self.seq += 1;
-        let (seq, handle) = (self.seq, self.handle);
-        self.send(&Frame::Seg(SegFrame::Control { seq, handle }));
-        self.answer(|f| match f {
-            Frame::Seg(SegFrame::ControlBlock { .. }) => {}
-            other => panic!("expected ControlBlock, got {other:?}"),
-        });
-        *self.fds.last().expect("a descriptor with ControlBlock")
+    /// The control block: a segment's asked for with `SegControl`, a semaphore's the
+    /// descriptor that came with `SemOpened`.
+    fn control(&mut self) -> OwnedFd {
+        if !self.semaphore {
+            self.seq += 1;
+            let (seq, handle) = (self.seq, self.handle);
+            self.send(&Frame::Seg(SegFrame::Control { seq, handle }));
+            self.answer(|f| match f {
+                Frame::Seg(SegFrame::ControlBlock { .. }) => {}
+                other => panic!("expected ControlBlock, got {other:?}"),
+            });
+        }
+        let fd = self.fds.last().expect("a control block descriptor");
+        fd.try_clone().unwrap()
     }
 
     /// Asks the daemon to release the lock for this attachment.
     fn unlock(&mut self) -> qcop::wire::segments::LockState {
-        use qcop::wire::segments::SegFrame;
-        use qcop::wire::Frame;
         self.seq += 1;
         let seq = self.seq;
         self.send(&Frame::Seg(SegFrame::Lock {
@@ -1159,10 +1161,10 @@ fn a_read_only_attacher_of_another_user_cannot_break_the_writers_lock() {
         .unwrap();
     let mut attacker = Helper::spawn_as(&d, Some(b), &["ro-attack", "guarded"]);
     let first = attacker.report();
-    // Its descriptor of the control block is read-only, it cannot reopen it writable, and
-    // the daemon does not release a lock it does not hold.
+    // Its descriptor of the control block is read-only: it can neither map it writable nor
+    // reopen it writable, and the daemon does not release a lock it does not hold.
     assert_eq!(
-        first, "ATTACKING fd=ro reopen=denied unlock=NotOwner",
+        first, "ATTACKING fd=ro map=denied reopen=denied unlock=NotOwner",
         "what the read-only attacher managed"
     );
     let rounds = 1_500u64;
@@ -1277,12 +1279,15 @@ fn a_scribbled_control_block_is_rebuilt_by_qcopd_and_counted() {
     let mut a = segment(&d, "kept").attach().unwrap();
     let mut c = segment(&d, "kept").attach().unwrap();
     {
-        let g = a.lock().unwrap();
+        let g = a
+            .lock_timeout(WAIT)
+            .unwrap()
+            .expect("the overwritten lock is handed over");
         assert!(g.previous_owner_died(), "the overwritten lock is reported");
         assert_eq!(&g.data()[..4], b"data");
         assert!(c.try_lock().unwrap().is_none(), "the lock excludes again");
     }
-    assert!(!c.lock().unwrap().previous_owner_died());
+    assert!(!c.lock_timeout(WAIT).unwrap().unwrap().previous_owner_died());
     let mut s = semaphore(&d, "kept-sem").open().unwrap();
     assert!(s.value() <= 3 && s.max() == 3, "{s:?}");
     let v = s.value();
