@@ -553,8 +553,9 @@ fn parse_help(global: Global, words: &[String]) -> Result<Invocation, UsageError
             None => Err(UsageError::new(
                 None,
                 format!(
-                    "no help on {name:?} (topics: send, watch, wait, registered, channels, \
-                     stats, call, serve, monitor, services, shm, old, types, chain)"
+                    "no help on {name:?} (topics: send, watch, wait, query, list, enum, \
+                     registered, channels, stats, call, serve, monitor, services, shm, \
+                     shm-send, old, types, chain)"
                 ),
             )),
         },
@@ -1368,17 +1369,15 @@ fn msg(text: &str, topic: Topic, global: &Global) -> Result<Msg, UsageError> {
     let fail =
         |e: datastream::SignatureError| UsageError::new(Some(topic), format!("{text:?}: {e}"));
     let (normalized, types) = datastream::parse_signature_lenient(text).map_err(fail)?;
-    let names = datastream::parse_signature_lenient(&normalized)
-        .ok()
-        .and_then(|(n, _)| {
-            let inner = n.split_once('(')?.1.strip_suffix(')')?.to_owned();
-            Some(inner)
-        })
-        .unwrap_or_default();
-    let names: Vec<&str> = if names.is_empty() {
+    // The normalized text is `name(type,type)`: the type names are between the parentheses.
+    let inner = normalized
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or("");
+    let names = if inner.is_empty() {
         Vec::new()
     } else {
-        split_types(&names)
+        split_types(inner)
     };
     let types = types
         .into_iter()
@@ -1890,6 +1889,101 @@ mod tests {
         let s = steps(&["timeout", "10", "a", "b()", "-w", "c", "d()"]);
         assert_eq!(s[1].timeout, ms(10));
         assert_eq!(steps(&["a", "b()"]).len(), 1);
+    }
+
+    #[test]
+    fn old_form_takes_one_word_per_type_as_the_original() {
+        // A missing argument is null, with a warning.
+        let inv = parse(&words(&["QPE/A", "f(QString,int)"])).unwrap();
+        assert_eq!(inv.global.warnings.len(), 2, "{:?}", inv.global.warnings);
+        let Action::Run(s) = inv.action else { panic!() };
+        let Command::Send { payload, .. } = &s[0].command else {
+            panic!("{s:?}");
+        };
+        assert_eq!(payload, &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+        // '-w' right after the arguments waits; anywhere else it is an argument or ignored.
+        assert_eq!(steps(&["QPE/A", "f(int)", "1", "-w", "b", "r()"]).len(), 2);
+        assert_eq!(
+            steps(&["QPE/A", "f(int)", "1", "2", "-w", "b", "r()"]).len(),
+            1
+        );
+        assert_eq!(steps(&["QPE/A", "f(QString)", "-w", "b", "r()"]).len(), 1);
+        // The old form takes the rest of the line, '--' included.
+        let s = steps(&["QPE/A", "f(QString)", "--", "send", "x", "y()"]);
+        assert_eq!(s.len(), 1);
+        // A negative -w timeout waits forever, one that is not a number is 0.
+        let s = steps(&["QPE/A", "f()", "-w", "b", "r()", "-1"]);
+        assert_eq!(s[1].timeout, Timeout::Never);
+        let s = steps(&["QPE/A", "f()", "-w", "b", "r()", "x"]);
+        assert_eq!(s[1].timeout, ms(0));
+    }
+
+    #[test]
+    fn separators_reset_modifiers_and_may_be_empty() {
+        let s = steps(&[
+            "service", "nohex", "timeout", "5", "wait", "Svc", "f()", "--", "--", "wait", "a",
+            "g()", "--",
+        ]);
+        let summary: Vec<(Timeout, bool, bool)> =
+            s.iter().map(|s| (s.timeout, s.hex, s.service)).collect();
+        assert_eq!(
+            summary,
+            vec![(ms(5), false, true), (Timeout::Default, true, false)]
+        );
+        assert!(steps(&["timeout", "5"]).is_empty());
+        // 'timeout 5s' reads as 0, as toInt() read it; a word that is no number at all is
+        // a usage error.
+        assert_eq!(
+            steps(&["timeout", "5s", "wait", "a", "b()"])[0].timeout,
+            ms(0)
+        );
+        assert_eq!(usage(&["timeout", "x", "wait", "a", "b()"]).status(), 1);
+    }
+
+    #[test]
+    fn service_scopes_the_message_and_enum_declares_int_types() {
+        let s = steps(&["service", "send", "Time", "editTime()"]);
+        let Command::Send {
+            channel, message, ..
+        } = &s[0].command
+        else {
+            panic!("{s:?}");
+        };
+        assert_eq!(
+            (channel.as_str(), message.text.as_str()),
+            ("Time", "Time::editTime()")
+        );
+        assert!(s[0].service);
+        let s = steps(&["service", "query", "Time"]);
+        assert_eq!(
+            s[0].command,
+            Command::Query {
+                channel: "Time".into(),
+                prefix: "Time::".into()
+            }
+        );
+        let s = steps(&["enum", "Mode", "--", "send", "a", "set(Mode,int)", "2", "3"]);
+        let Command::Send {
+            message, payload, ..
+        } = &s[0].command
+        else {
+            panic!("{s:?}");
+        };
+        assert_eq!(message.text, "set(Mode,int)");
+        assert_eq!(payload, &[0, 0, 0, 2, 0, 0, 0, 3]);
+        assert_eq!(usage(&["enum", "A", "B"]).topic, Some(Topic::Enum));
+    }
+
+    #[test]
+    fn usage_error_statuses() {
+        assert_eq!(usage(&["send", "a"]).status(), 1);
+        assert_eq!(usage(&["--strict", "send", "a"]).status(), 2);
+        assert_eq!(usage(&["registered"]).status(), 2);
+        assert_eq!(usage(&["--format", "json", "watch", "a"]).status(), 1);
+        let (g, _) = run(&["--strict", "--format=rich", "-l", "nobody", "list"]);
+        assert!(g.strict);
+        assert_eq!(g.format, Some(Format::Rich));
+        assert_eq!(g.user.as_deref(), Some("nobody"));
     }
 
     #[test]
