@@ -474,13 +474,17 @@ fn strip_const(ty: &str) -> &str {
 /// One argument value of a QCOP message.
 ///
 /// [`Display`](fmt::Display) renders it for a command-line line (used by
-/// `qcop watch`): integers, booleans and doubles plainly (doubles in Rust's
-/// shortest round-trip form, e.g. `1.0`, `1e300`, `NaN`, `inf`); `QString`
-/// double-quoted with `"`, `\` and control characters backslash-escaped;
-/// `QByteArray` as lowercase hex with a `0x` prefix (`0x0a0b`, empty is
-/// `0x`); a null `QString` or `QByteArray` as `null`; `QStringList` as
-/// `["a", "b"]`. The text of integers, doubles, booleans and byte arrays is
-/// accepted back by [`parse_arg`].
+/// `qcop watch --format rich`): integers, booleans and doubles plainly
+/// (doubles in Rust's shortest round-trip form, e.g. `1.0`, `1e300`, `NaN`,
+/// `inf`); `QString` double-quoted with `"`, `\` and control characters
+/// backslash-escaped (an unpaired surrogate as `\u{d800}`); `QByteArray` as
+/// lowercase hex with a `0x` prefix (`0x0a0b`, empty is `0x`); a null
+/// `QString`, `QByteArray` or `QDateTime` as `null`; `QStringList` as
+/// `["a", "b", null]`; `QDateTime` as `2024-05-01T12:30:00` (`.250` for
+/// milliseconds, `Z` for UTC); `QUuid` as `{xxxxxxxx-...}`; `QUniqueId` as
+/// `{uuid}:index`; `QContentIdList` as `1:42,1:43`; `QVariant` as the value
+/// it holds. The text of integers, doubles, booleans, byte arrays, UUIDs, ids
+/// and content id lists is accepted back by [`parse_arg`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// `int`.

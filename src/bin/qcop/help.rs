@@ -288,11 +288,12 @@ a type qcop cannot decode shows as '? TYPE'. With --format rich (before the comm
 values as in 'qcop help types', a payload that does not decode as 0x hex, and calls
 (requests waiting for a reply) end with ' [call]'. CHANNEL is the channel the message was
 sent to, also when it matched a pattern. Bytes after the last argument are ignored, as Qt
-ignores them; bools of old senders (4 bytes) are read as such. Messages the daemon dropped because this reader was too slow
-are reported on stderr as '# lost N messages'. With --credentials each line ends with the
-sender as the daemon saw it: ' [from pid=P uid=U gid=G]' (it cannot be forged by the
-sender). A subscription the daemon's access policy refuses, or revokes after a reload, is
-reported on stderr; watch fails once none is left.
+ignores them; bools of old senders (4 bytes) are read as such. Messages the daemon
+dropped because this reader was too slow are reported on stderr as '# lost N messages'.
+With --credentials each line ends with the sender as the daemon saw it:
+' [from pid=P uid=U gid=G]' (it cannot be forged by the sender). A subscription the
+daemon's access policy refuses, or revokes after a reload, is reported on stderr; watch
+fails once none is left.
 
 With --shm, CHANNEL (one plain channel) carries a shared-memory stream (see 'qcop help
 shm-send'): the ring is mapped and read directly instead of subscribing, waiting for the
@@ -307,8 +308,8 @@ Options:
   --credentials    Show who sent each message
   --shm            Map CHANNEL's shared-memory stream; exit when the stream ends
 
-Exit status: 0 when --count or the time limit ends it, when stdout is closed, or (--shm) when
-the stream ends; 1 if the connection to qcopd fails or a subscription is denied.
+Exit status: 0 when --count or a time limit ends it, when stdout is closed, or (--shm)
+when the stream ends; 1 if the connection to qcopd fails or a subscription is denied.
 
 Examples:
   qcop watch 'QPE/*'
@@ -574,13 +575,16 @@ Received values print as the original tool printed them ('qcop help watch', 'qco
 wait'), or with --format rich: numbers plainly, doubles with a decimal point (1.0), strings
 double-quoted with \\ escapes (an unpaired surrogate as \\u{d800}), byte arrays as 0x hex,
 string lists as [\"a\", \"b\"], null strings and dates as null, a QVariant as the value it
-holds. Every type QDataStream defines for a QVariant in Qt 4 is decoded (bool, int, uint,
-qlonglong, qulonglong, double, QChar, QString, QStringList, QByteArray, QDate, QTime,
-QDateTime, lists and maps of them); other types print as 0x hex (rich) or '? TYPE'.
+holds. A QVariant is decoded when it holds one of the core types of Qt 4's QDataStream
+format: bool, int, uint, qlonglong, qulonglong, double, QChar, QString, QStringList,
+QByteArray, QDate, QTime, QDateTime, or lists and maps of them; another one prints as 0x
+hex (rich) or 'invalid' (classic). Types other than these print as 0x hex (rich) or
+'? TYPE' (classic).
 
 Examples:
   qcop send t 'all(int,bool,double,QString,QByteArray,QStringList)' -1 true 0.5 hi 0xff a,b
-  qcop send t 'at(QDateTime,QUuid)' 2024-05-01T12:30:00Z {67c8770b-44f1-410a-ab9a-f9b5446f13ee}
+  qcop send t 'at(QDateTime)' 2024-05-01T12:30:00Z
+  qcop send t 'id(QUuid)' 67c8770b-44f1-410a-ab9a-f9b5446f13ee
 ";
 
 const CHAIN: &str = "\
