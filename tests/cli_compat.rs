@@ -308,6 +308,29 @@ fn timeout_modifier_ends_a_watch_under_steady_traffic() {
 }
 
 #[test]
+fn empty_commands_do_nothing_and_succeed() {
+    // Without a daemon, too: nothing needs one.
+    let dir = common::temp_dir("empty");
+    for args in [
+        &["timeout", "5"][..],
+        &["hex", "--", "--"],
+        &["enum", "Mode"],
+    ] {
+        let o = finish(
+            std::process::Command::new(env!("CARGO_BIN_EXE_qcop"))
+                .args(args)
+                .env("QCOP_SOCKET", dir.join("missing.sock"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        assert_run(&o, 0, "");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn separator_resets_every_modifier() {
     let d = Daemon::start();
     let mut conn = d.connect();

@@ -28,6 +28,10 @@ const QUERY_RESPONSE: &str = "queryResponse(QString)";
 
 /// Connects and runs `steps` in order, stopping at the first failure.
 pub fn run(global: &Global, steps: &[Step], out: &mut Out) -> Result<(), Failure> {
+    if steps.is_empty() {
+        // Only modifiers, `enum`s or empty commands: nothing to do, as in the original.
+        return Ok(());
+    }
     let mut opts = ConnectOptions::new();
     if let Some(path) = &global.socket {
         opts = opts.socket(path);
