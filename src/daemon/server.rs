@@ -8,7 +8,7 @@ mod services;
 
 use super::activate::Activation;
 use super::config::{Config, SlowConsumerPolicy};
-use super::listen::{sd_notify, Listening};
+use super::listen::{fit_fd_limit, sd_notify, AcceptPause, Listening};
 use super::outq::OutQueue;
 use super::policy::Action;
 use super::router::{Router, Slot, Subscribed, Unsubscribed};
@@ -16,13 +16,14 @@ use super::shm_segments::{Peer, SegAnswer, Segments};
 use super::signals::Signals;
 use super::stats::{Counters, Gauges};
 use crate::datastream::Value;
-use crate::pattern::{check_name, is_pattern};
+use crate::pattern::{check_message_name, check_name, is_pattern};
 use crate::wire::{
     ClientInfo, Credentials, DecodeError, ErrorCode, Frame, FrameReader, MonitorEvent, StatsReport,
     PROTOCOL_VERSION,
 };
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, IoSlice, Read};
@@ -151,6 +152,8 @@ pub struct Server {
     links: Links,
     /// Shared-memory streams (`shm_streams`).
     shm: shm_streams::ShmStreams,
+    /// Set while `accept` fails for want of descriptors: the listener is not watched.
+    accept_pause: AcceptPause,
 }
 
 /// Error starting the event loop.
@@ -221,6 +224,7 @@ impl Server {
             activation,
             links,
             shm: shm_streams::ShmStreams::default(),
+            accept_pause: AcceptPause::default(),
         };
         server.links_register().map_err(SetupError)?;
         Ok(server)
@@ -260,6 +264,10 @@ impl Server {
                 }
                 self.close_pending();
             }
+            if self.accept_pause.take_due(Instant::now()) {
+                self.watch_listener(true);
+                self.accept_all();
+            }
             if self.signals.take_reload() {
                 self.reload_config();
             }
@@ -285,7 +293,14 @@ impl Server {
         let next = self.timers.peek().map(|Reverse((at, _))| *at);
         let services = self.activation.next_deadline();
         let links = self.links_next_deadline();
-        match next.into_iter().chain(services).chain(links).min() {
+        let accept = self.accept_pause.deadline();
+        match next
+            .into_iter()
+            .chain(services)
+            .chain(links)
+            .chain(accept)
+            .min()
+        {
             None => EpollTimeout::NONE,
             Some(at) => {
                 let ms = at.saturating_duration_since(Instant::now()).as_millis() + 1;
@@ -299,7 +314,8 @@ impl Server {
         match &self.config_path {
             None => log::info!("SIGHUP: no configuration file in use, nothing to reload"),
             Some(path) => match Config::load(path) {
-                Ok(new) => {
+                Ok(mut new) => {
+                    fit_fd_limit(&mut new);
                     if new.socket != self.cfg.socket
                         || new.socket_mode != self.cfg.socket_mode
                         || new.socket_group != self.cfg.socket_group
@@ -334,13 +350,32 @@ impl Server {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The client gave up before it was accepted.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    // EMFILE and friends: log and retry on the next wake-up.
-                    log::error!("accept failed: {e}");
+                    // EMFILE and friends: the connection stays pending, so a watched
+                    // listener would wake the loop at once, forever. Pause watching it.
+                    self.counters.accept_failures += 1;
+                    self.accept_pause.failed("clients", &e, self.client_count);
+                    self.watch_listener(false);
                     return;
                 }
             };
+            self.accept_pause.succeeded();
             self.admit(stream);
+        }
+    }
+
+    /// Watches the listener for connections, or stops watching it (`AcceptPause`).
+    fn watch_listener(&mut self, watch: bool) {
+        let flags = if watch {
+            EpollFlags::EPOLLIN
+        } else {
+            EpollFlags::empty()
+        };
+        let mut event = EpollEvent::new(flags, TOKEN_LISTENER);
+        if let Err(e) = self.epoll.modify(&self.listener, &mut event) {
+            log::error!("epoll_ctl(MOD) of the listener failed: {e}");
         }
     }
 
@@ -569,9 +604,11 @@ impl Server {
                 message,
                 payload,
             } => {
-                if let Err((code, text)) = self.check_message(slot, channel, message, payload) {
-                    return self.reject(slot, seq, code, &text);
-                }
+                let message = match self.check_message(slot, channel, message, payload) {
+                    Ok(normalized) => normalized,
+                    Err((code, text)) => return self.reject(slot, seq, code, &text),
+                };
+                let message = &*message;
                 if let Err(denial) = self.may(slot, Action::Send, channel, message) {
                     let what = format!("send to {channel:?}");
                     return self.deny(slot, seq, Action::Send, &what, &denial.text);
@@ -661,13 +698,14 @@ impl Server {
         }
     }
 
-    fn check_message(
+    /// Checks a message from a client; returns its name normalised (`check_message_name`).
+    fn check_message<'m>(
         &self,
         slot: Slot,
         channel: &str,
-        message: &str,
+        message: &'m str,
         payload: &[u8],
-    ) -> Result<(), (ErrorCode, String)> {
+    ) -> Result<Cow<'m, str>, (ErrorCode, String)> {
         check_name(channel, self.cfg.max_channel_len as usize)
             .map_err(|e| (ErrorCode::BadName, format!("channel: {e}")))?;
         if is_pattern(channel) {
@@ -676,7 +714,7 @@ impl Server {
                 format!("{channel:?} is a pattern; messages go to plain channel names"),
             ));
         }
-        check_name(message, self.cfg.max_message_len as usize)
+        let message = check_message_name(message, self.cfg.max_message_len as usize)
             .map_err(|e| (ErrorCode::BadName, format!("message: {e}")))?;
         let max = self.clients[slot].as_ref().map_or(0, |c| c.max_payload);
         if payload.len() > max as usize {
@@ -688,7 +726,7 @@ impl Server {
                 ),
             ));
         }
-        Ok(())
+        Ok(message)
     }
 
     fn subscribe(&mut self, slot: Slot, seq: u32, channel: &str, credentials: bool) {
@@ -818,9 +856,11 @@ impl Server {
         message: &str,
         payload: &[u8],
     ) {
-        if let Err((code, text)) = self.check_message(slot, channel, message, payload) {
-            return self.reject(slot, seq, code, &text);
-        }
+        let message = match self.check_message(slot, channel, message, payload) {
+            Ok(normalized) => normalized,
+            Err((code, text)) => return self.reject(slot, seq, code, &text),
+        };
+        let message = &*message;
         if let Err(denial) = self.may(slot, Action::Send, channel, message) {
             let what = format!("call to {channel:?}");
             return self.deny(slot, seq, Action::Send, &what, &denial.text);
@@ -1360,6 +1400,7 @@ impl Server {
     fn close_pending(&mut self) {
         while let Some((slot, reason)) = self.to_close.pop() {
             self.close(slot, reason);
+            self.accept_pause.descriptor_freed();
         }
     }
 
