@@ -37,10 +37,10 @@ mod link_traffic;
 #[cfg(feature = "links")]
 mod links;
 #[cfg(not(feature = "links"))]
-#[path = "server/no_links.rs"]
-mod links;
+mod no_links;
 use links::{Links, RemoteCaller, LISTENER_TOKEN};
-#[path = "shm_streams.rs"]
+#[cfg(not(feature = "links"))]
+use no_links as links;
 mod shm_streams;
 
 /// Channel on which the daemon announces channel lifecycle events.
