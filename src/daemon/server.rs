@@ -105,6 +105,17 @@ enum Timer {
     Handshake { slot: Slot, id: u32 },
 }
 
+/// Why subscriptions end (see `Server::remove_subscriptions`).
+#[derive(Clone, Copy)]
+enum Removal<'a> {
+    /// The client asked (request `seq`): answered `Ok`.
+    Unsubscribed { seq: u32 },
+    /// A reload's policy denies it: the client gets `Revoked` with the policy's `text`.
+    Revoked { text: &'a str },
+    /// The connection closed.
+    Closed,
+}
+
 /// Why a client is being closed; drives logging and counters.
 enum CloseReason {
     Eof,
@@ -734,24 +745,51 @@ impl Server {
     }
 
     fn unsubscribe(&mut self, slot: Slot, seq: u32, channel: &str) {
-        match self.router.unsubscribe(slot, channel) {
-            Unsubscribed::NotSubscribed => {
-                let text = format!("not subscribed to {channel:?}");
-                self.reject(slot, seq, ErrorCode::NotSubscribed, &text);
+        let subscribed = self.clients[slot]
+            .as_ref()
+            .is_some_and(|c| c.subscriptions.iter().any(|s| &**s == channel));
+        if !subscribed {
+            let text = format!("not subscribed to {channel:?}");
+            return self.reject(slot, seq, ErrorCode::NotSubscribed, &text);
+        }
+        self.remove_subscriptions(slot, &[channel.into()], Removal::Unsubscribed { seq });
+    }
+
+    /// Ends subscriptions of the client in `slot`: the one path every removal takes
+    /// (unsubscribe, policy revocation, close), so the router, the client's own list and
+    /// credential flags, the links' advert, the `removedChannel` notices and the
+    /// shared-memory streams' forwarding all follow. A client being closed is already out
+    /// of the table; its names are passed in.
+    fn remove_subscriptions(&mut self, slot: Slot, names: &[Box<str>], why: Removal<'_>) {
+        let mut emptied = Vec::new();
+        let mut removed = false;
+        for name in names {
+            let Unsubscribed::Removed { removed_channel } = self.router.unsubscribe(slot, name)
+            else {
+                continue;
+            };
+            removed = true;
+            if let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) {
+                c.subscriptions.retain(|s| s != name);
+                c.access.forget_credentials(name);
             }
-            Unsubscribed::Removed { removed_channel } => {
-                if let Some(c) = self.clients[slot].as_mut() {
-                    c.subscriptions.retain(|s| &**s != channel);
-                    c.access.forget_credentials(channel);
-                }
-                self.reply(slot, &Frame::Ok { seq, value: 0 });
-                self.links_subscriptions_changed();
-                if removed_channel {
-                    self.announce("removedChannel(QString)", channel);
-                }
-                self.shm_refresh_forwarding();
+            match why {
+                Removal::Unsubscribed { seq } => self.reply(slot, &Frame::Ok { seq, value: 0 }),
+                Removal::Revoked { text } => self.tell_revoked(slot, name, text),
+                Removal::Closed => {}
+            }
+            if removed_channel {
+                emptied.push(name);
             }
         }
+        if !removed {
+            return;
+        }
+        self.links_subscriptions_changed();
+        for name in emptied {
+            self.announce("removedChannel(QString)", name);
+        }
+        self.shm_refresh_forwarding();
     }
 
     /// Publishes a lifecycle event on the system channel.
@@ -1421,19 +1459,11 @@ impl Server {
         for token in gone {
             self.call_abandoned(token);
         }
-        if !c.subscriptions.is_empty() {
-            self.links_subscriptions_changed();
-        }
         self.segments.client_closed(id);
-        for name in std::mem::take(&mut c.subscriptions) {
-            if let Unsubscribed::Removed {
-                removed_channel: true,
-            } = self.router.unsubscribe(slot, &name)
-            {
-                self.announce("removedChannel(QString)", &name);
-            }
-        }
         self.shm_client_closed(id);
+        let names = std::mem::take(&mut c.subscriptions);
+        self.remove_subscriptions(slot, &names, Removal::Closed);
+        // Streams this client published or mapped may have ended.
         self.shm_refresh_forwarding();
     }
 

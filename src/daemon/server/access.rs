@@ -20,7 +20,6 @@ use super::{Server, Slot};
 use crate::daemon::config::{Config, ConfigError};
 use crate::daemon::names::SystemNames;
 use crate::daemon::policy::{Action, ClientView, Denial, LogLimiter, Policy, PolicyCounters};
-use crate::daemon::router::Unsubscribed;
 use crate::pattern::{check_name, is_pattern, Pattern};
 use crate::wire::{Credentials, ErrorCode, Frame, MonitorEvent};
 use std::rc::Rc;
@@ -494,19 +493,15 @@ impl Server {
                 })
                 .collect();
             for (name, text) in revoked {
-                self.revoke(slot, &name, &text);
+                let why = super::Removal::Revoked { text: &text };
+                self.remove_subscriptions(slot, &[name], why);
             }
         }
     }
 
-    /// Drops one subscription the policy no longer allows and tells the client.
-    fn revoke(&mut self, slot: Slot, name: &str, text: &str) {
-        let removed = self.router.unsubscribe(slot, name);
-        if let Some(c) = self.clients[slot].as_mut() {
-            c.subscriptions.retain(|s| &**s != name);
-            c.access.forget_credentials(name);
-        }
-        self.links_subscriptions_changed();
+    /// Tells a client that a subscription the policy no longer allows was dropped (by
+    /// `Server::remove_subscriptions`).
+    pub(super) fn tell_revoked(&mut self, slot: Slot, name: &str, text: &str) {
         self.access.counters.revoked += 1;
         let reason = format!("subscription to {name:?} revoked: {text}");
         self.log_denial(slot, &reason);
@@ -517,12 +512,6 @@ impl Server {
                 reason: &reason,
             },
         );
-        if let Unsubscribed::Removed {
-            removed_channel: true,
-        } = removed
-        {
-            self.announce("removedChannel(QString)", name);
-        }
     }
 
     /// Appends the policy and monitor counters to a stats report.

@@ -119,6 +119,14 @@ impl ShmStreams {
             ("shm_forwarded", self.counters.forwarded),
             ("shm_overruns", self.counters.overruns),
             ("shm_corrupt", self.counters.corrupt),
+            (
+                "shm_streams_forwarded",
+                self.streams
+                    .iter()
+                    .flatten()
+                    .filter(|s| s.forwarding && s.is_open())
+                    .count() as u64,
+            ),
         ];
         rows.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
     }
