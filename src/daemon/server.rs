@@ -1113,6 +1113,7 @@ impl Server {
         self.append_service_stats(&mut counters);
         counters.extend(link_counters);
         counters.extend(self.shm.report());
+        counters.push(("pattern_visits".to_owned(), self.router.pattern_visits()));
         StatsReport {
             counters,
             clients,
