@@ -1,8 +1,8 @@
 //! Who is subscribed to what: exact channels and wildcard patterns, keyed by client slot.
 //!
 //! Pure bookkeeping with no I/O, so routing rules are unit-tested without sockets. Patterns
-//! live in a trie ([`index`]), so a message's route costs the same however many patterns
-//! cannot match its channel.
+//! live in a trie (the `index` module), so a message's route costs the same however many
+//! patterns cannot match its channel; the last route is kept until a subscription changes.
 
 mod index;
 
@@ -58,11 +58,17 @@ pub struct Router {
     subscriptions: usize,
     /// Entry numbers matched by the current lookup (scratch).
     matched: Vec<u32>,
+    /// The last lookup: its channel and recipients, valid until a subscription changes
+    /// (messages come in runs on one channel).
+    last_channel: String,
+    last_recipients: Vec<Slot>,
+    last_valid: bool,
 }
 
 impl Router {
     /// Adds `slot` as a subscriber of `name` (a channel or a pattern).
     pub fn subscribe(&mut self, slot: Slot, name: &str) -> Result<Subscribed, NameError> {
+        self.last_valid = false;
         if is_pattern(name) {
             let pattern = Pattern::new(name)?;
             match self.by_text.get(name) {
@@ -110,6 +116,7 @@ impl Router {
 
     /// Removes one subscription of `slot`.
     pub fn unsubscribe(&mut self, slot: Slot, name: &str) -> Unsubscribed {
+        self.last_valid = false;
         if is_pattern(name) {
             let Some(&n) = self.by_text.get(name) else {
                 return Unsubscribed::NotSubscribed;
@@ -151,6 +158,19 @@ impl Router {
     /// (a client subscribed exactly and by one or more matching patterns gets one copy).
     pub fn recipients(&mut self, channel: &str, out: &mut Vec<Slot>) {
         out.clear();
+        if self.last_valid && self.last_channel == channel {
+            out.extend_from_slice(&self.last_recipients);
+            return;
+        }
+        self.lookup(channel, out);
+        self.last_channel.clear();
+        self.last_channel.push_str(channel);
+        self.last_recipients.clear();
+        self.last_recipients.extend_from_slice(out);
+        self.last_valid = true;
+    }
+
+    fn lookup(&mut self, channel: &str, out: &mut Vec<Slot>) {
         if let Some(subs) = self.channels.get(channel) {
             out.extend_from_slice(subs);
         }
@@ -309,14 +329,42 @@ mod tests {
             }
             assert_eq!(r.pattern_count(), n + 1);
             let before = r.pattern_visits();
-            for _ in 0..100 {
+            // Two channels in turn: each lookup walks the index (the last one is cached).
+            for _ in 0..50 {
                 assert_eq!(rcpt(&mut r, "bench/rr"), vec![1]);
+                assert_eq!(rcpt(&mut r, "bench/rs"), vec![1]);
             }
             (r.pattern_visits() - before) / 100
         };
         let small = work(16);
         assert!(small > 0 && small < 64, "{small} nodes per message");
         assert_eq!(work(4096), small);
+    }
+
+    #[test]
+    fn the_cached_route_follows_subscriptions() {
+        let mut r = Router::default();
+        r.subscribe(1, "a/b").unwrap();
+        assert_eq!(rcpt(&mut r, "a/b"), vec![1]);
+        let visits = r.pattern_visits();
+        r.subscribe(2, "a/*").unwrap();
+        assert_eq!(rcpt(&mut r, "a/b"), vec![1, 2]);
+        assert!(
+            r.pattern_visits() > visits,
+            "a change walks the index again"
+        );
+        let visits = r.pattern_visits();
+        assert_eq!(rcpt(&mut r, "a/b"), vec![1, 2]);
+        assert_eq!(
+            r.pattern_visits(),
+            visits,
+            "the same channel again is cached"
+        );
+        r.unsubscribe(1, "a/b");
+        assert_eq!(rcpt(&mut r, "a/b"), vec![2]);
+        assert_eq!(rcpt(&mut r, "a/c"), vec![2]);
+        r.unsubscribe(2, "a/*");
+        assert_eq!(rcpt(&mut r, "a/c"), Vec::<Slot>::new());
     }
 
     #[test]

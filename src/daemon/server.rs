@@ -29,7 +29,6 @@ use std::io::{self, IoSlice, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 #[cfg(feature = "links")]
@@ -145,8 +144,13 @@ pub struct Server {
     dirty: Vec<Slot>,
     to_close: Vec<(Slot, CloseReason)>,
     scratch: Vec<Slot>,
-    /// Encoding buffer: a frame is encoded here, then copied once into its shared `Rc`.
+    /// Encoding buffer: a frame is encoded here, then copied into each receiver's queue.
     enc: Vec<u8>,
+    /// The second flavour of a delivered message (with the sender's credentials).
+    enc_signed: Vec<u8>,
+    /// The channel and message names `check_message` last found valid (empty: none; the
+    /// limits they were checked against change only with a reload, which empties them).
+    valid_names: (String, String),
     /// Read buffer shared by every client whose own reader holds no partial frame.
     shared_reader: FrameReader,
     queued_total: u64,
@@ -224,6 +228,8 @@ impl Server {
             to_close: Vec::new(),
             scratch: Vec::new(),
             enc: Vec::with_capacity(1024),
+            enc_signed: Vec::new(),
+            valid_names: (String::new(), String::new()),
             shared_reader: FrameReader::new(0),
             queued_total: 0,
             started: Instant::now(),
@@ -325,6 +331,8 @@ impl Server {
                     self.cfg = new;
                     self.cfg.links = links;
                     self.counters.reloads += 1;
+                    self.valid_names.0.clear();
+                    self.valid_names.1.clear();
                     self.reload_access();
                     self.reload_services();
                 }
@@ -509,8 +517,8 @@ impl Server {
     }
 
     fn process_frames(&mut self, slot: Slot, reader: &mut FrameReader) -> Result<(), DecodeError> {
-        while let Some(frame) = reader.next_frame()? {
-            self.handle(slot, frame);
+        while let Some((frame, body)) = reader.next_frame_and_body()? {
+            self.handle(slot, frame, body);
             self.close_pending();
             match self.clients.get(slot).and_then(Option::as_ref) {
                 Some(c) if !c.closing => {}
@@ -522,7 +530,9 @@ impl Server {
 
     // ----- requests ----------------------------------------------------------------------
 
-    fn handle(&mut self, slot: Slot, frame: Frame<'_>) {
+    /// Handles one request; `body` is its encoded body (a `Send`'s fields are forwarded as
+    /// they are).
+    fn handle(&mut self, slot: Slot, frame: Frame<'_>, body: &[u8]) {
         let Some(client) = self.clients[slot].as_mut() else {
             return;
         };
@@ -595,7 +605,7 @@ impl Server {
                         .queue_send(slot, seq, ack, service, sender, channel, message, payload);
                 }
                 let n = self
-                    .publish(sender, channel, message, payload)
+                    .publish_fields(sender, channel, message, payload, Some(body))
                     .unwrap_or_else(|| {
                         self.counters.dropped_no_subscriber += 1;
                         0
@@ -610,7 +620,11 @@ impl Server {
                 channel,
                 message,
                 payload,
-            } => self.call(slot, seq, timeout_ms, channel, message, payload),
+            } => {
+                // The fields after the timeout are those of the `Message` the call becomes.
+                let fields = body.get(4..);
+                self.call(slot, seq, timeout_ms, channel, message, payload, fields)
+            }
             Frame::Respond {
                 token,
                 error,
@@ -673,22 +687,33 @@ impl Server {
     }
 
     fn check_message(
-        &self,
+        &mut self,
         slot: Slot,
         channel: &str,
         message: &str,
         payload: &[u8],
     ) -> Result<(), (ErrorCode, String)> {
-        check_name(channel, self.cfg.max_channel_len as usize)
-            .map_err(|e| (ErrorCode::BadName, format!("channel: {e}")))?;
-        if is_pattern(channel) {
-            return Err((
-                ErrorCode::WildcardSend,
-                format!("{channel:?} is a pattern; messages go to plain channel names"),
-            ));
+        // Messages come in runs on one channel: names valid a moment ago need no new look.
+        let (valid_channel, valid_message) = &self.valid_names;
+        let known =
+            !valid_channel.is_empty() && valid_channel == channel && valid_message == message;
+        if !known {
+            check_name(channel, self.cfg.max_channel_len as usize)
+                .map_err(|e| (ErrorCode::BadName, format!("channel: {e}")))?;
+            if is_pattern(channel) {
+                return Err((
+                    ErrorCode::WildcardSend,
+                    format!("{channel:?} is a pattern; messages go to plain channel names"),
+                ));
+            }
+            check_name(message, self.cfg.max_message_len as usize)
+                .map_err(|e| (ErrorCode::BadName, format!("message: {e}")))?;
+            let (valid_channel, valid_message) = &mut self.valid_names;
+            valid_channel.clear();
+            valid_channel.push_str(channel);
+            valid_message.clear();
+            valid_message.push_str(message);
         }
-        check_name(message, self.cfg.max_message_len as usize)
-            .map_err(|e| (ErrorCode::BadName, format!("message: {e}")))?;
         let max = self.clients[slot].as_ref().map_or(0, |c| c.max_payload);
         if payload.len() > max as usize {
             return Err((
@@ -813,7 +838,20 @@ impl Server {
         message: &str,
         payload: &[u8],
     ) -> Option<u32> {
-        let local = self.deliver_local(sender, channel, message, payload);
+        self.publish_fields(sender, channel, message, payload, None)
+    }
+
+    /// [`Server::publish`], with the message's fields as a client encoded them, if it came
+    /// from one.
+    fn publish_fields(
+        &mut self,
+        sender: Credentials,
+        channel: &str,
+        message: &str,
+        payload: &[u8],
+        fields: Option<&[u8]>,
+    ) -> Option<u32> {
+        let local = self.deliver_local(sender, channel, message, payload, fields);
         let links = self.links_publish(channel, message, payload);
         match local {
             None if links > 0 => Some(0),
@@ -822,13 +860,15 @@ impl Server {
     }
 
     /// Queues a message for every local subscriber of `channel` the policy lets receive it;
-    /// returns how many got it, or `None` when it has no local subscriber.
+    /// returns how many got it, or `None` when it has no local subscriber. `fields`: the
+    /// message as its sender encoded it, if it came from a client (see `Delivery::fields`).
     fn deliver_local(
         &mut self,
         sender: Credentials,
         channel: &str,
         message: &str,
         payload: &[u8],
+        fields: Option<&[u8]>,
     ) -> Option<u32> {
         let mut recipients = std::mem::take(&mut self.scratch);
         self.router.recipients(channel, &mut recipients);
@@ -840,6 +880,7 @@ impl Server {
                 channel,
                 message,
                 payload,
+                fields,
             };
             delivered = Some(self.deliver(&recipients, &m, None));
         }
@@ -847,6 +888,7 @@ impl Server {
         delivered
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn call(
         &mut self,
         slot: Slot,
@@ -855,6 +897,7 @@ impl Server {
         channel: &str,
         message: &str,
         payload: &[u8],
+        fields: Option<&[u8]>,
     ) {
         if let Err((code, text)) = self.check_message(slot, channel, message, payload) {
             return self.reject(slot, seq, code, &text);
@@ -899,11 +942,12 @@ impl Server {
         if let Some(service) = self.service_for(channel) {
             return self.queue_call(call, deadline, service, sender, channel, message, payload);
         }
-        self.route_call(call, deadline, sender, channel, message, payload);
+        self.route_call(call, deadline, sender, channel, message, payload, fields);
     }
 
     /// Delivers a call to the subscribers of `channel` and waits for the first answer until
     /// `deadline`. The caller's `calls_in_flight` already counts it.
+    #[allow(clippy::too_many_arguments)]
     fn route_call(
         &mut self,
         mut call: PendingCall,
@@ -912,6 +956,7 @@ impl Server {
         channel: &str,
         message: &str,
         payload: &[u8],
+        fields: Option<&[u8]>,
     ) {
         let token = self.allocate_token();
         if !self.access.monitors.is_empty() {
@@ -932,6 +977,7 @@ impl Server {
             channel,
             message,
             payload,
+            fields,
         };
         let mut reached = Vec::with_capacity(recipients.len());
         self.deliver(&recipients, &m, Some(&mut reached));
@@ -1003,21 +1049,18 @@ impl Server {
     /// Delivers a responder's answer (local or from another board) to a local caller.
     fn answer_call(&mut self, call: &PendingCall, error: bool, message: &str, payload: &[u8]) {
         self.counters.calls_answered += 1;
-        let reply = encode_shared(
-            &mut self.enc,
-            &Frame::Reply {
-                seq: call.seq,
-                error,
-                message,
-                payload,
-            },
-        );
-        self.finish_call(call, reply);
+        let reply = Frame::Reply {
+            seq: call.seq,
+            error,
+            message,
+            payload,
+        };
+        self.finish_call(call, &reply);
     }
 
     /// Sends a call's outcome to its caller (replies are never dropped by the slow-consumer
     /// policy: the caller is waiting for exactly this frame).
-    fn finish_call(&mut self, call: &PendingCall, frame: Rc<[u8]>) {
+    fn finish_call(&mut self, call: &PendingCall, frame: &Frame<'_>) {
         let Some(c) = self.clients.get_mut(call.caller).and_then(Option::as_mut) else {
             return;
         };
@@ -1025,7 +1068,7 @@ impl Server {
             return;
         }
         c.calls_in_flight = c.calls_in_flight.saturating_sub(1);
-        self.push_reply(call.caller, frame);
+        self.reply(call.caller, frame);
     }
 
     /// Removes a call from the table.
@@ -1065,16 +1108,13 @@ impl Server {
     }
 
     fn call_error(&mut self, call: &PendingCall, code: ErrorCode, text: &str) {
-        let frame = encode_shared(
-            &mut self.enc,
-            &Frame::Error {
-                seq: call.seq,
-                fatal: false,
-                code,
-                text,
-            },
-        );
-        self.finish_call(call, frame);
+        let frame = Frame::Error {
+            seq: call.seq,
+            fatal: false,
+            code,
+            text,
+        };
+        self.finish_call(call, &frame);
     }
 
     fn stats_report(&self, with_clients: bool) -> StatsReport {
@@ -1124,7 +1164,7 @@ impl Server {
     // ----- output ------------------------------------------------------------------------
 
     /// Queues a delivered message under the slow-consumer policy; true if it was queued.
-    fn enqueue(&mut self, slot: Slot, frame: &Rc<[u8]>) -> bool {
+    fn enqueue(&mut self, slot: Slot, frame: &[u8]) -> bool {
         let limit = self.cfg.max_queue_bytes as usize;
         // A receiver is slow only if its socket cannot take the backlog either: queues are
         // written once per loop turn, so a burst read in one turn would otherwise overflow
@@ -1155,7 +1195,7 @@ impl Server {
         } else {
             match policy {
                 SlowConsumerPolicy::DropOldest => {
-                    let p = c.out.push_drop_oldest(Rc::clone(frame), limit);
+                    let p = c.out.push_drop_oldest(frame, limit);
                     // Messages evicted to make room were counted as delivered when queued.
                     let evicted = p.dropped - u64::from(!p.queued);
                     c.delivered = c.delivered.saturating_sub(evicted);
@@ -1166,7 +1206,7 @@ impl Server {
                     (p.queued, p.delta)
                 }
                 SlowConsumerPolicy::Disconnect => {
-                    if c.out.try_push(Rc::clone(frame), limit) {
+                    if c.out.try_push(frame, limit) {
                         (true, frame.len() as i64)
                     } else {
                         self.counters.slow_consumer_disconnects += 1;
@@ -1192,7 +1232,7 @@ impl Server {
     /// Queues a frame the client asked for (answers, errors). These bypass the drop policy
     /// (the client waits for exactly them) but not the bound: a client that keeps asking
     /// without reading its answers past twice its queue limit is disconnected.
-    fn push_reply(&mut self, slot: Slot, frame: Rc<[u8]>) {
+    fn push_reply(&mut self, slot: Slot, frame: &[u8]) {
         let limit = 2 * self.cfg.max_queue_bytes as usize + frame.len();
         let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
             return;
@@ -1214,7 +1254,14 @@ impl Server {
     #[allow(dead_code)] // used by the shared-memory services
     pub(crate) fn push_reply_fd(&mut self, slot: Slot, frame: &Frame<'_>, fd: OwnedFd) {
         debug_assert!(frame.kind().carries_fd());
-        let frame = encode_shared(&mut self.enc, frame);
+        let mut enc = std::mem::take(&mut self.enc);
+        enc.clear();
+        frame.encode(&mut enc);
+        self.push_reply_fd_bytes(slot, &enc, fd);
+        self.enc = enc;
+    }
+
+    fn push_reply_fd_bytes(&mut self, slot: Slot, frame: &[u8], fd: OwnedFd) {
         let limit = 2 * self.cfg.max_queue_bytes as usize + frame.len();
         let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
             return;
@@ -1232,8 +1279,11 @@ impl Server {
     }
 
     fn reply(&mut self, slot: Slot, frame: &Frame<'_>) {
-        let frame = encode_shared(&mut self.enc, frame);
-        self.push_reply(slot, frame);
+        let mut enc = std::mem::take(&mut self.enc);
+        enc.clear();
+        frame.encode(&mut enc);
+        self.push_reply(slot, &enc);
+        self.enc = enc;
     }
 
     fn reject(&mut self, slot: Slot, seq: u32, code: ErrorCode, text: &str) {
@@ -1479,12 +1529,12 @@ impl Server {
             code: ErrorCode::ShuttingDown,
             text: "qcopd is shutting down",
         };
-        let bytes: Rc<[u8]> = bye.to_vec().into();
+        let bytes = bye.to_vec();
         let slots: Vec<Slot> = (0..self.clients.len())
             .filter(|&s| self.clients[s].is_some())
             .collect();
         for slot in slots {
-            self.push_reply(slot, Rc::clone(&bytes));
+            self.push_reply(slot, &bytes);
             self.flush(slot);
         }
         self.links_shutdown();
@@ -1494,14 +1544,6 @@ impl Server {
             }
         }
     }
-}
-
-/// Encodes `frame` in `buf` (reused: no reallocation while the frame grows) and returns
-/// one shared copy of the bytes.
-fn encode_shared(buf: &mut Vec<u8>, frame: &Frame<'_>) -> Rc<[u8]> {
-    buf.clear();
-    frame.encode(buf);
-    Rc::from(&buf[..])
 }
 
 /// One non-blocking `sendmsg` that never raises SIGPIPE; `fd` travels as `SCM_RIGHTS`.

@@ -316,7 +316,7 @@ impl Server {
             message,
             payload,
         );
-        self.deliver_local(REMOTE_SENDER, channel, message, payload);
+        self.deliver_local(REMOTE_SENDER, channel, message, payload, None);
         if self.link_targets(channel, message, payload.len(), origin, Some(id)) {
             let frame: Rc<[u8]> = raw.into();
             self.link_push_targets(&frame);
@@ -490,6 +490,7 @@ impl Server {
             channel,
             message,
             payload,
+            fields: None,
         };
         let mut reached = Vec::with_capacity(recipients.len());
         self.deliver(&recipients, &m, Some(&mut reached));
