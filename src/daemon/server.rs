@@ -15,6 +15,7 @@ use super::router::{Router, Slot, Subscribed, Unsubscribed};
 use super::shm_segments::{Peer, SegAnswer, Segments};
 use super::signals::Signals;
 use super::stats::{Counters, Gauges};
+use super::timers::Timers;
 use crate::datastream::Value;
 use crate::pattern::{check_name, is_pattern};
 use crate::wire::{
@@ -23,8 +24,7 @@ use crate::wire::{
 };
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::io::{self, IoSlice, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -138,7 +138,7 @@ pub struct Server {
     router: Router,
     counters: Counters,
     calls: HashMap<u32, PendingCall>,
-    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    timers: Timers<Timer>,
     next_token: u32,
     next_client_id: u32,
     dirty: Vec<Slot>,
@@ -221,7 +221,7 @@ impl Server {
             router: Router::default(),
             counters: Counters::default(),
             calls: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             next_token: 1,
             next_client_id: 1,
             dirty: Vec::new(),
@@ -283,7 +283,7 @@ impl Server {
             if self.signals.take_child_exited() {
                 self.reap_services();
             }
-            self.expire_timers();
+            self.expire_timers(Instant::now());
             self.expire_services();
             self.compact_timers();
             self.links_turn();
@@ -299,7 +299,7 @@ impl Server {
         if self.shm.has_backlog() {
             return EpollTimeout::ZERO;
         }
-        let next = self.timers.peek().map(|Reverse((at, _))| *at);
+        let next = self.timers.next_deadline();
         let services = self.activation.next_deadline();
         let links = self.links_next_deadline();
         match next.into_iter().chain(services).chain(links).min() {
@@ -424,8 +424,7 @@ impl Server {
         self.client_count += 1;
         self.counters.clients_accepted += 1;
         let deadline = Instant::now() + Duration::from_millis(self.cfg.handshake_timeout_ms as u64);
-        self.timers
-            .push(Reverse((deadline, Timer::Handshake { slot, id })));
+        self.timers.add(deadline, Timer::Handshake { slot, id });
         log::debug!("client {id} connected (pid {pid}, uid {uid}, gid {gid})");
     }
 
@@ -997,7 +996,7 @@ impl Server {
         call.recipients = reached;
         call.links = links;
         self.calls.insert(token, call);
-        self.timers.push(Reverse((deadline, Timer::Call(token))));
+        self.timers.add(deadline, Timer::Call(token));
     }
 
     fn allocate_token(&mut self) -> u32 {
@@ -1395,13 +1394,9 @@ impl Server {
 
     // ----- timers and teardown -----------------------------------------------------------
 
-    fn expire_timers(&mut self) {
-        let now = Instant::now();
-        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+    /// Acts on every deadline at or before `now`.
+    fn expire_timers(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Call(token) => {
                     // A call relayed for another daemon just expires: its caller's own
@@ -1434,16 +1429,14 @@ impl Server {
     /// timeout. Amortised O(1): runs only when stale entries outnumber live ones.
     fn compact_timers(&mut self) {
         let live = self.calls.len() + self.client_count;
-        if self.timers.len() > 256 && self.timers.len() > 2 * live {
-            let (calls, clients) = (&self.calls, &self.clients);
-            self.timers.retain(|Reverse((_, t))| match *t {
-                Timer::Call(token) => calls.contains_key(&token),
-                Timer::Handshake { slot, id } => clients
-                    .get(slot)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|c| c.id == id && !c.greeted),
-            });
-        }
+        let (calls, clients) = (&self.calls, &self.clients);
+        self.timers.compact(live, |t| match *t {
+            Timer::Call(token) => calls.contains_key(&token),
+            Timer::Handshake { slot, id } => clients
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.id == id && !c.greeted),
+        });
     }
 
     fn close_pending(&mut self) {

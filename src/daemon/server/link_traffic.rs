@@ -9,7 +9,6 @@ use crate::daemon::link::topo::{DaemonId, Learned, Subs};
 use crate::daemon::link::{LinkId, State};
 use crate::pattern::{check_name, is_pattern};
 use crate::wire::{ChannelInfo, Credentials, LinkInfo, MonitorEvent, HEADER_LEN};
-use std::cmp::Reverse;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -527,7 +526,7 @@ impl Server {
             l.calls_in_flight += 1;
         }
         let deadline = Instant::now() + Duration::from_millis(timeout as u64) + CALL_GRACE;
-        self.timers.push(Reverse((deadline, Timer::Call(token))));
+        self.timers.add(deadline, Timer::Call(token));
     }
 
     /// The local token of a call that came over a link, by its origin and id.
