@@ -40,6 +40,7 @@
 //! count is checked against the bytes actually present before anything is
 //! allocated.
 
+use std::borrow::Cow;
 use std::char::REPLACEMENT_CHARACTER;
 use std::error::Error;
 use std::fmt;
@@ -58,9 +59,9 @@ const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 /// An argument type that qcop knows how to encode and decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ArgType {
-    /// `int`: 32-bit signed integer.
+    /// `int` (also `qint32`): 32-bit signed integer.
     Int,
-    /// `uint` (also `unsigned int`): 32-bit unsigned integer.
+    /// `uint` (also `unsigned int`, `quint32`): 32-bit unsigned integer.
     UInt,
     /// `long`: signed integer, fixed at 64 bits on the wire by qcop so that
     /// 32-bit (armv7) and 64-bit (aarch64) peers agree.
@@ -103,15 +104,15 @@ impl ArgType {
     /// Looks up a type by its Qt name.
     ///
     /// Accepts the canonical names returned by [`ArgType::name`] plus the
-    /// aliases `unsigned int`, `unsigned long`, `qint64` and `quint64`
-    /// (spelled with exactly one space where there is one). Use
+    /// aliases `unsigned int`, `unsigned long` (spelled with exactly one space) and Qt's
+    /// typedefs `qint32`, `quint32`, `qint64` and `quint64`. Use
     /// [`parse_signature`] for full Qt-style normalisation of messier input
     /// such as `const QString &`.
     #[must_use]
     pub fn parse(name: &str) -> Option<ArgType> {
         let ty = match name {
-            "int" => ArgType::Int,
-            "uint" | "unsigned int" => ArgType::UInt,
+            "int" | "qint32" => ArgType::Int,
+            "uint" | "unsigned int" | "quint32" => ArgType::UInt,
             "long" => ArgType::Long,
             "ulong" | "unsigned long" => ArgType::ULong,
             "qlonglong" | "qint64" => ArgType::LongLong,
@@ -177,17 +178,25 @@ pub struct Signature {
     pub name: String,
     /// The argument types, in order.
     pub types: Vec<ArgType>,
+    /// The normalised text, which keeps each type's spelling (`qint64` stays `qint64`).
+    text: String,
 }
 
 impl Signature {
-    /// The normalised signature text, e.g. `setVolume(int,QString)`.
+    /// The normalised signature text, e.g. `setVolume(int,QString)`, as Qt's
+    /// `QMetaObject::normalizedSignature` writes it (see [`normalize_signature`]).
     ///
     /// This is the form peers compare messages by, so it must be used
     /// whenever a message name goes on the wire.
     #[must_use]
     pub fn normalized(&self) -> String {
-        let names: Vec<&str> = self.types.iter().map(|t| t.name()).collect();
-        format!("{}({})", self.name, names.join(","))
+        self.text.clone()
+    }
+
+    /// The normalised signature text, borrowed.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 }
 
@@ -258,15 +267,17 @@ impl Error for SignatureError {}
 /// Parses and normalises a message signature, requiring every argument type
 /// to be supported.
 ///
-/// Normalisation follows Qt's `QMetaObject::normalizedSignature` for the
-/// supported types: whitespace around the name, parentheses and commas is
-/// dropped, `const T&`, `const T &`, `const T` and `T const &` become `T`,
-/// `unsigned int` (and bare `unsigned`) becomes `uint`, `unsigned long`
-/// becomes `ulong`, `qint64` becomes `qlonglong` and `quint64` becomes
-/// `qulonglong`.
+/// The text is normalised by [`normalize_signature`], exactly as Qt's
+/// `QMetaObject::normalizedSignature` does: whitespace around the name, parentheses and
+/// commas is dropped, `const T&`, `const T &`, `const T` and `T const &` become `T`,
+/// `unsigned int` (and bare `unsigned`) becomes `uint` and `unsigned long` becomes `ulong`.
+/// Qt's typedef names keep their spelling: `qint64`, `quint64`, `qint32` and `quint32` are
+/// encoded as `qlonglong`, `qulonglong`, `int` and `uint`, but the signature stays
+/// `f(qint64)`, which is what a Qt receiver connected to `f(qint64)` compares with.
 ///
 /// ```text
 /// " setVolume ( int , const QString & ) "  ->  setVolume(int,QString)
+/// " f ( qint64 ) "                          ->  f(qint64)
 /// ```
 ///
 /// # Errors
@@ -277,10 +288,13 @@ impl Error for SignatureError {}
 pub fn parse_signature(sig: &str) -> Result<Signature, SignatureError> {
     let (name, tokens) = split_signature(sig)?;
     let types = tokens
-        .into_iter()
-        .map(|token| ArgType::parse(&token).ok_or(SignatureError::UnknownType(token)))
+        .iter()
+        .map(|token| {
+            ArgType::parse(token).ok_or_else(|| SignatureError::UnknownType(token.clone()))
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Signature { name, types })
+    let text = format!("{}({})", name, tokens.join(","));
+    Ok(Signature { name, types, text })
 }
 
 /// Parses and normalises a signature received from a peer, tolerating
@@ -305,15 +319,14 @@ pub fn parse_signature_lenient(
     Ok((normalized, types))
 }
 
-/// Splits a signature into its validated name and its normalised argument
-/// type tokens (known types already in canonical spelling).
+/// Splits a signature, normalised as Qt does, into its validated name and its argument
+/// type tokens.
 fn split_signature(sig: &str) -> Result<(String, Vec<String>), SignatureError> {
-    let sig = sig.trim();
+    let sig = normalize_signature(sig);
     if sig.is_empty() {
         return Err(SignatureError::Empty);
     }
     let (name, after_open) = sig.split_once('(').ok_or(SignatureError::MissingParens)?;
-    let name = name.trim();
     if !is_valid_name(name) {
         return Err(SignatureError::BadName);
     }
@@ -321,15 +334,21 @@ fn split_signature(sig: &str) -> Result<(String, Vec<String>), SignatureError> {
     let (inner, rest) = after_open
         .split_once(')')
         .ok_or(SignatureError::MissingParens)?;
-    if !rest.trim().is_empty() {
+    if !rest.is_empty() {
         return Err(SignatureError::TrailingGarbage);
     }
-    let tokens = if inner.trim().is_empty() {
+    let tokens = if inner.is_empty() {
         Vec::new()
     } else {
         split_top_level_commas(inner)
             .into_iter()
-            .map(normalize_type)
+            .map(|t| {
+                if t.is_empty() {
+                    Err(SignatureError::EmptyArgument)
+                } else {
+                    Ok(t.to_owned())
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?
     };
     Ok((name.to_owned(), tokens))
@@ -344,11 +363,6 @@ fn is_valid_name(name: &str) -> bool {
         }
         _ => false,
     }
-}
-
-/// Whether `c` can be part of a C identifier (for whitespace collapsing).
-fn is_ident_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_'
 }
 
 /// Splits an argument list on commas that are not inside `<…>`, so that a
@@ -373,58 +387,294 @@ fn split_top_level_commas(inner: &str) -> Vec<&str> {
     parts
 }
 
-/// Normalises one argument type the way Qt does, returning the canonical
-/// name for supported types and the normalised text otherwise.
-fn normalize_type(raw: &str) -> Result<String, SignatureError> {
-    let collapsed = collapse_whitespace(raw);
-    if collapsed.is_empty() {
-        return Err(SignatureError::EmptyArgument);
+// ---------------------------------------------------------------------------
+// Qt's signature normalisation
+// ---------------------------------------------------------------------------
+
+/// Normalises a message signature exactly as Qt's `QMetaObject::normalizedSignature`
+/// (Qt 4.8 and Qt 5) does, so that every spelling of one signature compares equal to the
+/// text a Qt receiver connected to it.
+///
+/// The rules, applied to any text (this never fails):
+/// - spaces and tabs are removed, except a single space between two identifier
+///   characters (`unsigned int`, `const QString`);
+/// - inside the argument list, each argument type is normalised: `const T&`, `T const&`
+///   and `const T` become `T` (a value); `unsigned int` and a bare `unsigned` become
+///   `uint`, `unsigned long` becomes `ulong` (but `unsigned long long`, `unsigned long int`,
+///   `unsigned short` and `unsigned char` stay); a leading `struct `, `class ` or `enum ` is
+///   dropped; `T const*` becomes `const T*`; template arguments are normalised in turn
+///   (keeping `const` there), and `>>` is written `> >`;
+/// - a lone `void` argument is dropped (`f(void)` is `f()`).
+///
+/// Typedef names are text to Qt and are kept: `f(qint64)` stays `f(qint64)`, a different
+/// signature from `f(qlonglong)`.
+///
+/// ```
+/// use qcop::datastream::normalize_signature;
+/// assert_eq!(normalize_signature(" reboot ( ) "), "reboot()");
+/// assert_eq!(normalize_signature("f(const QString &, unsigned)"), "f(QString,uint)");
+/// assert_eq!(normalize_signature("f(qint64)"), "f(qint64)");
+/// ```
+#[must_use]
+pub fn normalize_signature(sig: &str) -> Cow<'_, str> {
+    if is_plainly_normalized(sig) {
+        return Cow::Borrowed(sig);
     }
-    let unqualified = strip_const(&collapsed);
-    // Qt treats bare "unsigned" as "unsigned int".
-    let unqualified = if unqualified == "unsigned" {
-        "uint"
-    } else {
-        unqualified
-    };
-    Ok(match ArgType::parse(unqualified) {
-        Some(ty) => ty.name().to_owned(),
-        None => unqualified.to_owned(),
-    })
+    let bytes = qt_normalized_signature(sig.as_bytes());
+    if bytes == sig.as_bytes() {
+        return Cow::Borrowed(sig);
+    }
+    // Only ASCII bytes are removed or inserted, at ASCII boundaries, so the text stays
+    // UTF-8; the lossy path is never expected to run.
+    match String::from_utf8(bytes) {
+        Ok(s) => Cow::Owned(s),
+        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    }
 }
 
-/// Drops whitespace except a single space between two identifier
-/// characters, where it separates words (`unsigned int`).
-fn collapse_whitespace(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    let mut pending_space = false;
-    for c in raw.trim().chars() {
-        if c.is_whitespace() {
-            pending_space = true;
-            continue;
+/// A quick test that `sig` is a fixed point of the normalisation: no whitespace, and
+/// either no parentheses at all or `name(` followed by plain identifiers separated by
+/// commas and a final `)`, none of them `unsigned` or `void`.
+fn is_plainly_normalized(sig: &str) -> bool {
+    let b = sig.as_bytes();
+    if b.iter().any(|&c| is_sig_space(c)) {
+        return false;
+    }
+    let Some(open) = b.iter().position(|&c| c == b'(') else {
+        return !b.contains(&b')');
+    };
+    if b[..open].contains(&b')') || b.last() != Some(&b')') {
+        return false;
+    }
+    let inner = &b[open + 1..b.len() - 1];
+    inner
+        .split(|&c| c == b',')
+        .all(|arg| arg.iter().all(|&c| is_ident_byte(c)) && arg != b"unsigned" && arg != b"void")
+}
+
+/// Qt's whitespace in signatures.
+fn is_sig_space(c: u8) -> bool {
+    c == b' ' || c == b'\t'
+}
+
+/// A byte of a C identifier.
+fn is_ident_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// The byte at `i`, or 0 past the end (the C string's terminator).
+fn byte_at(s: &[u8], i: usize) -> u8 {
+    s.get(i).copied().unwrap_or(0)
+}
+
+/// Whether `s[i..]` starts with `word`.
+fn has_at(s: &[u8], i: usize, word: &[u8]) -> bool {
+    s.get(i..).is_some_and(|rest| rest.starts_with(word))
+}
+
+/// Drops whitespace except one space between identifier characters.
+fn remove_sig_whitespace(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() && is_sig_space(s[i]) {
+        i += 1;
+    }
+    let mut last = 0u8;
+    while i < s.len() {
+        while i < s.len() && !is_sig_space(s[i]) {
+            last = s[i];
+            out.push(last);
+            i += 1;
         }
-        let after_ident = out.chars().next_back().is_some_and(is_ident_char);
-        if pending_space && after_ident && is_ident_char(c) {
-            out.push(' ');
+        while i < s.len() && is_sig_space(s[i]) {
+            i += 1;
         }
-        pending_space = false;
-        out.push(c);
+        if i < s.len()
+            && ((is_ident_byte(s[i]) && is_ident_byte(last)) || (s[i] == b':' && last == b'<'))
+        {
+            last = b' ';
+            out.push(last);
+        }
     }
     out
 }
 
-/// Turns `const T&`, `const T`, `T const&` and `T const` into `T`, as Qt
-/// passes const references and const values the same way as plain values.
-/// A non-const reference (`T&`) is a different type and is left alone.
-fn strip_const(ty: &str) -> &str {
-    let base = ty
-        .strip_prefix("const ")
-        .or_else(|| ty.strip_suffix(" const&"))
-        .or_else(|| ty.strip_suffix(" const"));
-    match base {
-        Some(base) => base.strip_suffix('&').unwrap_or(base),
-        None => ty,
+/// The whole-signature pass: whitespace, then each argument of the outermost list.
+fn qt_normalized_signature(sig: &[u8]) -> Vec<u8> {
+    let d = remove_sig_whitespace(sig);
+    let mut result = Vec::with_capacity(d.len());
+    let mut argdepth = 0i32;
+    let mut templdepth = 0i32;
+    let mut i = 0;
+    while i < d.len() {
+        if argdepth == 1 {
+            let start = i;
+            while i < d.len() && (templdepth != 0 || (d[i] != b',' && d[i] != b')')) {
+                match d[i] {
+                    b'<' => templdepth += 1,
+                    b'>' => templdepth -= 1,
+                    _ => {}
+                }
+                i += 1;
+            }
+            // An explicit `void` argument list: `f(void)` is `f()`.
+            let lone_void = &d[start..i] == b"void" && byte_at(&d, i) == b')';
+            if !lone_void {
+                result.extend(normalize_type_bytes(&d, start, i, true, 0));
+            }
+            if i >= d.len() {
+                break;
+            }
+        }
+        match d[i] {
+            b'(' => argdepth += 1,
+            b')' => argdepth -= 1,
+            _ => {}
+        }
+        result.push(d[i]);
+        i += 1;
     }
+    result
+}
+
+/// Template nesting normalised; deeper arguments are kept as they are (a bound on the
+/// recursion for hostile input; no real type comes near it).
+const MAX_TEMPLATE_DEPTH: u32 = 32;
+
+/// Normalises the type `buf[t..e]` (whitespace already removed). Like Qt, it may look at
+/// the bytes just past `e` (the rest of the signature), never past the end of `buf`.
+fn normalize_type_bytes(buf: &[u8], t: usize, e: usize, adjust_const: bool, depth: u32) -> Vec<u8> {
+    if depth > MAX_TEMPLATE_DEPTH {
+        return buf[t..e].to_vec();
+    }
+    let len = e - t;
+    // `char const *` becomes `const char *`: find a `const` word after the first byte and
+    // before any `&`, `*` or `<`, and move it to the front.
+    let moved;
+    let (buf, mut t, mut e) = {
+        let mut found = None;
+        for i in 1..len {
+            let c = buf[t + i];
+            if c == b'c'
+                && has_at(buf, t + i + 1, b"onst")
+                && (i + 5 >= len || !is_ident_byte(buf[t + i + 5]))
+                && !is_ident_byte(buf[t + i - 1])
+            {
+                found = Some(i);
+                break;
+            }
+            if c == b'&' || c == b'*' || c == b'<' {
+                break;
+            }
+        }
+        match found {
+            Some(i) => {
+                let mut v = buf[t..e].to_vec();
+                if is_sig_space(v[i - 1]) {
+                    v.drain(i - 1..(i + 5).min(v.len()));
+                } else {
+                    v.drain(i..(i + 5).min(v.len()));
+                }
+                let mut with_const = b"const ".to_vec();
+                with_const.extend_from_slice(&v);
+                moved = with_const;
+                (&moved[..], 0, moved.len())
+            }
+            None => (buf, t, e),
+        }
+    };
+    if adjust_const && e > t + 6 && has_at(buf, t, b"const ") {
+        let last = buf[e - 1];
+        if last == b'&' {
+            t += 6;
+            e -= 1;
+        } else if is_ident_byte(last) || last == b'>' {
+            t += 6;
+        }
+    }
+    let mut result = Vec::with_capacity(len);
+    if has_at(buf, t, b"const ") {
+        t += 6;
+        result.extend_from_slice(b"const ");
+    }
+    if has_at(buf, t, b"unsigned") {
+        // Only the isolated word `unsigned`.
+        if !is_ident_byte(byte_at(buf, t + 8)) {
+            if has_at(buf, t + 8, b" int") {
+                t += 12;
+                result.extend_from_slice(b"uint");
+            } else if has_at(buf, t + 8, b" long") {
+                if !has_at(buf, t + 13, b" int") && !has_at(buf, t + 13, b" long") {
+                    t += 13;
+                    result.extend_from_slice(b"ulong");
+                }
+            } else if !has_at(buf, t + 8, b" short") && !has_at(buf, t + 8, b" char") {
+                t += 8;
+                result.extend_from_slice(b"uint");
+            }
+        }
+    } else {
+        for keyword in [&b"struct "[..], b"class ", b"enum "] {
+            if has_at(buf, t, keyword) {
+                t += keyword.len();
+                break;
+            }
+        }
+    }
+    let mut star = false;
+    while t < e {
+        let mut c = buf[t];
+        t += 1;
+        star = star || c == b'*';
+        result.push(c);
+        if c == b'<' {
+            // Template arguments, each normalised without dropping their `const`.
+            let mut tt = t;
+            let mut templdepth = 1;
+            while t < e {
+                c = buf[t];
+                t += 1;
+                match c {
+                    b'<' => templdepth += 1,
+                    b'>' => templdepth -= 1,
+                    _ => {}
+                }
+                if templdepth == 0 || (templdepth == 1 && c == b',') {
+                    result.extend(normalize_type_bytes(buf, tt, t - 1, false, depth + 1));
+                    result.push(c);
+                    if templdepth == 0 {
+                        if byte_at(buf, t) == b'>' {
+                            result.push(b' ');
+                        }
+                        break;
+                    }
+                    tt = t;
+                }
+            }
+        }
+        // A `const` after the type.
+        if !is_ident_byte(c)
+            && t < e
+            && e - t >= 5
+            && has_at(buf, t, b"const")
+            && (e - t == 5 || !is_ident_byte(buf[t + 5]))
+        {
+            t += 5;
+            while t < e && is_sig_space(buf[t]) {
+                t += 1;
+            }
+            if adjust_const && t < e && buf[t] == b'&' {
+                t += 1;
+            } else if adjust_const && !star {
+                // A const value is passed as a value.
+            } else if !star {
+                result.splice(0..0, b"const ".iter().copied());
+            } else {
+                result.extend_from_slice(b"const");
+            }
+        }
+    }
+    result
 }
 
 // ---------------------------------------------------------------------------
@@ -1277,8 +1527,26 @@ mod tests {
         );
         assert_eq!(
             normalized("f(unsigned int, unsigned   long,qint64,quint64)"),
-            "f(uint,ulong,qlonglong,qulonglong)"
+            "f(uint,ulong,qint64,quint64)"
         );
+        // Qt's typedef names keep their spelling and are encoded as what they stand for.
+        let sig = parse_signature(" f ( qint64 , const quint64 & , qint32, quint32 ) ").unwrap();
+        assert_eq!(sig.normalized(), "f(qint64,quint64,qint32,quint32)");
+        assert_eq!(sig.as_str(), "f(qint64,quint64,qint32,quint32)");
+        assert_eq!(
+            sig.types,
+            [
+                ArgType::LongLong,
+                ArgType::ULongLong,
+                ArgType::Int,
+                ArgType::UInt
+            ]
+        );
+        assert_ne!(
+            sig,
+            parse_signature("f(qlonglong,qulonglong,int,uint)").unwrap()
+        );
+        assert_eq!(normalized("f(void)"), "f()");
         assert_eq!(normalized("f(unsigned)"), "f(uint)");
         assert_eq!(normalized("f(const QString&)"), "f(QString)");
         assert_eq!(normalized("f(QString const &)"), "f(QString)");
@@ -1335,6 +1603,91 @@ mod tests {
     }
 
     #[test]
+    fn qt_normalization_rules() {
+        let cases: &[(&str, &str)] = &[
+            // Every spelling of one signature.
+            ("reboot()", "reboot()"),
+            ("reboot( )", "reboot()"),
+            ("reboot ()", "reboot()"),
+            (" reboot()", "reboot()"),
+            ("reboot(  )", "reboot()"),
+            ("\treboot(\t) ", "reboot()"),
+            ("reboot(void)", "reboot()"),
+            // The argument types.
+            ("f(const QString &, int)", "f(QString,int)"),
+            ("f(QString const&)", "f(QString)"),
+            ("f(const int)", "f(int)"),
+            ("f(int &)", "f(int&)"),
+            ("f(const char *)", "f(const char*)"),
+            ("f(char const *)", "f(const char*)"),
+            ("f(char * const)", "f(char*const)"),
+            ("f(unsigned)", "f(uint)"),
+            ("f(unsigned int)", "f(uint)"),
+            ("f(unsigned long)", "f(ulong)"),
+            ("f(unsigned long int)", "f(unsigned long int)"),
+            ("f(unsigned long long)", "f(unsigned long long)"),
+            ("f(unsigned short)", "f(unsigned short)"),
+            ("f(unsigned char)", "f(unsigned char)"),
+            ("f(unsignedness)", "f(unsignedness)"),
+            ("f(long long)", "f(long long)"),
+            ("f(struct Point)", "f(Point)"),
+            ("f(class QObject *)", "f(QObject*)"),
+            ("f(enum Mode)", "f(Mode)"),
+            ("f(qint64, quint64)", "f(qint64,quint64)"),
+            ("f(qlonglong)", "f(qlonglong)"),
+            // Templates: arguments normalised, their const kept, no `>>`.
+            ("f(const QList<QString> &)", "f(QList<QString>)"),
+            (
+                "f(QMap<QString, QList<int>>)",
+                "f(QMap<QString,QList<int> >)",
+            ),
+            ("f(QList<const char *>)", "f(QList<const char*>)"),
+            ("f(QList<unsigned>)", "f(QList<uint>)"),
+            // Whole declarations (return type, name, arguments) and odd types.
+            (" void  foo( ) ", "void foo()"),
+            ("void foo( void ( * ) ( void ))", "void foo(void(*)())"),
+            ("void foo( void * )", "void foo(void*)"),
+            ("QString &foo (const QString & )", "QString&foo(QString)"),
+            ("void foo(QString * const)", "void foo(QString*const)"),
+            (
+                "void foo(const int, int const, const int &, int const &)",
+                "void foo(int,int,int,int)",
+            ),
+            ("void foo(QList<int const*>)", "void foo(QList<const int*>)"),
+            ("void foo(Foo<Bar>const)", "void foo(Foo<Bar>)"),
+            (
+                "void foo(Foo<Bar>const*const *const)",
+                "void foo(Foo<Bar>*const*const)",
+            ),
+            ("void foo(const Foo<Bar>&)", "void foo(Foo<Bar>)"),
+            ("a( b ( ( ", "a(b(("),
+            // Not signatures: only whitespace goes.
+            ("", ""),
+            ("  ", ""),
+            ("plain name", "plain name"),
+            ("a - b", "a-b"),
+            ("f(int)  x", "f(int)x"),
+            ("f(int", "f(int"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalize_signature(raw), *want, "{raw:?}");
+            // The canonical form is a fixed point.
+            assert_eq!(normalize_signature(want), *want, "{want:?}");
+        }
+        assert!(matches!(
+            normalize_signature("f(int,QString)"),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(
+            normalize_signature("set Volume"),
+            Cow::Borrowed(_)
+        ));
+        // Hostile nesting is bounded, not recursed without end.
+        let deep = format!("f({}int{})", "QList<".repeat(5000), ">".repeat(5000));
+        let _ = normalize_signature(&deep);
+    }
+
+    #[test]
     fn lenient_signature() {
         assert_eq!(
             parse_signature_lenient("f(int, QMap<QString, int>, const QVariant &)"),
@@ -1363,6 +1716,8 @@ mod tests {
         assert_eq!(ArgType::parse("unsigned long"), Some(ArgType::ULong));
         assert_eq!(ArgType::parse("qint64"), Some(ArgType::LongLong));
         assert_eq!(ArgType::parse("quint64"), Some(ArgType::ULongLong));
+        assert_eq!(ArgType::parse("qint32"), Some(ArgType::Int));
+        assert_eq!(ArgType::parse("quint32"), Some(ArgType::UInt));
         assert_eq!(ArgType::parse("QVariant"), None);
         assert_eq!(ArgType::parse("Int"), None);
     }
@@ -1563,7 +1918,67 @@ mod tests {
         }
     }
 
+    fn arb_type() -> impl Strategy<Value = String> {
+        let base = prop::sample::select(vec![
+            "int",
+            "unsigned",
+            "unsigned int",
+            "unsigned long",
+            "unsigned long long",
+            "long",
+            "qint64",
+            "quint64",
+            "QString",
+            "QByteArray",
+            "char",
+            "bool",
+        ]);
+        (
+            any::<bool>(),
+            base,
+            prop::sample::select(vec!["", " &", "&", " *", "*", " const &", " const*"]),
+            0..3usize,
+        )
+            .prop_map(|(leading_const, base, suffix, templ)| {
+                let mut t = base.to_owned();
+                for _ in 0..templ {
+                    t = format!("QList< {t} >");
+                }
+                // `const` once: `const int const &` is not C++.
+                let c = if leading_const && !suffix.contains("const") {
+                    "const "
+                } else {
+                    ""
+                };
+                format!("{c}{t}{suffix}")
+            })
+    }
+
     proptest! {
+        #[test]
+        fn normalization_is_stable(
+            name in "[a-z_][a-zA-Z0-9_]{0,8}",
+            types in prop::collection::vec(arb_type(), 0..4),
+            pad in prop::sample::select(vec!["", " ", "  ", "\t"]),
+        ) {
+            let sig = format!("{pad}{name}{pad}({pad}{}{pad}){pad}", types.join(&format!("{pad},{pad}")));
+            let once = normalize_signature(&sig).into_owned();
+            prop_assert_eq!(normalize_signature(&once), once.as_str());
+            // The spaced and the packed spellings agree.
+            let packed = format!("{name}({})", types.join(","));
+            prop_assert_eq!(normalize_signature(&packed), once.as_str());
+        }
+
+        #[test]
+        fn normalization_of_arbitrary_text(sig in "[ a-z(),<>&*:c]{0,40}|\\PC{0,40}") {
+            let once = normalize_signature(&sig);
+            // The quick test only passes fixed points.
+            if is_plainly_normalized(&sig) {
+                prop_assert_eq!(qt_normalized_signature(sig.as_bytes()), sig.as_bytes());
+            }
+            prop_assert!(once.len() <= sig.len() * 2 + 1);
+        }
+
         #[test]
         fn encode_decode_round_trip(value in arb_value()) {
             let bytes = encoded(&value);

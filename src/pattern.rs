@@ -5,6 +5,7 @@
 //! did). `[abc]`, `[a-z]` and negated `[!a-z]` / `[^a-z]` classes are supported; a `]` right
 //! after the opening bracket (or its `!`) is a literal.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Why a channel, pattern or message name was refused.
@@ -23,6 +24,9 @@ pub enum NameError {
     ControlChar,
     /// A `[` class is not closed.
     UnclosedClass,
+    /// A message name whose normalised form normalises to something else again (only
+    /// malformed signatures such as `f(const void)` do).
+    Unstable,
 }
 
 impl fmt::Display for NameError {
@@ -34,6 +38,7 @@ impl fmt::Display for NameError {
             }
             NameError::ControlChar => f.write_str("name contains a control character"),
             NameError::UnclosedClass => f.write_str("pattern has an unclosed '[' class"),
+            NameError::Unstable => f.write_str("message signature has no stable normalised form"),
         }
     }
 }
@@ -55,6 +60,28 @@ pub fn check_name(name: &str, max: usize) -> Result<(), NameError> {
         return Err(NameError::ControlChar);
     }
     Ok(())
+}
+
+/// Checks a message name as [`check_name`] does and returns it normalised as Qt's
+/// `QMetaObject::normalizedSignature` normalises signatures
+/// ([`normalize_signature`](crate::datastream::normalize_signature)): `reboot( )` is
+/// `reboot()`. The daemon passes every message name it is given (by a client, a linked
+/// daemon or its spool) through this before the policy, routing and monitors see it.
+///
+/// # Errors
+///
+/// What [`check_name`] refuses, in the name as given or in its normalised form (which must
+/// not be empty), and [`NameError::Unstable`].
+pub fn check_message_name(name: &str, max: usize) -> Result<Cow<'_, str>, NameError> {
+    check_name(name, max)?;
+    let normalized = crate::datastream::normalize_signature(name);
+    if let Cow::Owned(n) = &normalized {
+        check_name(n, max)?;
+        if crate::datastream::normalize_signature(n) != n.as_str() {
+            return Err(NameError::Unstable);
+        }
+    }
+    Ok(normalized)
 }
 
 /// True if `name` is a pattern rather than a plain channel name.
@@ -197,6 +224,36 @@ mod tests {
 
     fn m(p: &str, n: &str) -> bool {
         Pattern::new(p).unwrap().matches(n)
+    }
+
+    #[test]
+    fn message_names_are_normalized() {
+        for raw in [
+            "reboot()",
+            "reboot( )",
+            "reboot ()",
+            " reboot()",
+            "reboot(  )",
+            "reboot(void)",
+        ] {
+            assert_eq!(check_message_name(raw, 255).unwrap(), "reboot()", "{raw:?}");
+        }
+        assert_eq!(check_message_name("f(qint64)", 255).unwrap(), "f(qint64)");
+        assert_eq!(check_message_name(" ", 255), Err(NameError::Empty));
+        assert_eq!(check_message_name("", 255), Err(NameError::Empty));
+        assert_eq!(
+            check_message_name("a\n()", 255),
+            Err(NameError::ControlChar)
+        );
+        assert_eq!(
+            check_message_name("f(const void)", 255),
+            Err(NameError::Unstable)
+        );
+        // The limit holds for the name as sent and as normalised (`> >` is one longer).
+        assert_eq!(
+            check_message_name("f(QList<QList<int>>)", 19),
+            Err(NameError::TooLong { len: 20, max: 19 })
+        );
     }
 
     #[test]

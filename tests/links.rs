@@ -1263,3 +1263,65 @@ mod netns {
         }
     }
 }
+
+/// A linked daemon's message names are normalised like a local client's (Qt's
+/// normalizedSignature) before subscribers, monitors and the policy see them; a name
+/// without a stable normalised form is dropped and counted.
+#[test]
+fn message_names_from_a_link_are_normalised() {
+    let a = board("a", true, &[], "");
+    let mut sub = a.connect();
+    sub.subscribe("n/x").unwrap();
+    let mut monitor = a.connect();
+    monitor.monitor(&["n/*"]).unwrap();
+
+    let mut raw = RawPeer::connect(port(&a));
+    let theirs = raw.next().expect("the daemon's hello");
+    let mine = hello(3);
+    raw.send(&mine);
+    let mac = Key::new(KEY.as_bytes().to_vec()).proof(Role::Dialer, &mine, &theirs);
+    raw.send(&LinkFrame::Auth { mac }.to_vec());
+    loop {
+        let f = raw.next().expect("the daemon's Ready");
+        if matches!(LinkFrame::decode(&f), Ok(LinkFrame::Ready { .. })) {
+            break;
+        }
+    }
+    raw.send(
+        &LinkFrame::Ready {
+            max_payload: 1 << 16,
+            max_channel: 255,
+            max_message: 255,
+            rx_from: 0,
+            rx_count: 0,
+            import: vec!["*"],
+        }
+        .to_vec(),
+    );
+    for (i, name) in ["reboot( )", "f(const void)", " n ( qint64 ) "]
+        .iter()
+        .enumerate()
+    {
+        let frame = LinkFrame::Msg {
+            origin: 0x1234,
+            oseq: i as u64 + 1,
+            channel: "n/x",
+            message: name,
+            payload: b"",
+        };
+        raw.send(&frame.to_vec());
+    }
+    assert_eq!(recv(&mut sub).message, "reboot()");
+    assert_eq!(recv(&mut sub).message, "n(qint64)");
+    let seen: Vec<String> = (0..2)
+        .map(|_| {
+            monitor
+                .recv_monitored(WAIT)
+                .unwrap()
+                .expect("monitored")
+                .message
+        })
+        .collect();
+    assert_eq!(seen, ["reboot()", "n(qint64)"]);
+    assert_eq!(link_counter(&a, "impostor", "dropped_invalid"), 1);
+}

@@ -677,3 +677,140 @@ fn a_slow_monitor_loses_only_its_own_events() {
     assert_eq!(seen + slow.lost(), N as u64);
     assert_eq!(slow.lost(), dropped);
 }
+
+// ----- message names: every spelling is the same message ---------------------------------
+
+/// How `raw_client` is told what to do: the socket, the channel, then one message name a
+/// line, each sent and called exactly as written.
+const RAW_CLIENT_ENV: &str = "QCOP_TEST_RAW_CLIENT";
+
+/// Spellings of `reboot()` that Qt's normalisation (and so every Qt receiver) takes for it.
+const REBOOT_SPELLINGS: [&str; 8] = [
+    "reboot()",
+    "reboot( )",
+    "reboot ()",
+    " reboot()",
+    "reboot(  )",
+    "reboot() ",
+    " reboot ( ) ",
+    "reboot(void)",
+];
+
+/// Not run on its own: the client `every_spelling_of_a_denied_message_is_denied` starts as
+/// a test user (this test binary, run again through setpriv). The library sends a message
+/// name exactly as given, unlike the `qcop` CLI, which normalises it first. Prints one
+/// `RAW send|call NAME: RESULT` line per request.
+#[test]
+#[ignore = "helper: started as a test user by every_spelling_of_a_denied_message_is_denied"]
+fn raw_client() {
+    let spec = std::env::var(RAW_CLIENT_ENV).expect("raw_client needs QCOP_TEST_RAW_CLIENT");
+    let mut lines = spec.split('\n');
+    let socket = lines.next().expect("socket");
+    let channel = lines.next().expect("channel");
+    let opts = qcop::ConnectOptions::new()
+        .socket(socket)
+        .timeout(Duration::from_secs(10))
+        .name("raw");
+    let mut conn = Connection::connect(&opts).expect("connect");
+    let outcome = |r: Result<String, Error>| match r {
+        Ok(v) => format!("ok {v}"),
+        Err(Error::Refused { code, text }) => format!("refused {code:?} {text}"),
+        Err(e) => format!("error {e}"),
+    };
+    for name in lines {
+        let sent = conn.send_acked(channel, name, b"").map(|n| n.to_string());
+        println!("RAW send {name:?}: {}", outcome(sent));
+        let called = conn
+            .call(channel, name, b"", Duration::from_secs(2))
+            .map(|r| r.message);
+        println!("RAW call {name:?}: {}", outcome(called));
+    }
+}
+
+#[test]
+fn every_spelling_of_a_denied_message_is_denied() {
+    let rules = r#"
+policy_default = "allow"
+policy = [
+    "deny send QPE/System message reboot() for group qcoptest",
+    "deny send QPE/System message \" shutdown ( ) \" for group qcoptest",
+]
+"#;
+    let Some(bus) = Bus::start("every_spelling_of_a_denied_message_is_denied", rules) else {
+        return;
+    };
+    let a = &bus.users.a;
+    // A receiver that answers every spelling, as a Qt receiver does, and a monitor.
+    let mut root = bus.d.connect();
+    root.subscribe("QPE/System").unwrap();
+    let mut monitor = bus.d.connect();
+    monitor.monitor(&["QPE/System"]).unwrap();
+
+    let test_binary = runnable_copy(&std::env::current_exe().unwrap(), &bus.d.dir);
+    let mut names: Vec<&str> = REBOOT_SPELLINGS.to_vec();
+    names.extend(["shutdown()", "shutdown ( )", "halt( )"]);
+    let spec = format!(
+        "{}\nQPE/System\n{}",
+        bus.d.socket.display(),
+        names.join("\n")
+    );
+    let mut c = bus.users.command(a, &test_binary);
+    c.args(["--exact", "raw_client", "--include-ignored", "--nocapture"])
+        .args(["--test-threads", "1"])
+        .env(RAW_CLIENT_ENV, spec);
+    let o = finish(c.spawn().unwrap());
+    assert_ok(&o);
+    let out = stdout(&o);
+    // libtest may print its `test raw_client ... ` in front of the first line.
+    let results: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.find("RAW ").map(|at| &l[at..]))
+        .collect();
+    assert_eq!(results.len(), names.len() * 2, "{out}");
+    for name in &names[..names.len() - 1] {
+        for verb in ["send", "call"] {
+            let prefix = format!("RAW {verb} {name:?}: ");
+            let line = results
+                .iter()
+                .find(|l| l.starts_with(&prefix))
+                .unwrap_or_else(|| panic!("no result for {prefix}\n{out}"));
+            assert!(
+                line.contains("refused Denied") && line.contains("denied by rule"),
+                "{line}"
+            );
+        }
+    }
+    // The rule's own text was normalised: it names shutdown() as the daemon compares it.
+    assert!(
+        out.contains(
+            "denied by rule 2 (deny send QPE/System message shutdown() for group qcoptest)"
+        ),
+        "{out}"
+    );
+    // halt( ) is allowed, and arrives normalised, once as a send and once as a call.
+    assert!(out.contains("RAW send \"halt( )\": ok 1"), "{out}");
+    let m = recv(&mut root);
+    assert_eq!(
+        (m.channel.as_str(), m.message.as_str()),
+        ("QPE/System", "halt()")
+    );
+    let call = recv(&mut root);
+    assert_eq!(call.message, "halt()");
+    // Nothing of the denied ones reached the receiver.
+    root.send("QPE/System", "marker()", b"").unwrap();
+    root.flush().unwrap();
+    assert_eq!(recv(&mut root).message, "marker()");
+    // The monitor saw the same normalised names.
+    let seen: Vec<String> = (0..3)
+        .map(|_| {
+            monitor
+                .recv_monitored(WAIT)
+                .expect("monitor")
+                .expect("a monitored message")
+                .message
+        })
+        .collect();
+    assert_eq!(seen, ["halt()", "halt()", "marker()"]);
+    let denied = counter(&mut root, "policy_denied_send");
+    assert_eq!(denied, (names.len() as u64 - 1) * 2);
+}

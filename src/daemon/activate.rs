@@ -760,7 +760,8 @@ impl Activation {
             for (i, (path, r)) in loaded.records.into_iter().enumerate() {
                 let item = Queued {
                     channel: r.channel,
-                    message: r.message,
+                    // Written normalised; a spool from an older qcopd may not be.
+                    message: crate::datastream::normalize_signature(&r.message).into_owned(),
                     payload: r.payload,
                     sender: r.sender,
                     call: None,

@@ -41,12 +41,13 @@ use std::path::PathBuf;
 
 /// Starts the daemon on `socket` with `cfg` and runs it until SIGTERM/SIGINT.
 pub fn run(
-    cfg: Config,
+    mut cfg: Config,
     config_path: Option<PathBuf>,
     socket: PathBuf,
 ) -> Result<(), Box<dyn std::error::Error>> {
     // Handlers first: once the socket answers, a SIGTERM must mean a clean shutdown.
     let signals = signals::Signals::install()?;
+    listen::fit_fd_limit(&mut cfg);
     let listening = listen::listen(&socket, &cfg)?;
     if listening.owned_path.is_some() {
         log::info!(

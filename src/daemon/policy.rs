@@ -39,9 +39,15 @@
 //! there is not delivered to that client (counted as `policy_filtered`). When subscribing,
 //! a matching rule that names a message allows the subscription if it is an allow rule (some
 //! messages may pass) and is skipped if it is a deny rule (others may).
+//!
+//! Message names are compared in the form Qt's `normalizedSignature` gives them
+//! ([`normalize_signature`]): the daemon normalises every message name before this module
+//! sees it, and a rule's own message name or pattern is normalised the same way when the
+//! configuration loads, so `reboot( )`, `reboot ()` and ` reboot()` are all `reboot()`.
 
 use super::config::ConfigError;
 use super::names::Names;
+use crate::datastream::normalize_signature;
 use crate::pattern::{is_pattern, Pattern};
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -433,8 +439,10 @@ fn compile_rule(text: &str, names: &dyn Names) -> Result<Rule, String> {
         };
         match keyword {
             "message" if message.is_none() => {
-                let m = value("a message name or pattern")?;
-                message = Some(Matcher::new(Some(m)).map_err(|e| format!("message: {e}"))?);
+                // Compared with message names as the daemon normalises them, so normalised
+                // the same way: `reboot( )` in a rule is `reboot()`.
+                let m = normalize_signature(value("a message name or pattern")?).into_owned();
+                message = Some(Matcher::new(Some(&m)).map_err(|e| format!("message: {e}"))?);
                 message_text = Some(m);
             }
             "for" => {
@@ -455,7 +463,7 @@ fn compile_rule(text: &str, names: &dyn Names) -> Result<Rule, String> {
     );
     if let Some(m) = message_text {
         text.push_str(" message ");
-        text.push_str(&quoted(m));
+        text.push_str(&quoted(&m));
     }
     text.push_str(" for ");
     text.push_str(&who);
@@ -698,6 +706,28 @@ mod tests {
             "denied by rule 4 (deny send QPE/System message reboot() for everyone)"
         );
         assert_eq!(p.check(&bob, Action::Send, "QPE/System", "halt()"), Ok(()));
+    }
+
+    #[test]
+    fn rule_message_names_are_normalized_at_load() {
+        let p = policy(
+            "allow",
+            &[
+                "deny send QPE/System message \"reboot( )\"",
+                "deny send QPE/System message \" setTime ( const QString & ) \"",
+            ],
+        );
+        let bob = p.view(1002, 100);
+        let e = p
+            .check(&bob, Action::Send, "QPE/System", "reboot()")
+            .unwrap_err();
+        assert_eq!(
+            e.text,
+            "denied by rule 1 (deny send QPE/System message reboot() for everyone)"
+        );
+        assert!(p
+            .check(&bob, Action::Send, "QPE/System", "setTime(QString)")
+            .is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod services;
 
 use super::activate::Activation;
 use super::config::{Config, SlowConsumerPolicy};
-use super::listen::{sd_notify, Listening};
+use super::listen::{fit_fd_limit, sd_notify, AcceptPause, Listening};
 use super::outq::OutQueue;
 use super::policy::Action;
 use super::router::{Router, Slot, Subscribed, Unsubscribed};
@@ -17,13 +17,14 @@ use super::signals::Signals;
 use super::stats::{Counters, Gauges};
 use super::timers::Timers;
 use crate::datastream::Value;
-use crate::pattern::{check_name, is_pattern};
+use crate::pattern::{check_message_name, check_name, is_pattern};
 use crate::wire::{
     ClientInfo, Credentials, DecodeError, ErrorCode, Frame, FrameReader, MonitorEvent, StatsReport,
     PROTOCOL_VERSION,
 };
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -166,6 +167,8 @@ pub struct Server {
     links: Links,
     /// Shared-memory streams (`shm_streams`).
     shm: shm_streams::ShmStreams,
+    /// Set while `accept` fails for want of descriptors: the listener is not watched.
+    accept_pause: AcceptPause,
 }
 
 /// Error starting the event loop.
@@ -238,6 +241,7 @@ impl Server {
             activation,
             links,
             shm: shm_streams::ShmStreams::default(),
+            accept_pause: AcceptPause::default(),
         };
         server.links_register().map_err(SetupError)?;
         Ok(server)
@@ -277,6 +281,10 @@ impl Server {
                 }
                 self.close_pending();
             }
+            if self.accept_pause.take_due(Instant::now()) {
+                self.watch_listener(true);
+                self.accept_all();
+            }
             if self.signals.take_reload() {
                 self.reload_config();
             }
@@ -302,7 +310,14 @@ impl Server {
         let next = self.timers.next_deadline();
         let services = self.activation.next_deadline();
         let links = self.links_next_deadline();
-        match next.into_iter().chain(services).chain(links).min() {
+        let accept = self.accept_pause.deadline();
+        match next
+            .into_iter()
+            .chain(services)
+            .chain(links)
+            .chain(accept)
+            .min()
+        {
             None => EpollTimeout::NONE,
             Some(at) => {
                 let ms = at.saturating_duration_since(Instant::now()).as_millis() + 1;
@@ -316,7 +331,8 @@ impl Server {
         match &self.config_path {
             None => log::info!("SIGHUP: no configuration file in use, nothing to reload"),
             Some(path) => match Config::load(path) {
-                Ok(new) => {
+                Ok(mut new) => {
+                    fit_fd_limit(&mut new);
                     if new.socket != self.cfg.socket
                         || new.socket_mode != self.cfg.socket_mode
                         || new.socket_group != self.cfg.socket_group
@@ -353,13 +369,32 @@ impl Server {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The client gave up before it was accepted.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    // EMFILE and friends: log and retry on the next wake-up.
-                    log::error!("accept failed: {e}");
+                    // EMFILE and friends: the connection stays pending, so a watched
+                    // listener would wake the loop at once, forever. Pause watching it.
+                    self.counters.accept_failures += 1;
+                    self.accept_pause.failed("clients", &e, self.client_count);
+                    self.watch_listener(false);
                     return;
                 }
             };
+            self.accept_pause.succeeded();
             self.admit(stream);
+        }
+    }
+
+    /// Watches the listener for connections, or stops watching it (`AcceptPause`).
+    fn watch_listener(&mut self, watch: bool) {
+        let flags = if watch {
+            EpollFlags::EPOLLIN
+        } else {
+            EpollFlags::empty()
+        };
+        let mut event = EpollEvent::new(flags, TOKEN_LISTENER);
+        if let Err(e) = self.epoll.modify(&self.listener, &mut event) {
+            log::error!("epoll_ctl(MOD) of the listener failed: {e}");
         }
     }
 
@@ -589,9 +624,13 @@ impl Server {
                 message,
                 payload,
             } => {
-                if let Err((code, text)) = self.check_message(slot, channel, message, payload) {
-                    return self.reject(slot, seq, code, &text);
-                }
+                let message = match self.check_message(slot, channel, message, payload) {
+                    Ok(normalized) => normalized,
+                    Err((code, text)) => return self.reject(slot, seq, code, &text),
+                };
+                // The body is forwarded as it is only if the name needed no normalising.
+                let fields = matches!(message, Cow::Borrowed(_)).then_some(body);
+                let message = &*message;
                 if let Err(denial) = self.may(slot, Action::Send, channel, message) {
                     let what = format!("send to {channel:?}");
                     return self.deny(slot, seq, Action::Send, &what, &denial.text);
@@ -604,7 +643,7 @@ impl Server {
                         .queue_send(slot, seq, ack, service, sender, channel, message, payload);
                 }
                 let n = self
-                    .publish_fields(sender, channel, message, payload, Some(body))
+                    .publish_fields(sender, channel, message, payload, fields)
                     .unwrap_or_else(|| {
                         self.counters.dropped_no_subscriber += 1;
                         0
@@ -685,18 +724,22 @@ impl Server {
         }
     }
 
-    fn check_message(
+    /// Checks a message from a client; returns its name normalised (`check_message_name`).
+    fn check_message<'m>(
         &mut self,
         slot: Slot,
         channel: &str,
-        message: &str,
+        message: &'m str,
         payload: &[u8],
-    ) -> Result<(), (ErrorCode, String)> {
-        // Messages come in runs on one channel: names valid a moment ago need no new look.
+    ) -> Result<Cow<'m, str>, (ErrorCode, String)> {
+        // Messages come in runs on one channel: names valid (and already normalised) a
+        // moment ago need no new look.
         let (valid_channel, valid_message) = &self.valid_names;
         let known =
             !valid_channel.is_empty() && valid_channel == channel && valid_message == message;
-        if !known {
+        let message = if known {
+            Cow::Borrowed(message)
+        } else {
             check_name(channel, self.cfg.max_channel_len as usize)
                 .map_err(|e| (ErrorCode::BadName, format!("channel: {e}")))?;
             if is_pattern(channel) {
@@ -705,14 +748,17 @@ impl Server {
                     format!("{channel:?} is a pattern; messages go to plain channel names"),
                 ));
             }
-            check_name(message, self.cfg.max_message_len as usize)
+            let normalized = check_message_name(message, self.cfg.max_message_len as usize)
                 .map_err(|e| (ErrorCode::BadName, format!("message: {e}")))?;
-            let (valid_channel, valid_message) = &mut self.valid_names;
-            valid_channel.clear();
-            valid_channel.push_str(channel);
-            valid_message.clear();
-            valid_message.push_str(message);
-        }
+            if let Cow::Borrowed(_) = normalized {
+                let (valid_channel, valid_message) = &mut self.valid_names;
+                valid_channel.clear();
+                valid_channel.push_str(channel);
+                valid_message.clear();
+                valid_message.push_str(message);
+            }
+            normalized
+        };
         let max = self.clients[slot].as_ref().map_or(0, |c| c.max_payload);
         if payload.len() > max as usize {
             return Err((
@@ -723,7 +769,7 @@ impl Server {
                 ),
             ));
         }
-        Ok(())
+        Ok(message)
     }
 
     fn subscribe(&mut self, slot: Slot, seq: u32, channel: &str, credentials: bool) {
@@ -898,9 +944,13 @@ impl Server {
         payload: &[u8],
         fields: Option<&[u8]>,
     ) {
-        if let Err((code, text)) = self.check_message(slot, channel, message, payload) {
-            return self.reject(slot, seq, code, &text);
-        }
+        let message = match self.check_message(slot, channel, message, payload) {
+            Ok(normalized) => normalized,
+            Err((code, text)) => return self.reject(slot, seq, code, &text),
+        };
+        // The body is forwarded as it is only if the name needed no normalising.
+        let fields = fields.filter(|_| matches!(message, Cow::Borrowed(_)));
+        let message = &*message;
         if let Err(denial) = self.may(slot, Action::Send, channel, message) {
             let what = format!("call to {channel:?}");
             return self.deny(slot, seq, Action::Send, &what, &denial.text);
@@ -1442,6 +1492,7 @@ impl Server {
     fn close_pending(&mut self) {
         while let Some((slot, reason)) = self.to_close.pop() {
             self.close(slot, reason);
+            self.accept_pause.descriptor_freed();
         }
     }
 

@@ -30,7 +30,8 @@ pub struct Users {
     setpriv: PathBuf,
 }
 
-fn find_program(name: &str) -> Option<PathBuf> {
+/// `name` on `$PATH` (or in /usr/bin, /bin).
+pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
     std::env::split_paths(&path)
         .chain(["/usr/bin".into(), "/bin".into()])

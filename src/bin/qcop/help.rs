@@ -452,9 +452,11 @@ Examples:
 const TYPES: &str = "\
 qcop argument types
 
-Signatures name their argument types: 'setVolume(int)', 'notify(QString,bool)'. Qt
-spellings are normalized: 'unsigned int' is uint, qint64 is qlonglong, quint64 is
-qulonglong, 'const QString &' is QString. Values are written as:
+Signatures name their argument types: 'setVolume(int)', 'notify(QString,bool)'. They are
+normalized as Qt normalizes them: 'unsigned int' is uint, 'const QString &' is QString.
+Qt's typedef names keep their spelling, as in Qt: 'f(qint64)' is sent as 'f(qint64)' and
+encoded like qlonglong (quint64 like qulonglong, qint32 like int, quint32 like uint).
+Values are written as:
 
   int, uint, long, ulong, qlonglong, qulonglong
                  decimal or 0x hex, optionally negative: 42, -7, 0x1f; out-of-range

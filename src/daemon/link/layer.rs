@@ -405,6 +405,8 @@ pub struct Links {
     pub counters: GlobalCounters,
     /// Links with frames to write.
     pub dirty: Vec<LinkId>,
+    /// Set while `accept` on the listener fails for want of descriptors.
+    pub accept_pause: crate::daemon::listen::AcceptPause,
 }
 
 impl Links {
@@ -447,6 +449,7 @@ impl Links {
             started: Instant::now(),
             counters: GlobalCounters::default(),
             dirty: Vec::new(),
+            accept_pause: Default::default(),
         };
         if let Some(addr) = cfg.listen_addr() {
             let l = net::listen(addr)

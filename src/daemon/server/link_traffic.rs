@@ -7,8 +7,9 @@ use super::{PendingCall, Server, Timer, SYSTEM_CHANNEL};
 use crate::daemon::link::proto::{msg_channel, LinkFrame, ADVERT_MAX_NAMES, ADVERT_MAX_NAME_BYTES};
 use crate::daemon::link::topo::{DaemonId, Learned, Subs};
 use crate::daemon::link::{LinkId, State};
-use crate::pattern::{check_name, is_pattern};
+use crate::pattern::{check_message_name, check_name, is_pattern};
 use crate::wire::{ChannelInfo, Credentials, LinkInfo, MonitorEvent, HEADER_LEN};
+use std::borrow::Cow;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -267,13 +268,20 @@ impl Server {
         n
     }
 
-    /// Checks a message from a link against this daemon's rules for clients.
-    fn link_message_ok(&self, channel: &str, message: &str, payload: &[u8]) -> bool {
-        check_name(channel, self.cfg.max_channel_len as usize).is_ok()
+    /// Checks a message from a link against this daemon's rules for clients; returns its
+    /// name normalised as a client's is (`check_message_name`), `None` if it is refused.
+    fn link_message_ok<'m>(
+        &self,
+        channel: &str,
+        message: &'m str,
+        payload: &[u8],
+    ) -> Option<Cow<'m, str>> {
+        let ok = check_name(channel, self.cfg.max_channel_len as usize).is_ok()
             && !is_pattern(channel)
             && channel != SYSTEM_CHANNEL
-            && check_name(message, self.cfg.max_message_len as usize).is_ok()
-            && payload.len() <= self.cfg.max_payload as usize
+            && payload.len() <= self.cfg.max_payload as usize;
+        ok.then(|| check_message_name(message, self.cfg.max_message_len as usize).ok())
+            .flatten()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -289,7 +297,7 @@ impl Server {
     ) {
         let me = self.links.me;
         let fresh = origin != me && self.links.dedupe.accept(origin, oseq);
-        let ok = self.link_message_ok(channel, message, payload);
+        let normalized = self.link_message_ok(channel, message, payload);
         let Some(link) = self.links.get_mut(id) else {
             return;
         };
@@ -303,10 +311,11 @@ impl Server {
             link.counters.dropped_not_imported += 1;
             return;
         }
-        if !ok {
+        let Some(message) = normalized else {
             link.counters.dropped_invalid += 1;
             return;
-        }
+        };
+        let message = &*message;
         self.monitor(
             MonitorEvent::Send,
             0,
@@ -436,7 +445,7 @@ impl Server {
         let fresh = origin != me
             && self.links.dedupe.accept(origin, oseq)
             && self.remote_call(origin, call_id).is_none();
-        let ok = self.link_message_ok(channel, message, payload);
+        let normalized = self.link_message_ok(channel, message, payload);
         let max_calls = self.cfg.max_calls_per_client;
         let Some(link) = self.links.get_mut(id) else {
             return;
@@ -448,7 +457,7 @@ impl Server {
         } else if !link.import.wants(channel) {
             link.counters.dropped_not_imported += 1;
             true
-        } else if !ok {
+        } else if normalized.is_none() {
             link.counters.dropped_invalid += 1;
             true
         } else if link.calls_in_flight >= max_calls {
@@ -461,9 +470,10 @@ impl Server {
         } else {
             false
         };
-        if refused {
+        let Some(message) = normalized.filter(|_| !refused) else {
             return self.link_call_gone_to(id, origin, call_id, false);
-        }
+        };
+        let message = &*message;
         let mut recipients = std::mem::take(&mut self.scratch);
         self.router.recipients(channel, &mut recipients);
         let targets = self.link_call_targets(channel, message, payload.len(), origin, Some(id));

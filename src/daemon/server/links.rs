@@ -121,11 +121,16 @@ impl Server {
             .iter()
             .flatten()
             .filter_map(|l| l.next_deadline(&self.links.cfg))
+            .chain(self.links.accept_pause.deadline())
             .min()
     }
 
     /// Once per loop turn: timers, the effects of changes, then writes.
     pub(super) fn links_turn(&mut self) {
+        if self.links.accept_pause.take_due(Instant::now()) {
+            self.link_watch_listener(true);
+            self.link_accept_all();
+        }
         if self.links.slots.is_empty() {
             return;
         }
@@ -159,6 +164,22 @@ impl Server {
 
     // ----- connections -------------------------------------------------------------------
 
+    /// Watches the link listener for connections, or stops watching it.
+    fn link_watch_listener(&mut self, watch: bool) {
+        let Some(listener) = &self.links.listener else {
+            return;
+        };
+        let flags = if watch {
+            EpollFlags::EPOLLIN
+        } else {
+            EpollFlags::empty()
+        };
+        let mut event = EpollEvent::new(flags, LISTENER_TOKEN);
+        if let Err(e) = self.epoll.modify(listener, &mut event) {
+            log::error!("links: epoll_ctl(MOD) of the listener failed: {e}");
+        }
+    }
+
     fn link_accept_all(&mut self) {
         loop {
             let Some(listener) = &self.links.listener else {
@@ -168,11 +189,17 @@ impl Server {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    log::error!("links: accept failed: {e}");
+                    // As for clients (`AcceptPause`): not watched for a while, or the
+                    // pending connection would wake the loop at once, forever.
+                    let n = self.links.slots.iter().flatten().count();
+                    self.links.accept_pause.failed("links", &e, n);
+                    self.link_watch_listener(false);
                     return;
                 }
             };
+            self.links.accept_pause.succeeded();
             self.links.counters.accepted += 1;
             let cfg = &self.links.cfg;
             let busy = if self.links.unauthenticated >= cfg.max_unauthenticated as usize {
@@ -948,6 +975,7 @@ impl Server {
     /// Closes a link's connection and decides what comes next: a redial for a configured
     /// peer, waiting for an accepted peer to come back, or forgetting an unauthenticated one.
     fn close_link(&mut self, id: LinkId, reason: LinkClose) {
+        self.links.accept_pause.descriptor_freed();
         let Some(link) = self.links.get_mut(id) else {
             return;
         };

@@ -161,9 +161,11 @@ impl Server {
         channel: &str,
         message: &str,
     ) {
-        if let Err((code, text)) = self.check_message(slot, channel, message, &[]) {
-            return self.reject(slot, seq, code, &text);
-        }
+        let message = match self.check_message(slot, channel, message, &[]) {
+            Ok(normalized) => normalized,
+            Err((code, text)) => return self.reject(slot, seq, code, &text),
+        };
+        let message = &*message;
         // Publishing on a stream is sending on its channel.
         if let Err(denial) = self.may(slot, Action::Send, channel, message) {
             let what = format!("shared-memory stream on {channel:?}");
