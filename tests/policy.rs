@@ -474,6 +474,62 @@ fn reload_revokes_subscriptions_and_a_broken_file_keeps_the_old_rules() {
     assert_eq!(counter(&mut root, "reloads"), 2);
 }
 
+/// A reload that revokes the last ordinary subscriber of a channel with a shared-memory
+/// stream stops qcopd's own reading of the ring, as an unsubscribe would.
+#[test]
+fn revoking_the_last_subscriber_of_a_stream_stops_its_forwarding() {
+    use qcop::shm::{Policy, Publisher, StreamOptions};
+    let allow = "policy_default = \"allow\"\npolicy = []\n";
+    let Some(bus) = Bus::start("revoke_stream_subscriber", allow) else {
+        return;
+    };
+    let mut root = bus.d.connect();
+    let options = StreamOptions::new()
+        .slot_size(64)
+        .slots(8)
+        .policy(Policy::Lossless);
+    let mut p = Publisher::open(&bus.d.options(), "r/imu", "sample(int)", &options).unwrap();
+    assert_eq!(counter(&mut root, "shm_streams_forwarded"), 0);
+    // The watch keeps another subscription, so its connection stays open.
+    let mut watch = bus
+        .qcop_as(&bus.users.b, &["watch", "r/imu", "r/keep"])
+        .spawn()
+        .unwrap();
+    eventually("b's watch", || {
+        root.is_registered("r/imu").unwrap() && root.is_registered("r/keep").unwrap()
+    });
+    eventually("qcopd reads the stream", || {
+        counter(&mut root, "shm_streams_forwarded") == 1
+    });
+    p.send(&1u32.to_be_bytes(), WAIT).unwrap();
+    eventually("the message forwarded", || {
+        counter(&mut root, "shm_forwarded") == 1
+    });
+
+    bus.reload(
+        r#"
+        policy_default = "allow"
+        policy = ["deny receive r/imu for user qcoptest-b"]
+    "#,
+    );
+    eventually("r/imu revoked", || !root.is_registered("r/imu").unwrap());
+    assert_eq!(counter(&mut root, "policy_revoked"), 1);
+    eventually("qcopd stops reading the stream", || {
+        counter(&mut root, "shm_streams_forwarded") == 0
+    });
+    // Two laps of the lossless ring go by without qcopd reading a message.
+    for i in 2..18u32 {
+        p.send(&i.to_be_bytes(), WAIT).unwrap();
+    }
+    assert_eq!(counter(&mut root, "shm_forwarded"), 1);
+    assert!(
+        root.is_registered("r/keep").unwrap(),
+        "the watch is still there"
+    );
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+}
+
 #[test]
 fn a_denial_stops_a_chain_but_not_what_it_already_did() {
     let Some(bus) = Bus::start("a_denial_stops_a_chain", RULES) else {

@@ -7,6 +7,7 @@
 //! - [`server`]: the single-threaded epoll loop tying them together.
 //! - [`signals`]: SIGTERM/SIGINT/SIGHUP delivered to the loop.
 //! - [`stats`]: the counters `qcop stats` shows.
+//! - [`timers`]: call and handshake deadlines, with the time passed in.
 //! - [`shm_segments`]: shared-memory segments and system semaphores (QSharedMemory,
 //!   QSystemSemaphore): memfds handed to attachers, locks and units recovered from the dead.
 //! - [`policy`]: who may send, receive and monitor what (the `policy` rules).
@@ -31,6 +32,7 @@ pub mod signals;
 mod spawn;
 pub mod spool;
 pub mod stats;
+pub mod timers;
 
 pub use config::{Config, ConfigError, SlowConsumerPolicy};
 pub use server::{Server, SYSTEM_CHANNEL};

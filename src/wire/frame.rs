@@ -1227,6 +1227,31 @@ impl<'a> Frame<'a> {
         out[start..start + 4].copy_from_slice(&body_len.to_be_bytes());
     }
 
+    /// Appends a `Message` frame whose `channel`, `message` and `payload` fields are already
+    /// encoded in `fields`: the body of a `Send`, or of a `Call` after its timeout. Gives the
+    /// bytes [`Frame::encode`] gives for the same `Message`, with one copy of `fields`.
+    pub fn encode_message_fields(
+        out: &mut Vec<u8>,
+        token: u32,
+        call: bool,
+        fields: &[u8],
+        sender: Option<Credentials>,
+    ) {
+        let creds_len = if sender.is_some() { 12 } else { 0 };
+        let mut flags = if call { FLAG_CALL } else { 0 };
+        if sender.is_some() {
+            flags |= FLAG_CREDENTIALS;
+        }
+        let len = (fields.len() + creds_len) as u32;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&[Kind::Message as u8, flags, 0, 0]);
+        out.extend_from_slice(&token.to_be_bytes());
+        out.extend_from_slice(fields);
+        if let Some(c) = sender {
+            c.encode(out);
+        }
+    }
+
     /// The encoded frame as a new vector.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::new();

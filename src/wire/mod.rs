@@ -151,6 +151,23 @@ impl FrameReader {
         Ok(Some(&self.buf[from..from + total]))
     }
 
+    /// Like [`FrameReader::next_frame`], with the frame's encoded body beside it (the
+    /// daemon forwards the fields of a `Send` without encoding them again).
+    pub fn next_frame_and_body(&mut self) -> Result<Option<(Frame<'_>, &[u8])>, DecodeError> {
+        let avail = &self.buf[self.start..self.end];
+        let Some(header) = frame::Header::parse(avail, self.max_body)? else {
+            return Ok(None);
+        };
+        let total = HEADER_LEN + header.len as usize;
+        if avail.len() < total {
+            return Ok(None);
+        }
+        let from = self.start;
+        self.start += total;
+        let body = &self.buf[from + HEADER_LEN..from + total];
+        Frame::decode(&header, body).map(|f| Some((f, body)))
+    }
+
     /// The next complete frame, `Ok(None)` if more bytes are needed.
     ///
     /// After an error the stream is out of sync and the connection must be closed.
