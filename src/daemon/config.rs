@@ -32,6 +32,12 @@ pub struct Config {
     pub socket_mode: Option<String>,
     /// Maximum connected clients.
     pub max_clients: u32,
+    /// Connections one user (uid) may hold, counted from accept, before the Hello; root and
+    /// the daemon's user are not limited. Default: a quarter of `max_clients` (at least 1).
+    pub max_clients_per_user: Option<u32>,
+    /// Places of `max_clients` kept for root and the daemon's user, so that an administrator
+    /// can always connect; at most a quarter of `max_clients` is kept.
+    pub reserved_admin_clients: u32,
     /// Maximum subscriptions (channels and patterns) per client.
     pub max_subscriptions_per_client: u32,
     /// Longest channel name or pattern, in bytes.
@@ -102,6 +108,8 @@ impl Default for Config {
             socket_group: None,
             socket_mode: None,
             max_clients: 256,
+            max_clients_per_user: None,
+            reserved_admin_clients: 4,
             max_subscriptions_per_client: 1024,
             max_channel_len: 255,
             max_message_len: 255,
@@ -198,6 +206,9 @@ impl Config {
         if self.max_clients == 0 {
             return bad("max_clients must be at least 1".into());
         }
+        if self.max_clients_per_user == Some(0) {
+            return bad("max_clients_per_user must be at least 1".into());
+        }
         if self.max_channel_len == 0 || self.max_message_len == 0 {
             return bad("max_channel_len and max_message_len must be at least 1".into());
         }
@@ -245,6 +256,19 @@ impl Config {
             .validate(link_frame)
             .map_err(ConfigError::Invalid)?;
         Ok(())
+    }
+
+    /// The connection limits in force: `max_clients_per_user` (or its default) and the
+    /// reserve for administrators (at most a quarter of `max_clients`).
+    pub fn connection_limits(&self) -> super::quota::ConnectionLimits {
+        super::quota::ConnectionLimits {
+            max_clients: self.max_clients,
+            per_user: self
+                .max_clients_per_user
+                .unwrap_or(self.max_clients / 4)
+                .max(1),
+            reserved: self.reserved_admin_clients.min(self.max_clients / 4),
+        }
     }
 
     /// Largest frame body a client may send under this configuration.
@@ -467,6 +491,27 @@ mod tests {
         ));
         assert!(matches!(
             Config::parse("max_payload = 4294967295"),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn connection_limits_scale_from_max_clients() {
+        let l = Config::default().connection_limits();
+        assert_eq!((l.max_clients, l.per_user, l.reserved), (256, 64, 4));
+        let l = Config::parse("max_clients = 2")
+            .unwrap()
+            .connection_limits();
+        // A tiny daemon keeps no reserve and still admits one connection per user.
+        assert_eq!((l.per_user, l.reserved), (1, 0));
+        let l = Config::parse(
+            "max_clients = 100\nmax_clients_per_user = 90\nreserved_admin_clients = 60",
+        )
+        .unwrap()
+        .connection_limits();
+        assert_eq!((l.per_user, l.reserved), (90, 25));
+        assert!(matches!(
+            Config::parse("max_clients_per_user = 0"),
             Err(ConfigError::Invalid(_))
         ));
     }

@@ -11,6 +11,7 @@ use super::config::{Config, SlowConsumerPolicy};
 use super::listen::{fit_fd_limit, sd_notify, AcceptPause, Listening};
 use super::outq::OutQueue;
 use super::policy::Action;
+use super::quota::Quota;
 use super::router::{Router, Slot, Subscribed, Unsubscribed};
 use super::shm_segments::{Peer, SegAnswer, Segments};
 use super::signals::Signals;
@@ -126,6 +127,8 @@ pub struct Server {
     clients: Vec<Option<Client>>,
     free_slots: Vec<Slot>,
     client_count: usize,
+    /// Per-user accounting of connections.
+    quota: Quota,
     router: Router,
     counters: Counters,
     calls: HashMap<u32, PendingCall>,
@@ -206,6 +209,7 @@ impl Server {
             clients: Vec::new(),
             free_slots: Vec::new(),
             client_count: 0,
+            quota: Quota::new(nix::unistd::geteuid().as_raw()),
             router: Router::default(),
             counters: Counters::default(),
             calls: HashMap::new(),
@@ -380,13 +384,14 @@ impl Server {
     }
 
     fn admit(&mut self, stream: UnixStream) {
-        if self.client_count >= self.cfg.max_clients as usize {
+        let (pid, uid, gid) = peer_credentials(&stream);
+        if let Err(refusal) = self.quota.connect(uid, self.cfg.connection_limits()) {
             self.counters.clients_refused += 1;
-            log::warn!(
-                "refusing a client: limit of {} reached",
-                self.cfg.max_clients
-            );
-            let text = format!("the daemon serves at most {} clients", self.cfg.max_clients);
+            if refusal.is_per_user() {
+                self.counters.clients_refused_per_user += 1;
+            }
+            log::warn!("refusing a client of uid {uid} (pid {pid}): {refusal}");
+            let text = refusal.to_string();
             let frame = Frame::Error {
                 seq: 0,
                 fatal: true,
@@ -399,9 +404,9 @@ impl Server {
         }
         if let Err(e) = stream.set_nonblocking(true) {
             log::error!("cannot configure a new connection: {e}");
+            self.quota.disconnect(uid);
             return;
         }
-        let (pid, uid, gid) = peer_credentials(&stream);
         let slot = self.free_slots.pop().unwrap_or_else(|| {
             self.clients.push(None);
             self.clients.len() - 1
@@ -413,6 +418,7 @@ impl Server {
         if let Err(e) = self.epoll.add(&stream, event) {
             log::error!("epoll_ctl(ADD) failed: {e}");
             self.free_slots.push(slot);
+            self.quota.disconnect(uid);
             return;
         }
         let id = self.next_client_id;
@@ -1443,6 +1449,7 @@ impl Server {
             self.counters.dropped_disconnected += messages;
         }
         self.client_count -= 1;
+        self.quota.disconnect(c.uid);
         self.free_slots.push(slot);
         // Calls this client made are abandoned; calls it was asked to answer lose a responder.
         let id = c.id;

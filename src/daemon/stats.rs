@@ -8,6 +8,8 @@ pub struct Counters {
     pub clients_accepted: u64,
     /// Connections refused because the client limit was reached.
     pub clients_refused: u64,
+    /// Of those, connections refused because their user reached `max_clients_per_user`.
+    pub clients_refused_per_user: u64,
     /// `accept` calls that failed (out of descriptors or memory); the listener then pauses.
     pub accept_failures: u64,
     /// Connections closed for protocol errors (malformed frames, bad handshake).
@@ -71,10 +73,11 @@ pub struct Gauges {
 impl Counters {
     /// Every counter and gauge as `(name, value)`, in the order `qcop stats` prints them.
     pub fn report(&self, g: &Gauges) -> Vec<(String, u64)> {
-        let rows: [(&str, u64); 29] = [
+        let rows: [(&str, u64); 30] = [
             ("clients", g.clients),
             ("clients_accepted", self.clients_accepted),
             ("clients_refused", self.clients_refused),
+            ("clients_refused_per_user", self.clients_refused_per_user),
             ("accept_failures", self.accept_failures),
             ("protocol_errors", self.protocol_errors),
             ("handshake_timeouts", self.handshake_timeouts),

@@ -1,0 +1,266 @@
+//! Per-user accounting: what each uid holds in the daemon, checked against per-user limits.
+//!
+//! Every connection, from the moment it is accepted (before its Hello), is charged to the
+//! uid its peer credentials name (`SO_PEERCRED`). No user may hold more than
+//! `max_clients_per_user` connections, and the last `reserved_admin_clients` places of
+//! `max_clients` are kept for root and for the daemon's own user, so that an administrator
+//! can always connect (`qcop stats --clients`, `qcop monitor`) however many connections other
+//! users hold.
+//!
+//! The component owns only counts and returns decisions; the event loop acts on them.
+
+use std::collections::HashMap;
+use std::fmt;
+
+/// The connection limits in force, taken from the configuration on every decision (so a
+/// reload applies at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections at most, all users together.
+    pub max_clients: u32,
+    /// Connections one user may hold (administrators are not limited).
+    pub per_user: u32,
+    /// Places of `max_clients` only administrators may take.
+    pub reserved: u32,
+}
+
+/// Why a connection is refused. `Display` is the text of the error sent to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every place is taken.
+    Full {
+        /// `max_clients`.
+        max_clients: u32,
+    },
+    /// Only the places reserved for administrators are left.
+    Reserved {
+        /// `max_clients`.
+        max_clients: u32,
+        /// The places kept for administrators.
+        reserved: u32,
+    },
+    /// The user holds as many connections as it may.
+    PerUser {
+        /// The user.
+        uid: u32,
+        /// `max_clients_per_user` in force.
+        limit: u32,
+    },
+}
+
+impl Refusal {
+    /// Whether the refusal is the user's own limit (counted apart in `qcop stats`).
+    pub fn is_per_user(&self) -> bool {
+        matches!(self, Refusal::PerUser { .. })
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Full { max_clients } => {
+                write!(f, "the daemon serves at most {max_clients} clients")
+            }
+            Refusal::Reserved {
+                max_clients,
+                reserved,
+            } => write!(
+                f,
+                "the daemon serves at most {max_clients} clients and the last {reserved} \
+                 (reserved_admin_clients) are kept for root and the daemon's user"
+            ),
+            Refusal::PerUser { uid, limit } => write!(
+                f,
+                "uid {uid} already holds {limit} connections, the limit \
+                 max_clients_per_user = {limit}"
+            ),
+        }
+    }
+}
+
+/// What one user holds.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Usage {
+    /// Connections, greeted or still in the handshake.
+    pub connections: u32,
+}
+
+impl Usage {
+    fn is_empty(&self) -> bool {
+        self.connections == 0
+    }
+}
+
+/// Per-uid usage of every user with something charged.
+#[derive(Debug)]
+pub struct Quota {
+    daemon_uid: u32,
+    users: HashMap<u32, Usage>,
+    total: u32,
+}
+
+impl Quota {
+    /// Accounting for a daemon running as `daemon_uid` (its user counts as an administrator).
+    pub fn new(daemon_uid: u32) -> Quota {
+        Quota {
+            daemon_uid,
+            users: HashMap::new(),
+            total: 0,
+        }
+    }
+
+    /// Whether `uid` is root or the daemon's own user.
+    pub fn is_admin(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.daemon_uid
+    }
+
+    /// Connections charged, all users together.
+    pub fn connections(&self) -> u32 {
+        self.total
+    }
+
+    /// What `uid` holds now.
+    pub fn usage(&self, uid: u32) -> Usage {
+        self.users.get(&uid).cloned().unwrap_or_default()
+    }
+
+    /// Every user holding something, by uid.
+    pub fn users(&self) -> impl Iterator<Item = (u32, &Usage)> {
+        self.users.iter().map(|(&uid, u)| (uid, u))
+    }
+
+    /// Charges a new connection of `uid`, or says why it is refused (nothing charged then).
+    pub fn connect(&mut self, uid: u32, limits: ConnectionLimits) -> Result<(), Refusal> {
+        if self.total >= limits.max_clients {
+            return Err(Refusal::Full {
+                max_clients: limits.max_clients,
+            });
+        }
+        if !self.is_admin(uid) {
+            let open = limits.max_clients.saturating_sub(limits.reserved);
+            if self.total >= open {
+                return Err(Refusal::Reserved {
+                    max_clients: limits.max_clients,
+                    reserved: limits.reserved,
+                });
+            }
+            if self.usage(uid).connections >= limits.per_user {
+                return Err(Refusal::PerUser {
+                    uid,
+                    limit: limits.per_user,
+                });
+            }
+        }
+        self.users.entry(uid).or_default().connections += 1;
+        self.total += 1;
+        Ok(())
+    }
+
+    /// Releases a connection of `uid` charged by [`Quota::connect`].
+    pub fn disconnect(&mut self, uid: u32) {
+        if let Some(u) = self.users.get_mut(&uid) {
+            if u.connections > 0 {
+                u.connections -= 1;
+                self.total -= 1;
+            }
+            if u.is_empty() {
+                self.users.remove(&uid);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ConnectionLimits = ConnectionLimits {
+        max_clients: 10,
+        per_user: 4,
+        reserved: 2,
+    };
+
+    #[test]
+    fn one_user_is_stopped_at_its_limit_and_others_still_connect() {
+        let mut q = Quota::new(500);
+        for _ in 0..4 {
+            q.connect(1000, LIMITS).unwrap();
+        }
+        let refusal = q.connect(1000, LIMITS).unwrap_err();
+        assert_eq!(
+            refusal,
+            Refusal::PerUser {
+                uid: 1000,
+                limit: 4
+            }
+        );
+        assert!(refusal.is_per_user());
+        let text = refusal.to_string();
+        assert!(text.contains("uid 1000") && text.contains("max_clients_per_user = 4"));
+        q.connect(1001, LIMITS).unwrap();
+        assert_eq!(q.usage(1000).connections, 4);
+        assert_eq!(q.connections(), 5);
+    }
+
+    #[test]
+    fn the_reserved_places_are_for_root_and_the_daemon_user_only() {
+        let mut q = Quota::new(500);
+        // Two ordinary users fill everything but the reserve.
+        for uid in [1000, 1000, 1000, 1000, 1001, 1001, 1001, 1001] {
+            q.connect(uid, LIMITS).unwrap();
+        }
+        let refusal = q.connect(1002, LIMITS).unwrap_err();
+        assert!(matches!(refusal, Refusal::Reserved { reserved: 2, .. }));
+        assert!(!refusal.is_per_user());
+        assert!(refusal.to_string().contains("reserved_admin_clients"));
+        q.connect(0, LIMITS).unwrap();
+        q.connect(500, LIMITS).unwrap();
+        // Now even an administrator finds the daemon full.
+        assert_eq!(q.connect(0, LIMITS), Err(Refusal::Full { max_clients: 10 }));
+    }
+
+    #[test]
+    fn administrators_are_not_held_to_the_per_user_limit() {
+        let mut q = Quota::new(500);
+        for _ in 0..10 {
+            q.connect(0, LIMITS).unwrap();
+        }
+        assert_eq!(q.usage(0).connections, 10);
+    }
+
+    #[test]
+    fn disconnecting_releases_the_place_and_forgets_idle_users() {
+        let mut q = Quota::new(500);
+        for _ in 0..4 {
+            q.connect(1000, LIMITS).unwrap();
+        }
+        q.disconnect(1000);
+        q.connect(1000, LIMITS).unwrap();
+        for _ in 0..4 {
+            q.disconnect(1000);
+        }
+        assert_eq!(q.connections(), 0);
+        assert_eq!(q.users().count(), 0);
+        // A stray release changes nothing.
+        q.disconnect(1000);
+        assert_eq!(q.connections(), 0);
+    }
+
+    #[test]
+    fn a_lowered_limit_applies_to_new_connections_only() {
+        let mut q = Quota::new(500);
+        for _ in 0..4 {
+            q.connect(1000, LIMITS).unwrap();
+        }
+        let lower = ConnectionLimits {
+            per_user: 2,
+            ..LIMITS
+        };
+        assert!(q.connect(1000, lower).is_err());
+        q.disconnect(1000);
+        q.disconnect(1000);
+        assert!(q.connect(1000, lower).is_err());
+        q.disconnect(1000);
+        q.connect(1000, lower).unwrap();
+    }
+}
