@@ -298,3 +298,144 @@ fn the_reserved_places_keep_the_bus_open_to_root() {
     assert_eq!(counter(&mut admin, "clients_refused_per_user"), 0);
     attacker.stop();
 }
+
+/// Not run on its own: started as a test user. Opens N connections and on each writes all
+/// but the last 4 KiB of one frame of about 8 MiB, without a Hello; prints how many took
+/// the whole part and the error the first refused one was sent (`PARTIAL`), then keeps
+/// them open until its standard input closes.
+#[test]
+#[ignore = "helper: started as a test user by the tests of this file"]
+fn partial_frames() {
+    let spec = spec();
+    let n: usize = spec[1].parse().unwrap();
+    let payload = vec![0x55; 8 * 1024 * 1024 - 1024];
+    let frame = qcop::wire::Frame::Send {
+        seq: 1,
+        ack: false,
+        channel: "Limits/Big",
+        message: "big(QByteArray)",
+        payload: &payload,
+    }
+    .to_vec();
+    let part = &frame[..frame.len() - 4096];
+    let (mut held, mut dropped, mut error) = (Vec::new(), 0, None);
+    for _ in 0..n {
+        let mut s = UnixStream::connect(&spec[0]).expect("connect");
+        if std::io::Write::write_all(&mut s, part).is_ok() {
+            held.push(s);
+            continue;
+        }
+        dropped += 1;
+        if error.is_none() {
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got);
+            let mut reader = qcop::wire::FrameReader::new(qcop::wire::MAX_FRAME_BODY);
+            reader.buffer_mut(got.len())[..got.len()].copy_from_slice(&got);
+            reader.filled(got.len());
+            error = Some(match reader.next_frame() {
+                Ok(Some(qcop::wire::Frame::Error { code, text, .. })) => format!("{code:?} {text}"),
+                other => format!("no error frame: {other:?}"),
+            });
+        }
+    }
+    println!(
+        "PARTIAL held {} dropped {dropped} error {}",
+        held.len(),
+        error.unwrap_or_default()
+    );
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    drop(held);
+}
+
+/// Resident memory of `pid` in KiB (VmRSS of /proc/PID/status).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS in /proc/PID/status");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn partial_frames_stay_within_the_memory_budget() {
+    const BUDGET: u64 = 32 * 1024 * 1024;
+    let config = format!(
+        "max_payload = 8388608\nmax_queue_bytes = 8454144\nmax_total_queue_bytes = {BUDGET}\n"
+    );
+    let Some(bus) = Bus::start("partial_frames_stay_within_the_memory_budget", &config) else {
+        return;
+    };
+    let a = bus.users.a.clone();
+    let b = bus.users.b.clone();
+    let mut admin = bus.d.connect();
+    let before = rss_kib(bus.d.pid());
+
+    let mut child = bus.helper(&a, "partial_frames", &["24"]);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let result = line(&mut out, "PARTIAL ");
+    // The user's share is a quarter of the budget (8 MiB): one such frame.
+    assert!(
+        result.starts_with(&format!(
+            "held 1 dropped 23 error TooLarge partial frames of uid {}",
+            a.uid
+        )) && result.contains("max_total_queue_bytes"),
+        "{result}"
+    );
+    assert_eq!(counter(&mut admin, "clients_dropped_input_budget"), 23);
+    common::eventually("the held partial frame to be read", || {
+        counter(&mut admin, "bytes_partial_input") > 8 * 1024 * 1024 - 8192
+    });
+    let after = rss_kib(bus.d.pid());
+    assert!(
+        after < before + BUDGET / 1024,
+        "qcopd grew from {before} KiB to {after} KiB, over max_total_queue_bytes"
+    );
+
+    // Others are served meanwhile.
+    assert_eq!(bystander_result(&bus, &b, "Limits/B/Inbox"), "ok");
+    use_the_bus(&bus.d.options(), "Limits/Root/Inbox").unwrap();
+
+    drop(child.stdin.take());
+    let _ = std::io::copy(&mut out, &mut std::io::sink());
+    assert!(child.wait().unwrap().success());
+    common::eventually("the partial frame's buffer to be released", || {
+        counter(&mut admin, "bytes_partial_input") == 0
+    });
+}
+
+#[test]
+fn a_frame_left_unfinished_is_dropped_after_the_partial_frame_timeout() {
+    // Needs no other users: the timeout applies to everyone.
+    let d = Daemon::start_with("partial_frame_timeout_ms = 100\n");
+    let mut admin = d.connect();
+    let mut raw = common::RawClient::greeted(&d.socket);
+    let frame = qcop::wire::Frame::Send {
+        seq: 1,
+        ack: false,
+        channel: "Limits/Slow",
+        message: "slow(QByteArray)",
+        payload: &[7; 4000],
+    }
+    .to_vec();
+    raw.write(&frame[..2000]).unwrap();
+    match raw.until_closed().as_slice() {
+        [common::Got::Error {
+            fatal: true,
+            code: qcop::wire::ErrorCode::Timeout,
+            ..
+        }] => {}
+        got => panic!("expected a Timeout error, got {got:?}"),
+    }
+    assert_eq!(counter(&mut admin, "clients_dropped_partial_timeout"), 1);
+    assert_eq!(counter(&mut admin, "bytes_partial_input"), 0);
+    // Whole frames, however many, are never cut off.
+    let mut steady = common::RawClient::greeted(&d.socket);
+    for _ in 0..3 {
+        steady.write(&frame).unwrap();
+    }
+    common::eventually("three messages received", || {
+        counter(&mut admin, "messages_received") == 3
+    });
+    assert_eq!(counter(&mut admin, "clients_dropped_partial_timeout"), 1);
+}

@@ -58,6 +58,9 @@ pub struct Config {
     pub max_call_timeout_ms: u32,
     /// Calls one client may have in flight.
     pub max_calls_per_client: u32,
+    /// Time a client may take to complete a frame it started, in milliseconds; past it the
+    /// client is dropped and its read buffer released.
+    pub partial_frame_timeout_ms: u32,
     /// Time a new connection has to complete its handshake, in milliseconds.
     pub handshake_timeout_ms: u32,
     /// Shared-memory segments that may exist at once (0 disables segments).
@@ -121,6 +124,7 @@ impl Default for Config {
             max_call_timeout_ms: 300_000,
             max_calls_per_client: 64,
             handshake_timeout_ms: 5_000,
+            partial_frame_timeout_ms: 30_000,
             shm_max_segments: 64,
             shm_max_segment_bytes: 16 * 1024 * 1024,
             shm_max_total_segment_bytes: 32 * 1024 * 1024,
@@ -231,6 +235,9 @@ impl Config {
         if self.call_timeout_ms == 0 || self.call_timeout_ms > self.max_call_timeout_ms {
             return bad("call_timeout_ms must be between 1 and max_call_timeout_ms".into());
         }
+        if self.partial_frame_timeout_ms == 0 {
+            return bad("partial_frame_timeout_ms must be at least 1".into());
+        }
         if self.handshake_timeout_ms == 0 {
             return bad("handshake_timeout_ms must be at least 1".into());
         }
@@ -268,6 +275,17 @@ impl Config {
                 .unwrap_or(self.max_clients / 4)
                 .max(1),
             reserved: self.reserved_admin_clients.min(self.max_clients / 4),
+        }
+    }
+
+    /// The budget partial input frames are held to: `max_total_queue_bytes` together with
+    /// queued output, and for one user a quarter of it, or at least one largest frame (with
+    /// a read's worth of slack).
+    pub fn input_limits(&self) -> super::quota::InputLimits {
+        let frame = self.max_frame_body() as u64 + crate::wire::HEADER_LEN as u64;
+        super::quota::InputLimits {
+            budget: self.max_total_queue_bytes,
+            user_share: (self.max_total_queue_bytes / 4).max(frame + 64 * 1024),
         }
     }
 

@@ -78,16 +78,63 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// Why a client holding a partial input frame is dropped. `Display` is the error text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputRefusal {
+    /// The user's partial frames together exceed its share of the budget.
+    UserShare {
+        /// The user.
+        uid: u32,
+        /// What its partial frames would hold.
+        held: u64,
+        /// Its share.
+        share: u64,
+    },
+    /// Partial frames and queued output together exceed the daemon-wide budget.
+    Budget {
+        /// `max_total_queue_bytes`.
+        budget: u64,
+    },
+}
+
+impl fmt::Display for InputRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputRefusal::UserShare { uid, held, share } => write!(
+                f,
+                "partial frames of uid {uid} would hold {held} bytes, over its share of \
+                 {share} bytes of max_total_queue_bytes"
+            ),
+            InputRefusal::Budget { budget } => write!(
+                f,
+                "partial frames and queued messages would exceed max_total_queue_bytes = \
+                 {budget}"
+            ),
+        }
+    }
+}
+
+/// The memory budget input is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputLimits {
+    /// `max_total_queue_bytes`: partial input frames and queued output together.
+    pub budget: u64,
+    /// What one user's partial frames may hold (administrators are held only to `budget`).
+    pub user_share: u64,
+}
+
 /// What one user holds.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Usage {
     /// Connections, greeted or still in the handshake.
     pub connections: u32,
+    /// Bytes of read buffers holding partial frames.
+    pub input_bytes: u64,
 }
 
 impl Usage {
     fn is_empty(&self) -> bool {
-        self.connections == 0
+        self.connections == 0 && self.input_bytes == 0
     }
 }
 
@@ -97,6 +144,7 @@ pub struct Quota {
     daemon_uid: u32,
     users: HashMap<u32, Usage>,
     total: u32,
+    input_total: u64,
 }
 
 impl Quota {
@@ -106,6 +154,7 @@ impl Quota {
             daemon_uid,
             users: HashMap::new(),
             total: 0,
+            input_total: 0,
         }
     }
 
@@ -154,6 +203,60 @@ impl Quota {
         self.users.entry(uid).or_default().connections += 1;
         self.total += 1;
         Ok(())
+    }
+
+    /// Bytes of read buffers holding partial frames, all users together.
+    pub fn input_bytes(&self) -> u64 {
+        self.input_total
+    }
+
+    /// Charges a read buffer of `uid` that now holds `new` bytes instead of `old` (0 when
+    /// it is released). Growth past the user's share, or past the budget with `queued`
+    /// output bytes, is refused: nothing changes then and the caller drops the client.
+    pub fn charge_input(
+        &mut self,
+        uid: u32,
+        old: u64,
+        new: u64,
+        queued: u64,
+        limits: InputLimits,
+    ) -> Result<(), InputRefusal> {
+        let admin = self.is_admin(uid);
+        let u = self.users.entry(uid).or_default();
+        let held = u.input_bytes.saturating_sub(old).saturating_add(new);
+        if new > old {
+            if !admin && held > limits.user_share {
+                let share = limits.user_share;
+                if u.is_empty() {
+                    self.users.remove(&uid);
+                }
+                return Err(InputRefusal::UserShare { uid, held, share });
+            }
+            let total = self.input_total.saturating_sub(old).saturating_add(new);
+            if total.saturating_add(queued) > limits.budget {
+                if u.is_empty() {
+                    self.users.remove(&uid);
+                }
+                return Err(InputRefusal::Budget {
+                    budget: limits.budget,
+                });
+            }
+        }
+        u.input_bytes = held;
+        self.input_total = self.input_total.saturating_sub(old).saturating_add(new);
+        if u.is_empty() {
+            self.users.remove(&uid);
+        }
+        Ok(())
+    }
+
+    /// Releases `bytes` of read buffer charged to `uid` by [`Quota::charge_input`].
+    pub fn release_input(&mut self, uid: u32, bytes: u64) {
+        let limits = InputLimits {
+            budget: u64::MAX,
+            user_share: u64::MAX,
+        };
+        let _ = self.charge_input(uid, bytes, 0, 0, limits);
     }
 
     /// Releases a connection of `uid` charged by [`Quota::connect`].
@@ -244,6 +347,44 @@ mod tests {
         // A stray release changes nothing.
         q.disconnect(1000);
         assert_eq!(q.connections(), 0);
+    }
+
+    const INPUT: InputLimits = InputLimits {
+        budget: 1000,
+        user_share: 400,
+    };
+
+    #[test]
+    fn partial_frames_are_held_to_the_user_share_and_the_budget() {
+        let mut q = Quota::new(500);
+        q.charge_input(1000, 0, 300, 0, INPUT).unwrap();
+        // A second connection of the same user may not take it past its share.
+        let refusal = q.charge_input(1000, 0, 200, 0, INPUT).unwrap_err();
+        assert_eq!(
+            refusal,
+            InputRefusal::UserShare {
+                uid: 1000,
+                held: 500,
+                share: 400
+            }
+        );
+        assert!(refusal.to_string().contains("uid 1000"));
+        assert_eq!(q.usage(1000).input_bytes, 300);
+        // Another user may, until partial frames and queued output fill the budget.
+        q.charge_input(1001, 0, 400, 0, INPUT).unwrap();
+        assert_eq!(
+            q.charge_input(1002, 0, 200, 200, INPUT),
+            Err(InputRefusal::Budget { budget: 1000 })
+        );
+        // Root has no share but the budget holds it too.
+        q.charge_input(0, 0, 300, 0, INPUT).unwrap();
+        assert!(q.charge_input(0, 300, 301, 0, INPUT).is_err());
+        assert_eq!(q.input_bytes(), 1000);
+        // Shrinking is always allowed, and releasing forgets the user.
+        q.charge_input(1001, 400, 100, 5000, INPUT).unwrap();
+        q.charge_input(1001, 100, 0, 0, INPUT).unwrap();
+        assert_eq!(q.users().filter(|(uid, _)| *uid == 1001).count(), 0);
+        assert_eq!(q.input_bytes(), 600);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! checks, sender credentials, monitors) and `services` (activation of applications).
 
 mod access;
+mod input;
 mod services;
 
 use super::activate::Activation;
@@ -80,6 +81,10 @@ struct Client {
     dropped: u64,
     calls_in_flight: u32,
     max_payload: u32,
+    /// Bytes of `reader` charged to the user's quota.
+    input_charged: u64,
+    /// A `Timer::PartialFrame` is pending for this client.
+    partial_timer: bool,
     /// Policy view, subscriptions with credentials, monitor state.
     access: access::ClientAccess,
 }
@@ -104,7 +109,16 @@ struct PendingCall {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Call(u32),
-    Handshake { slot: Slot, id: u32 },
+    Handshake {
+        slot: Slot,
+        id: u32,
+    },
+    /// The client's read buffer held a partial frame when its reader had returned `frames`.
+    PartialFrame {
+        slot: Slot,
+        id: u32,
+        frames: u64,
+    },
 }
 
 /// Why a client is being closed; drives logging and counters.
@@ -441,6 +455,8 @@ impl Server {
             dropped: 0,
             calls_in_flight: 0,
             max_payload: self.cfg.max_payload,
+            input_charged: 0,
+            partial_timer: false,
             access: self.access.client(uid, gid),
         });
         self.client_count += 1;
@@ -528,6 +544,9 @@ impl Server {
         } else if let Some(client) = client {
             reader.shrink_idle(0);
             client.reader = reader;
+        }
+        if !gone {
+            self.charge_input(slot, Instant::now());
         }
     }
 
@@ -1093,6 +1112,7 @@ impl Server {
             subscriptions: self.router.subscription_count() as u64,
             calls_pending: self.calls.len() as u64,
             bytes_queued: self.queued_total,
+            bytes_partial_input: self.quota.input_bytes(),
             uptime_s: self.started.elapsed().as_secs(),
         };
         let clients = if with_clients {
@@ -1147,7 +1167,8 @@ impl Server {
         if near_full {
             self.flush(slot);
         }
-        let budget_full = self.queued_total + frame.len() as u64 > self.cfg.max_total_queue_bytes;
+        let held = self.queued_total + self.quota.input_bytes();
+        let budget_full = held + frame.len() as u64 > self.cfg.max_total_queue_bytes;
         let policy = self.cfg.slow_consumer;
         let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
             return false;
@@ -1382,6 +1403,9 @@ impl Server {
                         }
                     }
                 }
+                Timer::PartialFrame { slot, id, frames } => {
+                    self.partial_frame_due(slot, id, frames, now);
+                }
             }
         }
     }
@@ -1399,6 +1423,10 @@ impl Server {
                     .get(slot)
                     .and_then(Option::as_ref)
                     .is_some_and(|c| c.id == id && !c.greeted),
+                Timer::PartialFrame { slot, id, .. } => clients
+                    .get(slot)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|c| c.id == id),
             });
         }
     }
@@ -1450,6 +1478,7 @@ impl Server {
         }
         self.client_count -= 1;
         self.quota.disconnect(c.uid);
+        self.quota.release_input(c.uid, c.input_charged);
         self.free_slots.push(slot);
         // Calls this client made are abandoned; calls it was asked to answer lose a responder.
         let id = c.id;

@@ -14,6 +14,12 @@ pub struct Counters {
     pub accept_failures: u64,
     /// Connections closed for protocol errors (malformed frames, bad handshake).
     pub protocol_errors: u64,
+    /// Connections dropped because a partial frame went over the user's share of the memory
+    /// budget or over the budget itself.
+    pub clients_dropped_input_budget: u64,
+    /// Connections dropped because a partial frame was not completed within
+    /// `partial_frame_timeout_ms`.
+    pub clients_dropped_partial_timeout: u64,
     /// Connections closed because they never completed the handshake.
     pub handshake_timeouts: u64,
     /// Messages received from senders (sends and calls).
@@ -66,6 +72,8 @@ pub struct Gauges {
     pub calls_pending: u64,
     /// Bytes queued for all clients.
     pub bytes_queued: u64,
+    /// Bytes of read buffers holding partial frames.
+    pub bytes_partial_input: u64,
     /// Seconds since start.
     pub uptime_s: u64,
 }
@@ -73,7 +81,7 @@ pub struct Gauges {
 impl Counters {
     /// Every counter and gauge as `(name, value)`, in the order `qcop stats` prints them.
     pub fn report(&self, g: &Gauges) -> Vec<(String, u64)> {
-        let rows: [(&str, u64); 30] = [
+        let rows: [(&str, u64); 33] = [
             ("clients", g.clients),
             ("clients_accepted", self.clients_accepted),
             ("clients_refused", self.clients_refused),
@@ -81,6 +89,14 @@ impl Counters {
             ("accept_failures", self.accept_failures),
             ("protocol_errors", self.protocol_errors),
             ("handshake_timeouts", self.handshake_timeouts),
+            (
+                "clients_dropped_input_budget",
+                self.clients_dropped_input_budget,
+            ),
+            (
+                "clients_dropped_partial_timeout",
+                self.clients_dropped_partial_timeout,
+            ),
             ("channels", g.channels),
             ("patterns", g.patterns),
             ("subscriptions", g.subscriptions),
@@ -100,6 +116,7 @@ impl Counters {
             ("calls_responder_gone", self.calls_responder_gone),
             ("replies_unmatched", self.replies_unmatched),
             ("bytes_queued", g.bytes_queued),
+            ("bytes_partial_input", g.bytes_partial_input),
             ("bytes_queued_peak", self.bytes_queued_peak),
             ("reloads", self.reloads),
             ("reload_failures", self.reload_failures),
