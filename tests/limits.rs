@@ -120,12 +120,14 @@ fn options(socket: &str) -> qcop::ConnectOptions {
         .name("limits")
 }
 
-/// Connects, subscribes to an inbox, sends to the service, calls it and receives what the
+/// Connects, subscribes to an inbox and to a pattern below it, sends to the service, calls it and receives what the
 /// responder sent to the inbox. Returns what failed, if anything.
 fn use_the_bus(opts: &qcop::ConnectOptions, inbox: &str) -> Result<(), String> {
     let mut conn = Connection::connect(opts).map_err(|e| format!("connect: {e}"))?;
     conn.subscribe(inbox)
         .map_err(|e| format!("subscribe: {e}"))?;
+    conn.subscribe(&format!("{inbox}/*"))
+        .map_err(|e| format!("subscribe to a pattern: {e}"))?;
     let receivers = conn
         .send_acked(SERVICE, "note()", b"")
         .map_err(|e| format!("send: {e}"))?;
@@ -438,4 +440,82 @@ fn a_frame_left_unfinished_is_dropped_after_the_partial_frame_timeout() {
         counter(&mut admin, "messages_received") == 3
     });
     assert_eq!(counter(&mut admin, "clients_dropped_partial_timeout"), 1);
+}
+
+/// Not run on its own: started as a test user. Opens two connections and subscribes to
+/// the given names alternately on each, printing `SUB NAME: ok` or `SUB NAME: refused
+/// CODE TEXT` for each, then waits for its standard input to close.
+#[test]
+#[ignore = "helper: started as a test user by the tests of this file"]
+fn subscriber() {
+    let spec = spec();
+    let opts = options(&spec[0]);
+    let mut conns = [
+        Connection::connect(&opts).expect("connect"),
+        Connection::connect(&opts).expect("connect"),
+    ];
+    for (i, name) in spec[1..].iter().enumerate() {
+        match conns[i % 2].subscribe(name) {
+            Ok(()) => println!("SUB {name}: ok"),
+            Err(Error::Refused { code, text }) => println!("SUB {name}: refused {code:?} {text}"),
+            Err(e) => println!("SUB {name}: error {e}"),
+        }
+    }
+    println!("SUB done");
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
+
+#[test]
+fn subscriptions_and_patterns_are_limited_per_user_over_all_its_connections() {
+    let config = "max_subscriptions_per_user = 6\nmax_patterns_per_user = 2\n";
+    let Some(bus) = Bus::start("subscriptions_and_patterns_are_limited_per_user", config) else {
+        return;
+    };
+    let a = bus.users.a.clone();
+    let b = bus.users.b.clone();
+    let names = [
+        "A/p1/*", "A/p2/*", "A/p3/*", "A/c1", "A/c2", "A/c3", "A/c4", "A/c5",
+    ];
+    let mut child = bus.helper(&a, "subscriber", &names);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let results: Vec<String> = names
+        .iter()
+        .map(|n| line(&mut out, &format!("SUB {n}: ")))
+        .collect();
+    line(&mut out, "SUB done");
+    // Two patterns, then the third refused; exact channels up to six in all.
+    for (i, r) in results.iter().enumerate() {
+        let refused = matches!(i, 2 | 7);
+        assert_eq!(
+            r.starts_with("refused TooManySubscriptions"),
+            refused,
+            "{names:?}: {results:?}"
+        );
+    }
+    assert!(
+        results[2].contains(&format!("uid {}", a.uid))
+            && results[2].contains("max_patterns_per_user = 2"),
+        "{}",
+        results[2]
+    );
+    assert!(
+        results[7].contains("max_subscriptions_per_user = 6"),
+        "{}",
+        results[7]
+    );
+    let mut admin = bus.d.connect();
+    assert_eq!(counter(&mut admin, "subscriptions_refused_per_user"), 2);
+
+    // Another user and root still subscribe (patterns too), send and call.
+    assert_eq!(bystander_result(&bus, &b, "Limits/B/Inbox"), "ok");
+    use_the_bus(&bus.d.options(), "Limits/Root/Inbox").unwrap();
+
+    // The user's subscriptions are released with its connections.
+    drop(child.stdin.take());
+    let _ = std::io::copy(&mut out, &mut std::io::sink());
+    assert!(child.wait().unwrap().success());
+    common::eventually("the subscriber to be gone", || {
+        counter(&mut admin, "clients") == 2
+    });
+    assert_eq!(bystander_result(&bus, &a, "Limits/A/Inbox"), "ok");
 }

@@ -40,6 +40,12 @@ pub struct Config {
     pub reserved_admin_clients: u32,
     /// Maximum subscriptions (channels and patterns) per client.
     pub max_subscriptions_per_client: u32,
+    /// Subscriptions (channels and patterns) one user (uid) may hold on all its connections
+    /// together; root and the daemon's user are not limited. Default: 4 times
+    /// `max_subscriptions_per_client`.
+    pub max_subscriptions_per_user: Option<u32>,
+    /// Patterns (wildcard subscriptions) one user may hold on all its connections together.
+    pub max_patterns_per_user: u32,
     /// Longest channel name or pattern, in bytes.
     pub max_channel_len: u16,
     /// Longest message name, in bytes.
@@ -114,6 +120,8 @@ impl Default for Config {
             max_clients_per_user: None,
             reserved_admin_clients: 4,
             max_subscriptions_per_client: 1024,
+            max_subscriptions_per_user: None,
+            max_patterns_per_user: 256,
             max_channel_len: 255,
             max_message_len: 255,
             max_payload: 64 * 1024,
@@ -275,6 +283,16 @@ impl Config {
                 .unwrap_or(self.max_clients / 4)
                 .max(1),
             reserved: self.reserved_admin_clients.min(self.max_clients / 4),
+        }
+    }
+
+    /// The per-user subscription totals in force.
+    pub fn subscription_limits(&self) -> super::quota::SubscriptionLimits {
+        super::quota::SubscriptionLimits {
+            per_user: self
+                .max_subscriptions_per_user
+                .unwrap_or(self.max_subscriptions_per_client.saturating_mul(4)),
+            patterns_per_user: self.max_patterns_per_user,
         }
     }
 

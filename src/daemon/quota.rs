@@ -123,6 +123,51 @@ pub struct InputLimits {
     pub user_share: u64,
 }
 
+/// Per-user totals of subscriptions, all of a user's connections together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionLimits {
+    /// Subscriptions (exact channels and patterns) one user may hold.
+    pub per_user: u32,
+    /// Of those, patterns one user may hold.
+    pub patterns_per_user: u32,
+}
+
+/// Why a subscription is refused. `Display` is the error text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionRefusal {
+    /// The user holds as many subscriptions as it may.
+    Subscriptions {
+        /// The user.
+        uid: u32,
+        /// `max_subscriptions_per_user`.
+        limit: u32,
+    },
+    /// The user holds as many patterns as it may.
+    Patterns {
+        /// The user.
+        uid: u32,
+        /// `max_patterns_per_user`.
+        limit: u32,
+    },
+}
+
+impl fmt::Display for SubscriptionRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubscriptionRefusal::Subscriptions { uid, limit } => write!(
+                f,
+                "uid {uid} already holds {limit} subscriptions on all its connections, the \
+                 limit max_subscriptions_per_user = {limit}"
+            ),
+            SubscriptionRefusal::Patterns { uid, limit } => write!(
+                f,
+                "uid {uid} already holds {limit} patterns on all its connections, the limit \
+                 max_patterns_per_user = {limit}"
+            ),
+        }
+    }
+}
+
 /// What one user holds.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Usage {
@@ -130,11 +175,15 @@ pub struct Usage {
     pub connections: u32,
     /// Bytes of read buffers holding partial frames.
     pub input_bytes: u64,
+    /// Subscriptions, patterns included.
+    pub subscriptions: u32,
+    /// Of those, patterns.
+    pub patterns: u32,
 }
 
 impl Usage {
     fn is_empty(&self) -> bool {
-        self.connections == 0 && self.input_bytes == 0
+        self.connections == 0 && self.input_bytes == 0 && self.subscriptions == 0
     }
 }
 
@@ -257,6 +306,54 @@ impl Quota {
             user_share: u64::MAX,
         };
         let _ = self.charge_input(uid, bytes, 0, 0, limits);
+    }
+
+    /// Charges a new subscription of `uid` (a pattern if `pattern`), or says why not.
+    pub fn subscribe(
+        &mut self,
+        uid: u32,
+        pattern: bool,
+        limits: SubscriptionLimits,
+    ) -> Result<(), SubscriptionRefusal> {
+        let admin = self.is_admin(uid);
+        let u = self.users.entry(uid).or_default();
+        let refusal = if admin {
+            None
+        } else if u.subscriptions >= limits.per_user {
+            Some(SubscriptionRefusal::Subscriptions {
+                uid,
+                limit: limits.per_user,
+            })
+        } else if pattern && u.patterns >= limits.patterns_per_user {
+            Some(SubscriptionRefusal::Patterns {
+                uid,
+                limit: limits.patterns_per_user,
+            })
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            if u.is_empty() {
+                self.users.remove(&uid);
+            }
+            return Err(refusal);
+        }
+        u.subscriptions += 1;
+        u.patterns += u32::from(pattern);
+        Ok(())
+    }
+
+    /// Releases a subscription charged by [`Quota::subscribe`].
+    pub fn unsubscribe(&mut self, uid: u32, pattern: bool) {
+        if let Some(u) = self.users.get_mut(&uid) {
+            u.subscriptions = u.subscriptions.saturating_sub(1);
+            if pattern {
+                u.patterns = u.patterns.saturating_sub(1);
+            }
+            if u.is_empty() {
+                self.users.remove(&uid);
+            }
+        }
     }
 
     /// Releases a connection of `uid` charged by [`Quota::connect`].
@@ -385,6 +482,44 @@ mod tests {
         q.charge_input(1001, 100, 0, 0, INPUT).unwrap();
         assert_eq!(q.users().filter(|(uid, _)| *uid == 1001).count(), 0);
         assert_eq!(q.input_bytes(), 600);
+    }
+
+    #[test]
+    fn subscriptions_and_patterns_are_counted_over_all_connections_of_a_user() {
+        let limits = SubscriptionLimits {
+            per_user: 3,
+            patterns_per_user: 1,
+        };
+        let mut q = Quota::new(500);
+        q.subscribe(1000, true, limits).unwrap();
+        let refusal = q.subscribe(1000, true, limits).unwrap_err();
+        assert_eq!(
+            refusal,
+            SubscriptionRefusal::Patterns {
+                uid: 1000,
+                limit: 1
+            }
+        );
+        assert!(refusal.to_string().contains("max_patterns_per_user = 1"));
+        q.subscribe(1000, false, limits).unwrap();
+        q.subscribe(1000, false, limits).unwrap();
+        let refusal = q.subscribe(1000, false, limits).unwrap_err();
+        assert!(refusal.to_string().contains("uid 1000"));
+        assert!(refusal
+            .to_string()
+            .contains("max_subscriptions_per_user = 3"));
+        // Others and administrators are not affected.
+        q.subscribe(1001, true, limits).unwrap();
+        for _ in 0..5 {
+            q.subscribe(0, true, limits).unwrap();
+        }
+        q.unsubscribe(1000, true);
+        q.subscribe(1000, true, limits).unwrap();
+        for pattern in [true, false, false] {
+            q.unsubscribe(1000, pattern);
+        }
+        assert_eq!(q.usage(1000), Usage::default());
+        assert_eq!(q.users().filter(|(uid, _)| *uid == 1000).count(), 0);
     }
 
     #[test]

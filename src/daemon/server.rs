@@ -778,8 +778,21 @@ impl Server {
             );
             return self.reject(slot, seq, ErrorCode::TooManySubscriptions, &text);
         }
+        let (uid, pattern) = (client.uid, is_pattern(channel));
+        let limits = self.cfg.subscription_limits();
+        if let Err(refusal) = self.quota.subscribe(uid, pattern, limits) {
+            self.counters.subscriptions_refused_per_user += 1;
+            let text = refusal.to_string();
+            return self.reject(slot, seq, ErrorCode::TooManySubscriptions, &text);
+        }
+        let Some(client) = self.clients[slot].as_mut() else {
+            return;
+        };
         match self.router.subscribe(slot, channel) {
-            Err(e) => self.reject(slot, seq, ErrorCode::BadName, &e.to_string()),
+            Err(e) => {
+                self.quota.unsubscribe(uid, pattern);
+                self.reject(slot, seq, ErrorCode::BadName, &e.to_string())
+            }
             Ok(outcome) => {
                 client.subscriptions.push(channel.into());
                 if credentials {
@@ -806,6 +819,7 @@ impl Server {
                 if let Some(c) = self.clients[slot].as_mut() {
                     c.subscriptions.retain(|s| &**s != channel);
                     c.access.forget_credentials(channel);
+                    self.quota.unsubscribe(c.uid, is_pattern(channel));
                 }
                 self.reply(slot, &Frame::Ok { seq, value: 0 });
                 self.links_subscriptions_changed();
@@ -1503,6 +1517,7 @@ impl Server {
         }
         self.segments.client_closed(id);
         for name in std::mem::take(&mut c.subscriptions) {
+            self.quota.unsubscribe(c.uid, is_pattern(&name));
             if let Unsubscribed::Removed {
                 removed_channel: true,
             } = self.router.unsubscribe(slot, &name)

@@ -38,6 +38,9 @@ pub struct Counters {
     pub slow_consumer_disconnects: u64,
     /// Requests refused with an error (bad name, too large, wildcard send, limits).
     pub requests_rejected: u64,
+    /// Subscriptions refused because their user reached `max_subscriptions_per_user` or
+    /// `max_patterns_per_user` (also counted in `requests_rejected`).
+    pub subscriptions_refused_per_user: u64,
     /// Calls started.
     pub calls: u64,
     /// Calls answered by a responder.
@@ -81,7 +84,7 @@ pub struct Gauges {
 impl Counters {
     /// Every counter and gauge as `(name, value)`, in the order `qcop stats` prints them.
     pub fn report(&self, g: &Gauges) -> Vec<(String, u64)> {
-        let rows: [(&str, u64); 33] = [
+        let rows: [(&str, u64); 34] = [
             ("clients", g.clients),
             ("clients_accepted", self.clients_accepted),
             ("clients_refused", self.clients_refused),
@@ -108,6 +111,10 @@ impl Counters {
             ("dropped_disconnected", self.dropped_disconnected),
             ("slow_consumer_disconnects", self.slow_consumer_disconnects),
             ("requests_rejected", self.requests_rejected),
+            (
+                "subscriptions_refused_per_user",
+                self.subscriptions_refused_per_user,
+            ),
             ("calls", self.calls),
             ("calls_pending", g.calls_pending),
             ("calls_answered", self.calls_answered),

@@ -503,8 +503,13 @@ impl Server {
     fn revoke(&mut self, slot: Slot, name: &str, text: &str) {
         let removed = self.router.unsubscribe(slot, name);
         if let Some(c) = self.clients[slot].as_mut() {
+            let before = c.subscriptions.len();
             c.subscriptions.retain(|s| &**s != name);
             c.access.forget_credentials(name);
+            if c.subscriptions.len() < before {
+                self.quota
+                    .unsubscribe(c.uid, crate::pattern::is_pattern(name));
+            }
         }
         self.links_subscriptions_changed();
         self.access.counters.revoked += 1;
