@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+#[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod datastream;
 pub mod paths;
@@ -39,5 +40,6 @@ mod sys;
 pub mod wire;
 
 pub use client::{
-    ConnectOptions, Connection, Credentials, Error, Message, Monitored, Reply, Revocation,
+    ConnectOptions, Connection, Credentials, Error, Message, MessageRef, Monitored, Reply,
+    Revocation,
 };

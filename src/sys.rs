@@ -4,11 +4,13 @@
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// First descriptor passed by socket activation (`SD_LISTEN_FDS_START`).
+#[cfg(feature = "daemon")]
 const LISTEN_FDS_START: RawFd = 3;
 
 /// Takes ownership of the first socket passed by systemd socket activation, if this process
 /// was started that way (`LISTEN_PID` is our pid and `LISTEN_FDS` is at least 1). Clears the
 /// variables so children do not inherit them.
+#[cfg(feature = "daemon")]
 pub fn take_activation_fd() -> Option<OwnedFd> {
     let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
     let fds: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
@@ -32,6 +34,16 @@ pub fn take_activation_fd() -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(LISTEN_FDS_START) })
 }
 
+/// Control-message space for the four descriptors one read accepts.
+// SAFETY: CMSG_SPACE only computes a size from its argument; it touches no memory.
+const CMSG_BYTES: usize =
+    unsafe { libc::CMSG_SPACE(4 * std::mem::size_of::<RawFd>() as u32) } as usize;
+
+/// A control-message buffer aligned for `struct cmsghdr` (whose widest field is a
+/// `size_t`).
+#[repr(C, align(8))]
+struct CmsgBuf([u8; CMSG_BYTES]);
+
 /// Reads from a Unix stream socket like `read`, keeping any file descriptors that arrive
 /// with the bytes (`SCM_RIGHTS`) at the back of `fds`, in order, close-on-exec.
 ///
@@ -46,12 +58,13 @@ pub fn recv_with_fds(
 ) -> std::io::Result<usize> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
     use std::os::fd::AsRawFd;
-    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    // On the stack, not `cmsg_space!`'s Vec: a read allocates nothing.
+    let mut cmsg = CmsgBuf([0; CMSG_BYTES]);
     let mut iov = [std::io::IoSliceMut::new(buf)];
     let msg = recvmsg::<UnixAddr>(
         stream.as_raw_fd(),
         &mut iov,
-        Some(&mut cmsg),
+        Some(&mut cmsg.0),
         MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
     )?;
     let n = msg.bytes;

@@ -175,25 +175,41 @@ fn subscriptions_and_deliveries_follow_receive_rules() {
     };
     let (a, b) = (&bus.users.a, &bus.users.b);
     // Rule 3 matches the name as written: the channel and the pattern on it are refused.
-    let o = bus.run_as(b, &["watch", "--count", "1", "QPE/Secure/keys"]);
+    let o = bus.run_as(
+        b,
+        &[
+            "--format",
+            "rich",
+            "watch",
+            "--count",
+            "1",
+            "QPE/Secure/keys",
+        ],
+    );
     assert_denied(
         &o,
         "subscription to \"QPE/Secure/keys\" denied by rule 3 (deny receive QPE/Secure/* for user qcoptest-b)",
     );
-    let o = bus.run_as(b, &["watch", "--count", "1", "QPE/Secure/*"]);
+    let o = bus.run_as(
+        b,
+        &["--format", "rich", "watch", "--count", "1", "QPE/Secure/*"],
+    );
     assert_denied(&o, "denied by rule 3");
-    let o = bus.run_as(a, &["watch", "--count", "1", "elsewhere"]);
+    let o = bus.run_as(
+        a,
+        &["--format", "rich", "watch", "--count", "1", "elsewhere"],
+    );
     assert_denied(&o, "denied by the policy default");
 
     // A broader pattern is allowed, but what it matches under QPE/Secure is filtered out
     // for b, message by message; a gets everything.
     let mut root = bus.d.connect();
     let watch_b = bus
-        .qcop_as(b, &["watch", "--count", "2", "QPE/*"])
+        .qcop_as(b, &["--format", "rich", "watch", "--count", "2", "QPE/*"])
         .spawn()
         .unwrap();
     let watch_a = bus
-        .qcop_as(a, &["watch", "--count", "3", "QPE/*"])
+        .qcop_as(a, &["--format", "rich", "watch", "--count", "3", "QPE/*"])
         .spawn()
         .unwrap();
     wait_pattern(&mut root, "QPE/*", 2);
@@ -260,7 +276,15 @@ fn receivers_learn_the_real_sender() {
     let watch = bus
         .d
         .cli()
-        .args(["watch", "--credentials", "--count", "1", "cred/z"])
+        .args([
+            "--format",
+            "rich",
+            "watch",
+            "--credentials",
+            "--count",
+            "1",
+            "cred/z",
+        ])
         .spawn()
         .unwrap();
     eventually("the watcher subscribed", || {
@@ -389,7 +413,10 @@ fn reload_revokes_subscriptions_and_a_broken_file_keeps_the_old_rules() {
     };
     let b = &bus.users.b;
     let mut root = bus.d.connect();
-    let watch = bus.qcop_as(b, &["watch", "r/x", "r/y"]).spawn().unwrap();
+    let watch = bus
+        .qcop_as(b, &["--format", "rich", "watch", "r/x", "r/y"])
+        .spawn()
+        .unwrap();
     eventually("b's watch", || {
         root.is_registered("r/x").unwrap() && root.is_registered("r/y").unwrap()
     });

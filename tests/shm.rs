@@ -437,12 +437,29 @@ fn the_cli_publishes_and_watches_streams() {
     let d = Daemon::start();
     let mut shm = d
         .cli()
-        .args(["watch", "--shm", "--timeout", "20000", CHANNEL])
+        .args([
+            "--format",
+            "rich",
+            "watch",
+            "--shm",
+            "--timeout",
+            "20000",
+            CHANNEL,
+        ])
         .spawn()
         .unwrap();
     let mut plain = d
         .cli()
-        .args(["watch", "--count", "50", "--timeout", "20000", CHANNEL])
+        .args([
+            "--format",
+            "rich",
+            "watch",
+            "--count",
+            "50",
+            "--timeout",
+            "20000",
+            CHANNEL,
+        ])
         .spawn()
         .unwrap();
     let mut c = d.connect();
@@ -543,12 +560,12 @@ fn a_streaming_cli_publisher_killed_at_any_moment_ends_the_stream() {
 /// subscriber: qcopd stays responsive, counts the corruption, stops reading the stream;
 /// the mapped subscriber returns errors or messages, never hangs; the channel keeps
 /// working as an ordinary channel.
-fn hostile_publisher(scribble: impl Fn(&qcop::shm::mapped::MappedMemory, u64)) {
+fn hostile_publisher(policy: Policy, scribble: impl Fn(&qcop::shm::mapped::MappedMemory, u64)) {
     use qcop::shm::ring::RingMemory;
     let d = Daemon::start();
     let mut plain = d.connect();
     plain.subscribe(CHANNEL).unwrap();
-    let mut p = publisher(&d, 8, Policy::Lossy);
+    let mut p = publisher(&d, 8, policy);
     let mut s = subscriber(&d);
     let mut buf = Vec::new();
     p.send(&payload(0), WAIT).unwrap();
@@ -593,7 +610,7 @@ fn a_publisher_scribbling_over_its_ring_cannot_hurt_qcopd_or_its_subscribers() {
     use qcop::shm::ring::RingMemory;
     use std::sync::atomic::Ordering;
     // Stamps no position can explain, lengths past the slot, a garbage head.
-    hostile_publisher(|mem, slot| {
+    hostile_publisher(Policy::Lossy, |mem, slot| {
         let at = slot_at(slot);
         mem.word64(at + off::slot::STAMP)
             .store(slot + 2 + 8 * 0x1234_5678, Ordering::Relaxed);
@@ -609,10 +626,27 @@ fn a_publisher_announcing_messages_it_never_writes_cannot_hurt_qcopd() {
     use qcop::shm::ring::RingMemory;
     use std::sync::atomic::Ordering;
     // Every slot claims a far later lap (an overrun without end); the head says nothing.
-    hostile_publisher(|mem, slot| {
-        mem.word64(slot_at(slot) + off::slot::STAMP)
-            .store(slot + 8 * (1 << 59), Ordering::Relaxed);
-        mem.word64(off::HEAD).store(0, Ordering::Relaxed);
+    for policy in [Policy::Lossy, Policy::Lossless] {
+        hostile_publisher(policy, |mem, slot| {
+            mem.word64(slot_at(slot) + off::slot::STAMP)
+                .store(slot + 8 * (1 << 59), Ordering::Relaxed);
+            mem.word64(off::HEAD).store(0, Ordering::Relaxed);
+        });
+    }
+}
+
+#[test]
+fn a_lossless_publisher_scribbling_over_its_ring_is_caught_too() {
+    use qcop::shm::layout::off;
+    use qcop::shm::ring::RingMemory;
+    use std::sync::atomic::Ordering;
+    // Impossible stamps and lengths.
+    hostile_publisher(Policy::Lossless, |mem, slot| {
+        let at = slot_at(slot);
+        mem.word64(at + off::slot::STAMP)
+            .store(slot + 2 + 8 * 0x1234_5678, Ordering::Relaxed);
+        mem.word32(at + off::slot::LEN)
+            .store(u32::MAX, Ordering::Relaxed);
     });
 }
 
@@ -653,4 +687,55 @@ fn a_stream_reaches_subscribers_on_a_linked_board() {
         assert_eq!(number(&recv(&mut remote).data), i);
     }
     assert_eq!(counter(&mut local, "shm_forwarded"), 50);
+}
+
+/// A lossless stream on a small ring, published flat out, read through qcopd by an ordinary
+/// subscriber that cannot keep up: qcopd holds the stream back instead of dropping, so every
+/// message arrives, in order, and none of the honest publisher's slots counts as corrupt.
+fn a_lossless_stream_reaches_ordinary_subscribers_whole(slots: u32, count: u64) {
+    let d = Daemon::start();
+    let channel = format!("flat/{slots}");
+    let mut plain = d.connect();
+    plain.subscribe(&channel).unwrap();
+    let stream = StreamOptions::new()
+        .slot_size(8)
+        .slots(slots)
+        .policy(Policy::Lossless);
+    let mut p = Publisher::open(&d.options(), &channel, "sample(qulonglong)", &stream).unwrap();
+    let publisher = std::thread::spawn(move || {
+        for i in 0..count {
+            p.send(&i.to_be_bytes(), WAIT).expect("lossless send");
+        }
+        p
+    });
+    for i in 0..count {
+        let m = recv(&mut plain);
+        let n = u64::from_be_bytes(m.data[..].try_into().expect("8-byte payload"));
+        assert_eq!(n, i, "message {i} of {count} on a ring of {slots} slots");
+    }
+    let p = publisher.join().unwrap();
+    assert_eq!(plain.lost(), 0);
+    assert_eq!(counter(&mut plain, "shm_forwarded"), count);
+    assert_eq!(counter(&mut plain, "shm_overruns"), 0);
+    assert_eq!(counter(&mut plain, "shm_corrupt"), 0);
+    assert_eq!(counter(&mut plain, "dropped_slow_consumer"), 0);
+    drop(p);
+}
+
+/// Messages per ring size in the test below.
+const FLAT_OUT: u64 = 1_000_000;
+
+#[test]
+fn a_lossless_stream_on_4_slots_reaches_ordinary_subscribers_whole() {
+    a_lossless_stream_reaches_ordinary_subscribers_whole(4, FLAT_OUT);
+}
+
+#[test]
+fn a_lossless_stream_on_16_slots_reaches_ordinary_subscribers_whole() {
+    a_lossless_stream_reaches_ordinary_subscribers_whole(16, FLAT_OUT);
+}
+
+#[test]
+fn a_lossless_stream_on_64_slots_reaches_ordinary_subscribers_whole() {
+    a_lossless_stream_reaches_ordinary_subscribers_whole(64, FLAT_OUT);
 }

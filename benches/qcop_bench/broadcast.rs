@@ -1,17 +1,21 @@
 //! Group `broadcast`: one publisher to 1 and to 8 subscribers, 64-byte payloads.
 //!
-//! Figure: the publisher `send`s N messages then `flush`es; each subscriber counts with
-//! `recv` until it has N. Rate = N × subscribers ÷ (last subscriber's last message − the
+//! Figure: the publisher `send`s N messages through a 64 KiB send buffer
+//! (`ConnectOptions::send_buffer`) then `flush`es; each subscriber counts with the borrowing
+//! receive (`recv_timeout_borrowed`, no allocation per message) until it has N. Rate = N × subscribers ÷ (last subscriber's last message − the
 //! publisher's first send), on CLOCK_MONOTONIC shared by the processes.
 //! Floors: one writer streaming N length-prefixed records (as long as the qcop `Message`
 //! frame) to 1 or 8 readers over their own AF_UNIX stream sockets; readers read 64 KiB at a
 //! time and count. The *streamed* floor writes through a 64 KiB buffer per socket (the raw
 //! streaming rate of the kernel); the *per-record* floor makes one `write` per record and
 //! reader (what an unbatched sender pays in system calls).
+//! Alongside, the CPU time (`/proc/PID/schedstat`) the publisher, qcopd and each subscriber
+//! spent per message, which shows where the cost is and is less disturbed than the rates by
+//! other load on the machine.
 
 use crate::procs::{collect_readers, die_with_parent, role, Daemon, Placement};
 use crate::report::{bytes, grouped, median_f64, ratio, Table};
-use crate::util::{field, mem_of, mono_ns, role_args, Context, Res, RoleArgs};
+use crate::util::{cpu_ns, field, mem_of, mono_ns, role_args, Context, Res, RoleArgs};
 use qcop::wire::Frame;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -23,6 +27,8 @@ const MESSAGE: &str = "tick(QByteArray)";
 const PAYLOAD: usize = 64;
 /// A subscriber waiting this long for the next message declares the run failed.
 const STALL: Duration = Duration::from_secs(20);
+/// The publisher's send buffer, as large as the streamed floor's.
+const SEND_BUFFER: usize = 64 * 1024;
 
 /// Message counts.
 pub struct Params {
@@ -56,6 +62,9 @@ struct Run {
     lost: u64,
     /// Peak RSS of qcopd; 0 for the floor.
     hwm: u64,
+    /// CPU ns per message of the publisher, qcopd and one subscriber (mean over the
+    /// subscribers); zero for the floor.
+    cpu: [f64; 3],
 }
 
 /// Measures every placement with 1 and 8 subscribers.
@@ -73,6 +82,7 @@ pub fn run(dir: &Path, config: &str, placements: &[Placement], p: &Params) -> Re
             "qcop ÷ per-record",
             "dropped",
             "qcopd peak RSS",
+            "CPU ns/msg: publisher · qcopd · subscriber",
         ],
     );
     table.notes.push(format!(
@@ -82,7 +92,10 @@ pub fn run(dir: &Path, config: &str, placements: &[Placement], p: &Params) -> Re
          streamed through a 64 KiB buffer per socket, or with one `write` per record and \
          reader. Ratios are rate ratios (1.00× = as fast as that floor; below 1 is slower). \
          `dropped` counts messages qcopd dropped under its slow-consumer policy (0 expected \
-         with the bench's queue limits).",
+         with the bench's queue limits). CPU: on-CPU time (user + kernel) of the publisher \
+         from its first send to the end of its flush, of qcopd and of each subscriber over \
+         the run, per message sent (a subscriber's: per message it received), median of the \
+         runs.",
         grouped(p.n_one),
         grouped(p.n_eight),
         p.rounds
@@ -101,6 +114,7 @@ pub fn run(dir: &Path, config: &str, placements: &[Placement], p: &Params) -> Re
             let r = median_f64(&per_record);
             let lost: u64 = figure.iter().map(|r| r.lost).sum();
             let hwm = figure.iter().map(|r| r.hwm).max().unwrap_or(0);
+            let cpu = |i: usize| median_f64(&figure.iter().map(|r| r.cpu[i]).collect::<Vec<_>>());
             table.rows.push(vec![
                 pl.label(),
                 subs.to_string(),
@@ -111,6 +125,7 @@ pub fn run(dir: &Path, config: &str, placements: &[Placement], p: &Params) -> Re
                 ratio(q, r),
                 lost.to_string(),
                 bytes(hwm),
+                format!("{:.0} · {:.0} · {:.0}", cpu(0), cpu(1), cpu(2)),
             ]);
         }
     }
@@ -132,9 +147,20 @@ fn qcop_once(dir: &Path, config: &str, pl: &Placement, subs: usize, n: u64) -> R
         &role_args(&[("socket", &socket), ("count", &n)]),
         pl.cpus(0),
     )?;
-    let start: u64 = field(&publisher.expect("result")?, "start_ns")?;
+    let daemon_cpu = cpu_ns(daemon.pid())?;
+    let line = publisher.expect("result")?;
+    let (start, publisher_cpu): (u64, u64) = (field(&line, "start_ns")?, field(&line, "cpu_ns")?);
     publisher.finish()?;
-    let (end, received, lost) = collect_readers(readers)?;
+    let (mut end, mut received, mut lost, mut subscriber_cpu) = (0u64, 0u64, 0u64, 0u64);
+    for mut r in readers {
+        let line = r.expect("result")?;
+        end = end.max(field(&line, "end_ns")?);
+        received += field::<u64>(&line, "received")?;
+        lost += field::<u64>(&line, "lost")?;
+        subscriber_cpu += field::<u64>(&line, "cpu_ns")?;
+        r.finish()?;
+    }
+    let daemon_cpu = cpu_ns(daemon.pid())? - daemon_cpu;
     let hwm = mem_of(daemon.pid())?.hwm;
     daemon.stop()?;
     if received + lost != n * subs as u64 {
@@ -146,6 +172,11 @@ fn qcop_once(dir: &Path, config: &str, pl: &Placement, subs: usize, n: u64) -> R
         rate: received as f64 / ((end - start) as f64 / 1e9),
         lost,
         hwm,
+        cpu: [
+            publisher_cpu as f64 / n as f64,
+            daemon_cpu as f64 / n as f64,
+            subscriber_cpu as f64 / (received.max(1)) as f64,
+        ],
     })
 }
 
@@ -186,6 +217,7 @@ fn floor_once(
         rate: received as f64 / ((end - start) as f64 / 1e9),
         lost: 0,
         hwm: 0,
+        cpu: [0.0; 3],
     })
 }
 
@@ -196,7 +228,9 @@ pub fn publisher_role(args: &RoleArgs) -> Res<()> {
     die_with_parent();
     let n: u64 = args.num("count")?;
     let mut conn = crate::procs::connect_retry(Path::new(args.str("socket")?), "bc-pub", STALL)?;
+    conn.set_send_buffer(SEND_BUFFER).ctx("send buffer")?;
     let mut payload = [0u8; PAYLOAD];
+    let cpu = cpu_ns(0)?;
     let start = mono_ns();
     for i in 0..n {
         payload[..8].copy_from_slice(&i.to_be_bytes());
@@ -204,7 +238,9 @@ pub fn publisher_role(args: &RoleArgs) -> Res<()> {
             .ctx(format_args!("send {i}"))?;
     }
     conn.flush().ctx("flush")?;
-    println!("result start_ns={start} flushed_ns={}", mono_ns());
+    let flushed = mono_ns();
+    let cpu = cpu_ns(0)? - cpu;
+    println!("result start_ns={start} flushed_ns={flushed} cpu_ns={cpu}");
     Ok(())
 }
 
@@ -214,11 +250,12 @@ pub fn subscriber_role(args: &RoleArgs) -> Res<()> {
     let n: u64 = args.num("count")?;
     let mut conn = crate::procs::connect_retry(Path::new(args.str("socket")?), "bc-sub", STALL)?;
     conn.subscribe(CHANNEL).ctx("subscribe")?;
+    let cpu = cpu_ns(0)?;
     println!("ready");
     let (mut received, mut next) = (0u64, 0u64);
     while received + conn.lost() < n {
         let msg = conn
-            .recv_timeout(STALL)
+            .recv_timeout_borrowed(STALL)
             .ctx("recv")?
             .ok_or_else(|| format!("stalled after {received} of {n} messages"))?;
         if msg.channel != CHANNEL || msg.data.len() != PAYLOAD {
@@ -232,8 +269,9 @@ pub fn subscriber_role(args: &RoleArgs) -> Res<()> {
         received += 1;
     }
     let end = mono_ns();
+    let cpu = cpu_ns(0)? - cpu;
     println!(
-        "result end_ns={end} received={received} lost={}",
+        "result end_ns={end} received={received} lost={} cpu_ns={cpu}",
         conn.lost()
     );
     Ok(())

@@ -15,9 +15,19 @@
 //! ```
 //!
 //! Requests that need an answer (`subscribe`, `is_registered`, `call`, `flush`) block for at
-//! most the connection's timeout. Sends are buffered and written as soon as the socket takes
-//! them; [`Connection::flush`] waits until the daemon has routed every earlier send and
+//! most the connection's timeout. By default each send is written as soon as the socket
+//! takes it; [`Connection::flush`] waits until the daemon has routed every earlier send and
 //! reports any that it refused.
+//!
+//! A sender of many small messages can buffer them ([`ConnectOptions::send_buffer`]): they
+//! are then written together, with one system call, when the buffer fills, at the next
+//! request or receive on the connection, on [`Connection::write_buffered`] or
+//! [`Connection::flush`], and when the connection is dropped, but at no other time, so
+//! a buffering program calls one of these before it waits for anything else.
+//!
+//! A receiver of many messages can take them without copying: [`Connection::recv_borrowed`]
+//! and its variants return a [`MessageRef`] that borrows the connection's read buffer and
+//! allocate nothing per message.
 //!
 //! To drive a connection from a poll loop (a Qt `QSocketNotifier`, glib, mio), watch
 //! [`Connection::as_raw_fd`] for readability and call [`Connection::try_recv`] until it
@@ -38,7 +48,9 @@ pub(crate) mod segments;
 pub use error::Error;
 
 use crate::pattern::{check_name, is_pattern};
-use crate::wire::{ChannelInfo, Frame, FrameReader, StatsReport, PROTOCOL_VERSION};
+use crate::wire::{
+    ChannelInfo, DecodeError, Frame, FrameReader, Kind, StatsReport, HEADER_LEN, PROTOCOL_VERSION,
+};
 pub use crate::wire::{Credentials, ErrorCode, MonitorEvent, ServiceInfo, ServiceState};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -59,6 +71,54 @@ const MAX_SEND_ERRORS: usize = 64;
 const MAX_PENDING_FDS: usize = 16;
 /// Extra time a caller waits past the call timeout for the daemon's own timeout answer.
 const CALL_GRACE: Duration = Duration::from_secs(1);
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How long a receive may wait for a message.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    Now,
+    For(Duration),
+    Forever,
+}
+
+impl Wait {
+    /// The deadline for this wait, computed (reading the clock) on first use.
+    fn deadline(self, cached: &mut Option<Instant>) -> Option<Instant> {
+        match self {
+            Wait::Forever => None,
+            Wait::Now => Some(*cached.get_or_insert_with(Instant::now)),
+            Wait::For(t) => Some(*cached.get_or_insert_with(|| deadline_after(t))),
+        }
+    }
+}
+
+/// `now + d`, saturating at a year for durations that would overflow the clock.
+fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+}
+
+/// A poll timeout reaching `until` (rounded up to whole milliseconds, so a wait does not
+/// spin through its last millisecond); `None` waits forever.
+fn poll_timeout(until: Option<Instant>) -> PollTimeout {
+    let Some(d) = until else {
+        return PollTimeout::NONE;
+    };
+    let left = d.saturating_duration_since(Instant::now());
+    let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+}
+
+/// Whether `bytes` start with a complete `Message` frame of at most `max_body` bytes.
+fn front_is_message(bytes: &[u8], max_body: u32) -> bool {
+    if bytes.len() < HEADER_LEN || bytes[4] != Kind::Message as u8 {
+        return false;
+    }
+    let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    len <= max_body && bytes.len() - HEADER_LEN >= len as usize
+}
 
 /// How to reach the daemon.
 #[derive(Debug, Clone)]
@@ -67,6 +127,7 @@ pub struct ConnectOptions {
     timeout: Duration,
     name: String,
     reconnect: bool,
+    send_buffer: usize,
 }
 
 impl Default for ConnectOptions {
@@ -89,6 +150,7 @@ impl ConnectOptions {
             timeout: Duration::from_secs(5),
             name,
             reconnect: false,
+            send_buffer: 0,
         }
     }
 
@@ -114,6 +176,22 @@ impl ConnectOptions {
     /// every subscription. Waits up to the timeout per attempt inside blocking calls.
     pub fn reconnect(mut self, on: bool) -> Self {
         self.reconnect = on;
+        self
+    }
+
+    /// Buffer sends: keep up to `bytes` of encoded sends in the connection and write them
+    /// with one system call, instead of one per [`Connection::send`]. 0 (the default)
+    /// writes every send at once. Values above 256 KiB count as 256 KiB.
+    ///
+    /// A buffered send goes out when the buffer reaches `bytes`, at the next call that
+    /// talks to the daemon or receives (every request, [`Connection::flush`],
+    /// [`Connection::write_buffered`], every `recv` variant), or when the connection is
+    /// dropped; nothing else writes it. A program that sends and then waits for something
+    /// other than this connection (a sleep, another descriptor in its own poll loop) must
+    /// call [`Connection::write_buffered`] or [`Connection::flush`] first, as Qt's
+    /// `QCopChannel::flush` was needed. See "When buffered sends go out" in the README.
+    pub fn send_buffer(mut self, bytes: usize) -> Self {
+        self.send_buffer = bytes.min(WRITE_HIGH_WATER);
         self
     }
 
@@ -148,6 +226,59 @@ impl Message {
     /// subscription made with [`Connection::subscribe_with_credentials`].
     pub fn sender(&self) -> Option<Credentials> {
         self.sender
+    }
+}
+
+/// A message received on a subscribed channel, borrowing the connection's read buffer
+/// ([`Connection::recv_borrowed`] and its variants): receiving it allocates nothing. It
+/// lives until the next call on the connection; [`MessageRef::to_message`] keeps a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRef<'a> {
+    /// The channel it was sent to (also when received through a pattern).
+    pub channel: &'a str,
+    /// The message signature, e.g. `setVolume(int)`.
+    pub message: &'a str,
+    /// The payload (QDataStream-encoded arguments by convention).
+    pub data: &'a [u8],
+    /// Set when the sender waits for a reply: copy it, let the message go, then answer
+    /// with [`Connection::reply`] on [`MessageRef::to_message`]'s copy.
+    pub call_token: Option<u32>,
+    /// Who sent it, on subscriptions made with [`Connection::subscribe_with_credentials`].
+    pub sender: Option<Credentials>,
+}
+
+impl MessageRef<'_> {
+    /// Whether the sender waits for a reply.
+    pub fn is_call(&self) -> bool {
+        self.call_token.is_some()
+    }
+
+    /// The sender's credentials, as [`Message::sender`].
+    pub fn sender(&self) -> Option<Credentials> {
+        self.sender
+    }
+
+    /// An owned copy (three allocations: channel, message and payload).
+    pub fn to_message(&self) -> Message {
+        Message {
+            channel: self.channel.to_owned(),
+            message: self.message.to_owned(),
+            data: self.data.to_vec(),
+            call_token: self.call_token,
+            sender: self.sender,
+        }
+    }
+}
+
+impl<'a> From<&'a Message> for MessageRef<'a> {
+    fn from(m: &'a Message) -> Self {
+        MessageRef {
+            channel: &m.channel,
+            message: &m.message,
+            data: &m.data,
+            call_token: m.call_token,
+            sender: m.sender,
+        }
     }
 }
 
@@ -232,10 +363,21 @@ pub struct Connection {
     opts: ConnectOptions,
     stream: UnixStream,
     reader: FrameReader,
+    /// Encoded frames not yet written (from `wpos`): sends wait here until the buffer
+    /// holds `send_buffer` bytes or another call writes them.
     wbuf: Vec<u8>,
     /// Bytes at the start of `wbuf` already written.
     wpos: usize,
+    /// Buffered bytes at which `send` writes (0: every send writes at once).
+    send_buffer: usize,
+    /// Messages decoded while waiting for an answer. They all precede any message still
+    /// undecoded in `reader`, so receives take from here first.
     inbox: VecDeque<Message>,
+    /// The inbox message a borrowing receive handed out last.
+    current: Option<Message>,
+    /// A message frame that a borrowing receive could not decode: the next receive
+    /// reports it as a lost connection (and reconnects if enabled).
+    poisoned: Option<DecodeError>,
     answers: HashMap<u32, Answer>,
     /// Descriptors received with the stream's bytes, not yet claimed by a frame.
     fds: VecDeque<OwnedFd>,
@@ -269,7 +411,10 @@ impl Connection {
             reader,
             wbuf: Vec::new(),
             wpos: 0,
+            send_buffer: opts.send_buffer,
             inbox: VecDeque::new(),
+            current: None,
+            poisoned: None,
             answers: HashMap::new(),
             fds: VecDeque::new(),
             answer_fds: HashMap::new(),
@@ -409,13 +554,14 @@ impl Connection {
     /// this connection if it is subscribed). A channel without subscribers drops it, as
     /// QCOP did; the daemon counts such drops.
     ///
-    /// Returns once the frame is buffered; see [`Connection::flush`].
+    /// Returns once the frame is buffered: written at once without
+    /// [`ConnectOptions::send_buffer`], else when the buffer fills or the next call writes
+    /// it. An error writing it (also one of earlier buffered sends) comes back from the
+    /// call that writes; errors the daemon reports for sends come back from
+    /// [`Connection::flush`]. With [`ConnectOptions::reconnect`], sends not yet written
+    /// when the connection is lost are written to the new connection.
     pub fn send(&mut self, channel: &str, message: &str, data: &[u8]) -> Result<(), Error> {
         self.check_send(channel, message, data)?;
-        self.retrying(|c| c.send_once(channel, message, data))
-    }
-
-    fn send_once(&mut self, channel: &str, message: &str, data: &[u8]) -> Result<(), Error> {
         let seq = self.next_seq() | SEND_SEQ_BIT;
         Frame::Send {
             seq,
@@ -425,7 +571,54 @@ impl Connection {
             payload: data,
         }
         .encode(&mut self.wbuf);
-        self.write_some(self.wbuf.len() > WRITE_HIGH_WATER)
+        let pending = self.wbuf.len() - self.wpos;
+        if pending < self.send_buffer {
+            return Ok(());
+        }
+        // Past the high-water mark the daemon is not keeping up: wait for it.
+        let all = self.wbuf.len() > WRITE_HIGH_WATER;
+        // A lost connection is recovered without encoding the send again: `recover`
+        // writes every unwritten send to the new connection.
+        match self.write_some(all) {
+            Err(e) if self.opts.reconnect && e.is_disconnect() => {
+                let deadline = self.deadline(self.opts.timeout);
+                self.recover(e, Some(deadline))
+            }
+            r => r,
+        }
+    }
+
+    /// Bytes of sends buffered but not yet written ([`ConnectOptions::send_buffer`]). A
+    /// poll loop that sees a non-zero value calls [`Connection::write_buffered`] before it
+    /// sleeps.
+    pub fn buffered(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
+    /// Writes every buffered send now, waiting (at most the timeout) while the socket is
+    /// full, without waiting for the daemon to route them (that is [`Connection::flush`]).
+    pub fn write_buffered(&mut self) -> Result<(), Error> {
+        if self.wpos == self.wbuf.len() {
+            return Ok(());
+        }
+        match self.write_some(true) {
+            Err(e) if self.opts.reconnect && e.is_disconnect() => {
+                let deadline = self.deadline(self.opts.timeout);
+                self.recover(e, Some(deadline))?;
+                self.write_some(true)
+            }
+            r => r,
+        }
+    }
+
+    /// Changes the send buffer ([`ConnectOptions::send_buffer`]); 0 writes what is
+    /// buffered and returns to writing every send at once.
+    pub fn set_send_buffer(&mut self, bytes: usize) -> Result<(), Error> {
+        self.send_buffer = bytes.min(WRITE_HIGH_WATER);
+        if self.send_buffer == 0 {
+            self.write_buffered()?;
+        }
+        Ok(())
     }
 
     /// Sends and waits for the daemon's acknowledgement; returns how many subscribers the
@@ -635,7 +828,7 @@ impl Connection {
     /// The next message, waiting as long as it takes.
     pub fn recv(&mut self) -> Result<Message, Error> {
         loop {
-            if let Some(m) = self.recv_until(None)? {
+            if let Some(m) = self.recv_owned(Wait::Forever)? {
                 return Ok(m);
             }
         }
@@ -643,28 +836,207 @@ impl Connection {
 
     /// The next message, or `None` after `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Message>, Error> {
-        let deadline = self.deadline(timeout);
-        self.recv_until(Some(deadline))
+        self.recv_owned(Wait::For(timeout))
     }
 
     /// A message if one is available now; never blocks (except to reconnect).
     pub fn try_recv(&mut self) -> Result<Option<Message>, Error> {
-        if let Some(m) = self.inbox.pop_front() {
-            return Ok(Some(m));
-        }
-        self.recv_until(Some(Instant::now()))
+        self.recv_owned(Wait::Now)
     }
 
-    fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Option<Message>, Error> {
+    /// Like [`Connection::recv`], but the message borrows the connection's read buffer
+    /// instead of being copied: no allocation per message.
+    pub fn recv_borrowed(&mut self) -> Result<MessageRef<'_>, Error> {
         loop {
+            // Waiting forever returns only with a message (or an error).
+            if self.next_message(Wait::Forever)?.is_some() {
+                break;
+            }
+        }
+        self.take_borrowed()
+    }
+
+    /// Like [`Connection::recv_timeout`], borrowing as [`Connection::recv_borrowed`].
+    pub fn recv_timeout_borrowed(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<MessageRef<'_>>, Error> {
+        match self.next_message(Wait::For(timeout))? {
+            None => Ok(None),
+            Some(()) => self.take_borrowed().map(Some),
+        }
+    }
+
+    /// Like [`Connection::try_recv`], borrowing as [`Connection::recv_borrowed`].
+    pub fn try_recv_borrowed(&mut self) -> Result<Option<MessageRef<'_>>, Error> {
+        match self.next_message(Wait::Now)? {
+            None => Ok(None),
+            Some(()) => self.take_borrowed().map(Some),
+        }
+    }
+
+    fn recv_owned(&mut self, wait: Wait) -> Result<Option<Message>, Error> {
+        loop {
+            if self.next_message(wait)?.is_none() {
+                return Ok(None);
+            }
             if let Some(m) = self.inbox.pop_front() {
                 return Ok(Some(m));
             }
-            match self.pump(deadline) {
-                Ok(true) => {}
-                Ok(false) => return Ok(self.inbox.pop_front()),
-                Err(e) => self.recover(e, deadline)?,
+            match self.reader.next_frame() {
+                Ok(Some(Frame::Message {
+                    token,
+                    call,
+                    channel,
+                    message,
+                    payload,
+                    sender,
+                })) => {
+                    return Ok(Some(Message {
+                        channel: channel.to_owned(),
+                        message: message.to_owned(),
+                        data: payload.to_vec(),
+                        call_token: call.then_some(token),
+                        sender,
+                    }))
+                }
+                // `next_message` saw a complete message frame at the front.
+                Ok(_) => self.poisoned = Some(DecodeError::UnknownKind(Kind::Message as u8)),
+                Err(e) => self.poisoned = Some(e),
             }
+        }
+    }
+
+    /// The message `next_message` found: from the inbox, else at the front of the reader.
+    fn take_borrowed(&mut self) -> Result<MessageRef<'_>, Error> {
+        if let Some(m) = self.inbox.pop_front() {
+            return Ok(MessageRef::from(&*self.current.insert(m)));
+        }
+        match self.reader.next_frame() {
+            Ok(Some(Frame::Message {
+                token,
+                call,
+                channel,
+                message,
+                payload,
+                sender,
+            })) => Ok(MessageRef {
+                channel,
+                message,
+                data: payload,
+                call_token: call.then_some(token),
+                sender,
+            }),
+            other => {
+                let e = match other {
+                    Err(e) => e,
+                    Ok(_) => DecodeError::UnknownKind(Kind::Message as u8),
+                };
+                // The daemon sent garbage: the next call treats the connection as lost.
+                self.poisoned = Some(e);
+                Err(Error::Protocol(e))
+            }
+        }
+    }
+
+    /// Waits (as `wait` allows) until a message is in the inbox or complete at the front of
+    /// the reader. Writes buffered sends first. Reads the clock only before blocking with a
+    /// timeout, or to reconnect.
+    fn next_message(&mut self, wait: Wait) -> Result<Option<()>, Error> {
+        let mut deadline = None;
+        if let Some(e) = self.poisoned.take() {
+            self.recover(Error::Protocol(e), wait.deadline(&mut deadline))?;
+        }
+        if self.wpos < self.wbuf.len() {
+            if let Err(e) = self.write_some(false) {
+                self.recover(e, wait.deadline(&mut deadline))?;
+            }
+        }
+        loop {
+            if !self.inbox.is_empty() {
+                return Ok(Some(()));
+            }
+            let step = match self.decode_frames(true) {
+                Ok(true) => return Ok(Some(())),
+                Ok(false) => self.fill(),
+                Err(e) => Err(e),
+            };
+            match step {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    self.recover(e, wait.deadline(&mut deadline))?;
+                    continue;
+                }
+            }
+            // Nothing more to read now.
+            let until = match wait {
+                Wait::Now => return Ok(None),
+                Wait::Forever => None,
+                Wait::For(_) => wait.deadline(&mut deadline),
+            };
+            match self.block(until) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => self.recover(e, until)?,
+            }
+        }
+    }
+
+    /// One non-blocking read into the reader. Returns whether bytes arrived.
+    fn fill(&mut self) -> Result<bool, Error> {
+        loop {
+            let got = crate::sys::recv_with_fds(
+                &self.stream,
+                self.reader.buffer_mut(READ_CHUNK),
+                &mut self.fds,
+                MAX_PENDING_FDS,
+            );
+            return match got {
+                Ok(0) => Err(self.closed_error()),
+                Ok(n) => {
+                    self.reader.filled(n);
+                    Ok(true)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(Error::Io(e)),
+            };
+        }
+    }
+
+    /// Sleeps until the socket is readable (writing buffered bytes whenever it is
+    /// writable) or `until` passes. Returns false on the deadline. Reads nothing.
+    fn block(&mut self, until: Option<Instant>) -> Result<bool, Error> {
+        loop {
+            let mut flags = PollFlags::POLLIN;
+            if self.wpos < self.wbuf.len() {
+                flags |= PollFlags::POLLOUT;
+            }
+            let mut fds = [PollFd::new(self.stream.as_fd(), flags)];
+            let ready = match nix::poll::poll(&mut fds, poll_timeout(until)) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => return Ok(true),
+                Err(e) => return Err(Error::Io(e.into())),
+            };
+            if ready == 0 {
+                return Ok(false);
+            }
+            let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+            if revents.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+                return Ok(true);
+            }
+            if revents.contains(PollFlags::POLLOUT) {
+                self.write_some(false)?;
+            }
+        }
+    }
+
+    /// The error for a stream the daemon closed: its last fatal error frame, if any.
+    fn closed_error(&mut self) -> Error {
+        match self.fatal.take() {
+            Some((code, text)) => Error::from_daemon(code, text),
+            None => Error::Disconnected,
         }
     }
 
@@ -679,9 +1051,7 @@ impl Connection {
     }
 
     fn deadline(&self, d: Duration) -> Instant {
-        let now = Instant::now();
-        now.checked_add(d)
-            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+        deadline_after(d)
     }
 
     /// Encodes a request with a fresh sequence number and writes it.
@@ -755,7 +1125,8 @@ impl Connection {
 
     /// Writes buffered bytes; with `all`, blocks (reading meanwhile) until they are out.
     fn write_some(&mut self, all: bool) -> Result<(), Error> {
-        let deadline = self.deadline(self.opts.timeout);
+        // The clock is read only if the socket is full and the caller waits.
+        let mut deadline = None;
         loop {
             while self.wpos < self.wbuf.len() {
                 match send_nosignal(&self.stream, &self.wbuf[self.wpos..]) {
@@ -763,8 +1134,12 @@ impl Connection {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        self.wbuf.clear();
-                        self.wpos = 0;
+                        // With reconnecting on, `recover` takes the unwritten sends from
+                        // the buffer; else they have nowhere to go.
+                        if !self.opts.reconnect {
+                            self.wbuf.clear();
+                            self.wpos = 0;
+                        }
                         return Err(Error::Io(e));
                     }
                 }
@@ -777,6 +1152,7 @@ impl Connection {
             if !all {
                 return Ok(());
             }
+            let deadline = *deadline.get_or_insert_with(|| deadline_after(self.opts.timeout));
             if !self.pump(Some(deadline))? && Instant::now() >= deadline {
                 return Err(Error::Timeout);
             }
@@ -786,17 +1162,19 @@ impl Connection {
     /// Waits until the socket is readable (or writable with pending output) or the deadline
     /// passes, then reads and decodes what arrived. Returns whether anything happened.
     fn pump(&mut self, deadline: Option<Instant>) -> Result<bool, Error> {
+        // Frames a borrowing receive left in the reader come first.
+        let pending = self.reader.pending();
+        if pending > 0 {
+            self.decode_frames(false)?;
+            if self.reader.pending() != pending {
+                return Ok(true);
+            }
+        }
         let mut flags = PollFlags::POLLIN;
         if self.wpos < self.wbuf.len() {
             flags |= PollFlags::POLLOUT;
         }
-        let timeout = match deadline {
-            None => PollTimeout::NONE,
-            Some(d) => {
-                let ms = d.saturating_duration_since(Instant::now()).as_millis();
-                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
-            }
-        };
+        let timeout = poll_timeout(deadline);
         let mut fds = [PollFd::new(self.stream.as_fd(), flags)];
         let ready = match nix::poll::poll(&mut fds, timeout) {
             Ok(n) => n,
@@ -820,39 +1198,34 @@ impl Connection {
         Ok(true)
     }
 
+    /// Reads and decodes everything the socket holds (messages go to the inbox).
     fn read_available(&mut self) -> Result<(), Error> {
-        const CHUNK: usize = 16 * 1024;
         loop {
-            let got = crate::sys::recv_with_fds(
-                &self.stream,
-                self.reader.buffer_mut(CHUNK),
-                &mut self.fds,
-                MAX_PENDING_FDS,
-            );
-            match got {
-                Ok(0) => {
-                    return Err(match self.fatal.take() {
-                        Some((code, text)) => Error::from_daemon(code, text),
-                        None => Error::Disconnected,
-                    })
-                }
-                Ok(n) => {
-                    self.reader.filled(n);
-                    self.decode_frames()?;
-                    // A short read drained the socket; another would only say EAGAIN.
-                    if n < CHUNK {
-                        return Ok(());
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::Io(e)),
+            let before = self.reader.pending();
+            if !self.fill()? {
+                return Ok(());
+            }
+            let got = self.reader.pending() - before;
+            self.decode_frames(false)?;
+            // A short read drained the socket; another would only say EAGAIN.
+            if got < READ_CHUNK {
+                return Ok(());
             }
         }
     }
 
-    fn decode_frames(&mut self) -> Result<(), Error> {
-        while let Some(frame) = self.reader.next_frame().map_err(Error::Protocol)? {
+    /// Decodes the complete frames in the reader. With `until_message`, stops before the
+    /// first message frame, leaves it there and returns true; else messages go to the inbox.
+    fn decode_frames(&mut self, until_message: bool) -> Result<bool, Error> {
+        loop {
+            if until_message
+                && front_is_message(self.reader.pending_bytes(), self.reader.max_body())
+            {
+                return Ok(true);
+            }
+            let Some(frame) = self.reader.next_frame().map_err(Error::Protocol)? else {
+                return Ok(false);
+            };
             if frame.kind().carries_fd() {
                 // The descriptor arrived with the frame's first byte, so it is queued by now.
                 let Some(fd) = self.fds.pop_front() else {
@@ -985,7 +1358,6 @@ impl Connection {
                 other => log::debug!("ignoring unexpected {:?} frame", other.kind()),
             }
         }
-        Ok(())
     }
 
     /// After a receive error: reconnect if enabled and the error is a lost connection.
@@ -994,23 +1366,57 @@ impl Connection {
             return Err(err);
         }
         log::info!("lost qcopd ({err}); reconnecting");
+        let replay = self.take_unwritten_sends();
         let mut backoff = Duration::from_millis(50);
-        loop {
+        let failed = loop {
             match self.reestablish() {
-                Ok(()) => return Ok(()),
-                Err(e) if !e.is_disconnect() => return Err(e),
+                Ok(()) => {
+                    // The new daemon gets the sends the old one never had in full, after
+                    // the subscriptions are back (as they were when they were sent).
+                    self.wbuf.extend_from_slice(&replay);
+                    return self.write_some(false);
+                }
+                Err(e) if !e.is_disconnect() => break e,
                 Err(_) => {}
             }
             if let Some(d) = deadline {
                 let now = Instant::now();
                 if now >= d {
-                    return Err(Error::Disconnected);
+                    break Error::Disconnected;
                 }
                 backoff = backoff.min(d - now);
             }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(2));
+        };
+        if !replay.is_empty() {
+            log::warn!(
+                "{} bytes of buffered sends not delivered: {failed}",
+                replay.len()
+            );
         }
+        Err(failed)
+    }
+
+    /// Takes the buffered sends not completely written out of the write buffer (which
+    /// is left empty). A frame the old connection got only part of was never routed, so it
+    /// is kept whole; requests are dropped, since the operation that wrote them is retried.
+    fn take_unwritten_sends(&mut self) -> Vec<u8> {
+        let mut keep = Vec::new();
+        let mut at = 0;
+        while self.wbuf.len() - at >= HEADER_LEN {
+            let h = &self.wbuf[at..at + HEADER_LEN];
+            let total = HEADER_LEN + u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            let seq = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+            let end = (at + total).min(self.wbuf.len());
+            if end > self.wpos && h[4] == Kind::Send as u8 && seq & SEND_SEQ_BIT != 0 {
+                keep.extend_from_slice(&self.wbuf[at..end]);
+            }
+            at = end;
+        }
+        self.wbuf.clear();
+        self.wpos = 0;
+        keep
     }
 
     /// Connects anew and re-registers every subscription.
@@ -1045,6 +1451,22 @@ impl Connection {
             self.subscriptions.len()
         );
         Ok(())
+    }
+}
+
+impl Drop for Connection {
+    /// Writes the sends still buffered (waiting at most the timeout for a full socket, and
+    /// reconnecting first if enabled and needed). The daemon reads them after the close.
+    fn drop(&mut self) {
+        if self.wpos == self.wbuf.len() {
+            return;
+        }
+        if let Err(e) = self.write_buffered() {
+            log::warn!(
+                "{} bytes of buffered sends not delivered: {e}",
+                self.wbuf.len() - self.wpos
+            );
+        }
     }
 }
 

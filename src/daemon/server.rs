@@ -305,7 +305,7 @@ impl Server {
     }
 
     fn next_timeout(&self) -> EpollTimeout {
-        if self.shm.has_backlog() {
+        if self.shm_has_work() {
             return EpollTimeout::ZERO;
         }
         let next = self.timers.peek().map(|Reverse((at, _))| *at);

@@ -19,7 +19,7 @@ use crate::pattern::{check_name, is_pattern};
 use crate::shm::layout::{state, Geometry, Policy};
 use crate::shm::map::{create_memfd, page_size};
 use crate::shm::mapped::MappedMemory;
-use crate::shm::ring::{Consumer, Ring};
+use crate::shm::ring::{Consumer, Polled, Ring};
 use crate::wire::{Credentials, ErrorCode, Frame, MonitorEvent};
 use nix::sys::epoll::{EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -66,6 +66,11 @@ struct Stream {
     bytes: u64,
     /// More messages may be waiting than the last turn forwarded.
     backlog: bool,
+    /// Lossless: forwarding waits until every ordinary subscriber's queue has room for
+    /// another message (the slots stay in the ring, so the publisher waits too).
+    blocked: bool,
+    /// The largest `Message` frame one of the stream's messages makes.
+    frame_bound: usize,
     /// Corrupt slots qcopd's consumer met.
     corrupt: u64,
 }
@@ -91,12 +96,30 @@ pub(super) struct ShmStreams {
     ring_bytes: u64,
     next_id: u32,
     buf: Vec<u8>,
+    /// The channel's ordinary subscribers, while a lossless stream is forwarded.
+    recipients: Vec<Slot>,
     counters: Counters,
+}
+
+/// The size of the largest `Message` frame (with credentials) carrying a payload of up to
+/// `payload` bytes on `channel`.
+fn message_frame_bound(channel: &str, message: &str, payload: u32) -> usize {
+    let mut enc = Vec::new();
+    Frame::Message {
+        token: 0,
+        call: false,
+        channel,
+        message,
+        payload: &[],
+        sender: Some(Credentials::default()),
+    }
+    .encode(&mut enc);
+    enc.len() + payload as usize
 }
 
 impl ShmStreams {
     /// Whether some stream has messages left over from the last turn.
-    pub(super) fn has_backlog(&self) -> bool {
+    fn has_backlog(&self) -> bool {
         self.streams.iter().flatten().any(|s| s.backlog)
     }
 
@@ -293,6 +316,8 @@ impl Server {
             holders: vec![None; geo.records() as usize],
             bytes,
             backlog: false,
+            blocked: false,
+            frame_bound: message_frame_bound(channel, message, geo.slot_size()),
             corrupt: 0,
         })
     }
@@ -393,13 +418,75 @@ impl Server {
         self.shm_forward(index, FORWARD_BUDGET);
     }
 
-    /// Forwards what streams left over from the last turn (see [`ShmStreams::has_backlog`]).
+    /// Forwards what streams left over from the last turn, and what lossless streams held
+    /// back while an ordinary subscriber's queue was full.
     pub(super) fn shm_poll(&mut self) {
         for index in 0..self.shm.streams.len() {
-            if self.shm.streams[index].as_ref().is_some_and(|s| s.backlog) {
+            if self.shm.streams[index]
+                .as_ref()
+                .is_some_and(|s| s.backlog || s.blocked)
+            {
                 self.shm_forward(index, FORWARD_BUDGET);
             }
         }
+    }
+
+    /// Whether the next turn of the loop must not wait: a stream has messages left over,
+    /// or a held-back lossless stream's subscribers now have room. (A subscriber whose
+    /// queue is still full has a full socket too, and its EPOLLOUT ends the wait.)
+    pub(super) fn shm_has_work(&self) -> bool {
+        self.shm.has_backlog()
+            || self.shm.streams.iter().flatten().any(|s| {
+                s.blocked && {
+                    let mut recipients = Vec::new();
+                    self.router.recipients(&s.channel, &mut recipients);
+                    self.shm_queues_have_room(s, &recipients)
+                }
+            })
+    }
+
+    /// Whether every ordinary subscriber that would receive a message of `s` has room for
+    /// it in its queue, and the daemon's total queue budget too.
+    fn shm_queues_have_room(&self, s: &Stream, recipients: &[Slot]) -> bool {
+        let frame = s.frame_bound;
+        if self.queued_total + frame as u64 > self.cfg.max_total_queue_bytes {
+            return false;
+        }
+        let limit = self.cfg.max_queue_bytes as usize;
+        recipients.iter().all(|&r| {
+            self.clients
+                .get(r)
+                .and_then(Option::as_ref)
+                .map_or(true, |c| {
+                    c.closing
+                        || !c.greeted
+                        || c.out.bytes() + frame + 64 <= limit
+                        || !self.receives(c, &s.channel, &s.message)
+                })
+        })
+    }
+
+    /// Lossless back-pressure: true if the next message of `s` can be queued for every
+    /// ordinary subscriber without dropping anything (writing full queues to their sockets
+    /// first, as queuing would).
+    fn shm_room_for_next(&mut self, s: &Stream, recipients: &[Slot]) -> bool {
+        if self.shm_queues_have_room(s, recipients) {
+            return true;
+        }
+        let limit = self.cfg.max_queue_bytes as usize;
+        for &r in recipients {
+            let full = self
+                .clients
+                .get(r)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| {
+                    !c.want_write && !c.out.is_empty() && c.out.bytes() + s.frame_bound + 64 > limit
+                });
+            if full {
+                self.flush(r);
+            }
+        }
+        self.shm_queues_have_room(s, recipients)
     }
 
     /// Forwards up to `budget` messages of stream `index` to the channel's ordinary
@@ -409,16 +496,30 @@ impl Server {
             return;
         };
         let mut buf = std::mem::take(&mut self.shm.buf);
+        let mut recipients = std::mem::take(&mut self.shm.recipients);
+        let lossless = s.ring().geometry().policy() == Policy::Lossless;
         s.backlog = false;
+        s.blocked = false;
         if s.forwarding {
+            recipients.clear();
+            if lossless {
+                self.router.recipients(&s.channel, &mut recipients);
+            }
             let mut n = 0;
             loop {
                 if n == budget {
                     s.backlog = true;
                     break;
                 }
-                let problem = match s.consumer.try_recv_into(&mut buf) {
-                    Ok(Some(r)) => {
+                if lossless && !self.shm_room_for_next(&s, &recipients) {
+                    // Hold the rest in the ring: the publisher waits for its slots, as it
+                    // would for a slow mapped subscriber. Hand back what was read so far.
+                    s.blocked = true;
+                    s.consumer.publish_position();
+                    break;
+                }
+                let problem = match s.consumer.forward_into(&mut buf) {
+                    Ok(Polled::Message(r)) => {
                         if r.lost_before > 0 {
                             self.shm.counters.overruns += r.lost_before;
                             self.shm_note_lost(&s.channel, r.lost_before);
@@ -430,10 +531,13 @@ impl Server {
                         n += 1;
                         continue;
                     }
-                    Ok(None) if !s.consumer.readable() => break,
-                    // Still "readable" after many skips, yet no message: only a scribbled
-                    // ring does that.
-                    Ok(None) => "the ring announces messages it never delivers".to_owned(),
+                    Ok(Polled::Empty) => break,
+                    // Lossy: the producer lapped qcopd again and again (counted as lost), or
+                    // the ring is scribbled; either way, on with the budget.
+                    Ok(Polled::Stalled) => {
+                        n += 1;
+                        continue;
+                    }
                     Err(e) => e.to_string(),
                 };
                 // Counted against the budget: a publisher that scribbles over every slot
@@ -454,15 +558,21 @@ impl Server {
                     s.ring().leave(0);
                     s.forwarding = false;
                     s.backlog = false;
+                    s.blocked = false;
                     break;
                 }
             }
-            if s.forwarding && !s.backlog && !s.consumer.prepare_event_sleep() && s.ring().is_open()
+            if s.forwarding
+                && !s.backlog
+                && !s.blocked
+                && !s.consumer.prepare_event_sleep()
+                && s.ring().is_open()
             {
                 s.backlog = true; // published meanwhile: look again next turn
             }
         }
-        if !s.ring().is_open() && s.owner.is_some() && !s.backlog {
+        self.shm.recipients = recipients;
+        if !s.ring().is_open() && s.owner.is_some() && !s.backlog && !s.blocked {
             // The publisher ended the stream and everything was forwarded.
             log::debug!("stream {} on {:?} ended", s.id, s.channel);
             s.owner = None;
@@ -521,6 +631,7 @@ impl Server {
                 s.ring().leave(0);
                 s.forwarding = false;
                 s.backlog = false;
+                s.blocked = false;
             }
         }
         self.scratch = recipients;
@@ -567,7 +678,7 @@ impl Server {
     fn shm_remove_if_done(&mut self, index: usize) {
         let done = self.shm.streams[index]
             .as_ref()
-            .is_some_and(|s| s.owner.is_none() && !s.backlog && s.subscribers() == 0);
+            .is_some_and(|s| s.owner.is_none() && !s.backlog && !s.blocked && s.subscribers() == 0);
         if !done {
             return;
         }

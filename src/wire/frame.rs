@@ -64,6 +64,8 @@ pub enum Kind {
     SegRemove = 0x1e,
     /// List segments and semaphores.
     SegList = 0x1f,
+    /// Take or release a segment lock through the daemon.
+    SegLock = 0x20,
     /// Become a monitor of all traffic (or of some patterns).
     Monitor = 0x0b,
     /// List the activatable services.
@@ -94,6 +96,8 @@ pub enum Kind {
     SemOpened = 0x9a,
     /// Answer to `SegList`.
     SegListing = 0x9b,
+    /// Answer to `SegLock`.
+    SegLockState = 0xa0,
     /// A copy of routed traffic for a monitor.
     Monitored = 0x8a,
     /// Answer to `ListServices`.
@@ -136,6 +140,7 @@ impl Kind {
             0x1d => SegClose,
             0x1e => SegRemove,
             0x1f => SegList,
+            0x20 => SegLock,
             0x0b => Monitor,
             0x0c => ListServices,
             0x81 => Welcome,
@@ -151,6 +156,7 @@ impl Kind {
             0x99 => SegControlBlock,
             0x9a => SemOpened,
             0x9b => SegListing,
+            0xa0 => SegLockState,
             0x8a => Monitored,
             0x8b => Services,
             0x8c => Revoked,
@@ -808,7 +814,7 @@ pub enum Frame<'a> {
         /// How many.
         count: u64,
     },
-    /// Shared-memory segments and system semaphores (kinds 0x18-0x1f, 0x98-0x9b).
+    /// Shared-memory segments and system semaphores (kinds 0x18-0x20, 0x98-0x9b, 0xa0).
     Seg(SegFrame<'a>),
     /// Turn this connection into a monitor of the traffic on `patterns` (all if empty).
     Monitor {

@@ -10,6 +10,7 @@ mod buf;
 mod frame;
 pub mod segments;
 
+#[cfg(feature = "daemon")]
 pub(crate) use buf::{put_bytes, put_str};
 pub use buf::{DecodeError, Reader};
 pub use frame::{

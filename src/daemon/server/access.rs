@@ -16,7 +16,7 @@
 //!   (counted as `monitor_dropped`), and its bytes are kept out of the daemon-wide budget,
 //!   so a slow monitor never causes a drop for anyone else.
 
-use super::{Server, Slot};
+use super::{Client, Server, Slot};
 use crate::daemon::config::{Config, ConfigError};
 use crate::daemon::names::SystemNames;
 use crate::daemon::policy::{Action, ClientView, Denial, LogLimiter, Policy, PolicyCounters};
@@ -244,6 +244,15 @@ impl Server {
 
     /// Queues `m` for each recipient the policy lets receive it, with credentials for
     /// those that asked; returns how many got it and adds their ids to `reached`.
+    /// Whether the policy lets client `c` be delivered `message` on `channel`.
+    pub(super) fn receives(&self, c: &Client, channel: &str, message: &str) -> bool {
+        let policy = &self.access.policy;
+        !policy.filters_deliveries(&c.access.view)
+            || policy
+                .check(&c.access.view, Action::Receive, channel, message)
+                .is_ok()
+    }
+
     pub(super) fn deliver(
         &mut self,
         recipients: &[Slot],
@@ -257,12 +266,7 @@ impl Server {
             let Some(c) = self.clients.get(r).and_then(Option::as_ref) else {
                 continue;
             };
-            let policy = &self.access.policy;
-            if policy.filters_deliveries(&c.access.view)
-                && policy
-                    .check(&c.access.view, Action::Receive, m.channel, m.message)
-                    .is_err()
-            {
+            if !self.receives(c, m.channel, m.message) {
                 self.access.counters.filtered += 1;
                 continue;
             }

@@ -55,6 +55,25 @@ pub struct Received {
     pub lost_before: u64,
 }
 
+/// What `Consumer::poll_into` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Polled {
+    /// A message, now in the buffer.
+    Message(Received),
+    /// The next slot is not written yet.
+    Empty,
+    /// Many overrun skips or rereads and no message: a lossy producer lapping this consumer
+    /// again and again, or a ring that announces messages nobody writes.
+    Stalled,
+}
+
+/// What `Consumer::look` found.
+enum Look {
+    Ready(ReadSlot),
+    Empty,
+    Stalled,
+}
+
 /// How a slot's stamp relates to the position a consumer wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stamp {
@@ -187,6 +206,15 @@ impl<M: RingMemory> Consumer<M> {
     /// counted; a corrupt slot is skipped, counted, and reported.
     #[inline]
     pub fn peek(&mut self) -> Result<Option<ReadSlot>, Corrupt> {
+        match self.look()? {
+            Look::Ready(m) => Ok(Some(m)),
+            Look::Empty | Look::Stalled => Ok(None),
+        }
+    }
+
+    /// `peek`, telling "nothing written yet" from "gave up after `MAX_ATTEMPTS` skips".
+    #[inline]
+    fn look(&mut self) -> Result<Look, Corrupt> {
         let mask = self.ring.geo.mask();
         for _ in 0..MAX_ATTEMPTS {
             let c = self.cursor;
@@ -195,7 +223,7 @@ impl<M: RingMemory> Consumer<M> {
             match classify(s1, c, mask) {
                 Stamp::NotYet => {
                     self.flush_cursor();
-                    return Ok(None);
+                    return Ok(Look::Empty);
                 }
                 Stamp::Ready => {
                     let base = self.ring.geo.slot_offset(c);
@@ -207,18 +235,31 @@ impl<M: RingMemory> Consumer<M> {
                         self.skip(c.wrapping_add(1));
                         return Err(Corrupt::Length(len));
                     }
-                    return Ok(Some(ReadSlot {
+                    return Ok(Look::Ready(ReadSlot {
                         pos: c,
                         data: base + off::slot::DATA,
                         len: len as usize,
                         lost_before: self.pending_lost,
                     }));
                 }
+                Stamp::Overrun if self.publishes => {
+                    // A lossless producer never writes over a slot an active record has not
+                    // released: the stamp is a lie (or somebody rewrote this record's cursor).
+                    self.skip(c.wrapping_add(1));
+                    return Err(Corrupt::Stamp(s1));
+                }
                 Stamp::Overrun => {
+                    let head = self.ring.head();
+                    if (head.wrapping_sub(c) as i64) < 0 {
+                        // The head is behind this consumer's cursor, which only ever follows
+                        // positions the head passed: the stamp cannot be a later lap.
+                        self.skip(c.wrapping_add(1));
+                        return Err(Corrupt::Stamp(s1));
+                    }
                     // Resume at the oldest message in the ring. If the producer is rewriting
                     // it right now, the copy fails validation and the next look skips on.
                     let count = u64::from(self.ring.geo.slot_count());
-                    let oldest = self.ring.head().wrapping_sub(count);
+                    let oldest = head.wrapping_sub(count);
                     let ahead = oldest.wrapping_sub(c);
                     let to = if ahead == 0 || (ahead as i64) < 0 {
                         c.wrapping_add(1) // a head that disagrees: still make progress
@@ -233,7 +274,7 @@ impl<M: RingMemory> Consumer<M> {
                 }
             }
         }
-        Ok(None)
+        Ok(Look::Stalled)
     }
 
     /// After reading a slot's payload: true if the producer did not start rewriting it, so
@@ -288,9 +329,23 @@ impl<M: RingMemory> Consumer<M> {
     /// Copies the next message into `buf` (resized to it) if one is ready.
     #[inline]
     pub fn try_recv_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<Received>, Corrupt> {
+        match self.poll_into(buf)? {
+            Polled::Message(r) => Ok(Some(r)),
+            Polled::Empty | Polled::Stalled => Ok(None),
+        }
+    }
+
+    /// Like [`Consumer::try_recv_into`], but says why no message came: the next slot is not
+    /// written yet ([`Polled::Empty`], decided by the same stamp load that found it so, so
+    /// a message committed an instant later is never mistaken for anything else), or the
+    /// consumer gave up after many overrun skips and rereads ([`Polled::Stalled`]).
+    #[inline]
+    pub fn poll_into(&mut self, buf: &mut Vec<u8>) -> Result<Polled, Corrupt> {
         for _ in 0..MAX_ATTEMPTS {
-            let Some(m) = self.peek()? else {
-                return Ok(None);
+            let m = match self.look()? {
+                Look::Ready(m) => m,
+                Look::Empty => return Ok(Polled::Empty),
+                Look::Stalled => return Ok(Polled::Stalled),
             };
             if buf.len() != m.len {
                 buf.resize(m.len, 0);
@@ -298,14 +353,39 @@ impl<M: RingMemory> Consumer<M> {
             self.ring.mem.read_bytes(m.data, buf);
             if self.still_valid(m.pos) {
                 self.release(m.pos);
-                return Ok(Some(Received {
+                return Ok(Polled::Message(Received {
                     len: m.len,
                     lost_before: m.lost_before,
                 }));
             }
-            // Overwritten while copying: the next peek sees the overrun and counts it.
+            if self.publishes {
+                // A lossless producer never rewrites a slot this record holds.
+                self.skip(m.pos.wrapping_add(1));
+                return Err(Corrupt::Stamp(
+                    self.ring.stamp(m.pos).load(Ordering::Relaxed),
+                ));
+            }
+            // Overwritten while copying: the next look sees the overrun and counts it.
         }
-        Ok(None)
+        Ok(Polled::Stalled)
+    }
+
+    /// qcopd's forwarding read: [`Consumer::poll_into`], where a consumer holding a record
+    /// of a lossless ring reports a stall as corrupt. Its producer waits for the record and
+    /// never overruns it, so skips and rereads without end mean the ring announces
+    /// messages nobody wrote. `Empty` is decided by the stamp load that found the slot
+    /// unwritten: nothing committed after it is counted against the producer.
+    pub fn forward_into(&mut self, buf: &mut Vec<u8>) -> Result<Polled, Corrupt> {
+        match self.poll_into(buf)? {
+            Polled::Stalled if self.publishes => Err(Corrupt::NoProgress),
+            other => Ok(other),
+        }
+    }
+
+    /// Stores the cursor in the record now (lossless), handing every slot read so far back
+    /// to the producer: for a consumer that stops reading for a while with messages left.
+    pub fn publish_position(&mut self) {
+        self.flush_cursor();
     }
 
     /// Whether the next `peek` has something to say (a message, an overrun, garbage).

@@ -33,7 +33,7 @@ mod producer;
 pub mod scribble;
 mod spin;
 
-pub use consumer::{Consumer, Deadline, ReadSlot, Received};
+pub use consumer::{Consumer, Deadline, Polled, ReadSlot, Received};
 pub use producer::{Producer, WriteSlot};
 
 use super::atomics::{dekker_fence, fence, AtomicU32, AtomicU64, Ordering, DEKKER};
@@ -177,6 +177,9 @@ pub enum Corrupt {
     Stamp(u64),
     /// A length larger than the slot.
     Length(u32),
+    /// Lossless: slots that claim messages the consumer can never read (overrun skips and
+    /// rereads without end, which a lossless producer never causes).
+    NoProgress,
 }
 
 impl fmt::Display for Corrupt {
@@ -184,6 +187,9 @@ impl fmt::Display for Corrupt {
         match self {
             Corrupt::Stamp(s) => write!(f, "corrupt ring: impossible slot stamp {s:#x}"),
             Corrupt::Length(l) => write!(f, "corrupt ring: message length {l} exceeds the slot"),
+            Corrupt::NoProgress => {
+                f.write_str("corrupt ring: the ring announces messages it never delivers")
+            }
         }
     }
 }
