@@ -10,6 +10,7 @@
 //! - [`timers`]: call and handshake deadlines, with the time passed in.
 //! - [`shm_segments`]: shared-memory segments and system semaphores (QSharedMemory,
 //!   QSystemSemaphore): memfds handed to attachers, locks and units recovered from the dead.
+//! - [`quota`]: what each user (uid) holds, against the per-user limits.
 //! - [`policy`]: who may send, receive and monitor what (the `policy` rules).
 //! - [`names`]: user and group names of the configuration, resolved at load.
 //! - [`activate`]: services started on demand for their channel (`[[service]]`).
@@ -24,6 +25,7 @@ pub mod listen;
 pub mod names;
 pub mod outq;
 pub mod policy;
+pub mod quota;
 pub mod router;
 pub mod server;
 pub mod shm_segments;

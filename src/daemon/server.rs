@@ -4,6 +4,7 @@
 //! checks, sender credentials, monitors) and `services` (activation of applications).
 
 mod access;
+mod input;
 mod services;
 
 use super::activate::Activation;
@@ -11,6 +12,7 @@ use super::config::{Config, SlowConsumerPolicy};
 use super::listen::{fit_fd_limit, sd_notify, AcceptPause, Listening};
 use super::outq::OutQueue;
 use super::policy::Action;
+use super::quota::Quota;
 use super::router::{Router, Slot, Subscribed, Unsubscribed};
 use super::shm_segments::{Peer, SegAnswer, Segments};
 use super::signals::Signals;
@@ -78,6 +80,10 @@ struct Client {
     dropped: u64,
     calls_in_flight: u32,
     max_payload: u32,
+    /// Bytes of `reader` charged to the user's quota.
+    input_charged: u64,
+    /// A `Timer::PartialFrame` is pending for this client.
+    partial_timer: bool,
     /// Policy view, subscriptions with credentials, monitor state.
     access: access::ClientAccess,
 }
@@ -102,7 +108,16 @@ struct PendingCall {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Call(u32),
-    Handshake { slot: Slot, id: u32 },
+    Handshake {
+        slot: Slot,
+        id: u32,
+    },
+    /// The client's read buffer held a partial frame when its reader had returned `frames`.
+    PartialFrame {
+        slot: Slot,
+        id: u32,
+        frames: u64,
+    },
 }
 
 /// Why subscriptions end (see `Server::remove_subscriptions`).
@@ -136,6 +151,8 @@ pub struct Server {
     clients: Vec<Option<Client>>,
     free_slots: Vec<Slot>,
     client_count: usize,
+    /// Per-user accounting of connections.
+    quota: Quota,
     router: Router,
     counters: Counters,
     calls: HashMap<u32, PendingCall>,
@@ -221,6 +238,7 @@ impl Server {
             clients: Vec::new(),
             free_slots: Vec::new(),
             client_count: 0,
+            quota: Quota::new(nix::unistd::geteuid().as_raw()),
             router: Router::default(),
             counters: Counters::default(),
             calls: HashMap::new(),
@@ -399,13 +417,14 @@ impl Server {
     }
 
     fn admit(&mut self, stream: UnixStream) {
-        if self.client_count >= self.cfg.max_clients as usize {
+        let (pid, uid, gid) = peer_credentials(&stream);
+        if let Err(refusal) = self.quota.connect(uid, self.cfg.connection_limits()) {
             self.counters.clients_refused += 1;
-            log::warn!(
-                "refusing a client: limit of {} reached",
-                self.cfg.max_clients
-            );
-            let text = format!("the daemon serves at most {} clients", self.cfg.max_clients);
+            if refusal.is_per_user() {
+                self.counters.clients_refused_per_user += 1;
+            }
+            log::warn!("refusing a client of uid {uid} (pid {pid}): {refusal}");
+            let text = refusal.to_string();
             let frame = Frame::Error {
                 seq: 0,
                 fatal: true,
@@ -418,9 +437,9 @@ impl Server {
         }
         if let Err(e) = stream.set_nonblocking(true) {
             log::error!("cannot configure a new connection: {e}");
+            self.quota.disconnect(uid);
             return;
         }
-        let (pid, uid, gid) = peer_credentials(&stream);
         let slot = self.free_slots.pop().unwrap_or_else(|| {
             self.clients.push(None);
             self.clients.len() - 1
@@ -432,6 +451,7 @@ impl Server {
         if let Err(e) = self.epoll.add(&stream, event) {
             log::error!("epoll_ctl(ADD) failed: {e}");
             self.free_slots.push(slot);
+            self.quota.disconnect(uid);
             return;
         }
         let id = self.next_client_id;
@@ -454,6 +474,8 @@ impl Server {
             dropped: 0,
             calls_in_flight: 0,
             max_payload: self.cfg.max_payload,
+            input_charged: 0,
+            partial_timer: false,
             access: self.access.client(uid, gid),
         });
         self.client_count += 1;
@@ -540,6 +562,9 @@ impl Server {
         } else if let Some(client) = client {
             reader.shrink_idle(0);
             client.reader = reader;
+        }
+        if !gone {
+            self.charge_input(slot, Instant::now());
         }
     }
 
@@ -796,8 +821,21 @@ impl Server {
             );
             return self.reject(slot, seq, ErrorCode::TooManySubscriptions, &text);
         }
+        let (uid, pattern) = (client.uid, is_pattern(channel));
+        let limits = self.cfg.subscription_limits();
+        if let Err(refusal) = self.quota.subscribe(uid, pattern, limits) {
+            self.counters.subscriptions_refused_per_user += 1;
+            let text = refusal.to_string();
+            return self.reject(slot, seq, ErrorCode::TooManySubscriptions, &text);
+        }
+        let Some(client) = self.clients[slot].as_mut() else {
+            return;
+        };
         match self.router.subscribe(slot, channel) {
-            Err(e) => self.reject(slot, seq, ErrorCode::BadName, &e.to_string()),
+            Err(e) => {
+                self.quota.unsubscribe(uid, pattern);
+                self.reject(slot, seq, ErrorCode::BadName, &e.to_string())
+            }
             Ok(outcome) => {
                 client.subscriptions.push(channel.into());
                 if credentials {
@@ -842,6 +880,7 @@ impl Server {
             if let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) {
                 c.subscriptions.retain(|s| s != name);
                 c.access.forget_credentials(name);
+                self.quota.unsubscribe(c.uid, is_pattern(name));
             }
             match why {
                 Removal::Unsubscribed { seq } => self.reply(slot, &Frame::Ok { seq, value: 0 }),
@@ -1174,6 +1213,7 @@ impl Server {
             subscriptions: self.router.subscription_count() as u64,
             calls_pending: self.calls.len() as u64,
             bytes_queued: self.queued_total,
+            bytes_partial_input: self.quota.input_bytes(),
             uptime_s: self.started.elapsed().as_secs(),
         };
         let clients = if with_clients {
@@ -1229,7 +1269,8 @@ impl Server {
         if near_full {
             self.flush(slot);
         }
-        let budget_full = self.queued_total + frame.len() as u64 > self.cfg.max_total_queue_bytes;
+        let held = self.queued_total + self.quota.input_bytes();
+        let budget_full = held + frame.len() as u64 > self.cfg.max_total_queue_bytes;
         let policy = self.cfg.slow_consumer;
         let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
             return false;
@@ -1470,6 +1511,9 @@ impl Server {
                         }
                     }
                 }
+                Timer::PartialFrame { slot, id, frames } => {
+                    self.partial_frame_due(slot, id, frames, now);
+                }
             }
         }
     }
@@ -1486,6 +1530,10 @@ impl Server {
                 .get(slot)
                 .and_then(Option::as_ref)
                 .is_some_and(|c| c.id == id && !c.greeted),
+            Timer::PartialFrame { slot, id, .. } => clients
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.id == id),
         });
     }
 
@@ -1535,6 +1583,8 @@ impl Server {
             self.counters.dropped_disconnected += messages;
         }
         self.client_count -= 1;
+        self.quota.disconnect(c.uid);
+        self.quota.release_input(c.uid, c.input_charged);
         self.free_slots.push(slot);
         // Calls this client made are abandoned; calls it was asked to answer lose a responder.
         let id = c.id;
@@ -1557,6 +1607,10 @@ impl Server {
         self.segments.client_closed(id);
         self.shm_client_closed(id);
         let names = std::mem::take(&mut c.subscriptions);
+        // The client is out of the table already: its quota is released here.
+        for name in &names {
+            self.quota.unsubscribe(c.uid, is_pattern(name));
+        }
         self.remove_subscriptions(slot, &names, Removal::Closed);
         // Streams this client published or mapped may have ended.
         self.shm_refresh_forwarding();
