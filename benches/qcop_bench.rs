@@ -14,8 +14,8 @@
 //! - `util`: errors, role arguments, the shared clock, `/proc` readers;
 //! - `procs`: CPU placement, child processes, qcopd, the watchdog;
 //! - `report`: percentiles and Markdown tables;
-//! - `rr`, `broadcast`, `link`, `footprint`, `startup`, `seglock`, `shm`: one group each, with
-//!   its roles.
+//! - `rr` (also `patterns`), `broadcast`, `link`, `footprint`, `startup`, `seglock`, `shm`:
+//!   one group each, with its roles.
 #![forbid(unsafe_code)]
 
 #[path = "qcop_bench/broadcast.rs"]
@@ -50,7 +50,7 @@ qcop_bench - qcop figures and their floors, measured in one run
 
 Usage: cargo bench --bench qcop_bench -- [OPTIONS] [GROUP...]
 
-Groups (default: all): rr, broadcast, link, footprint, startup, seglock, shm
+Groups (default: all): rr, patterns, broadcast, link, footprint, startup, seglock, shm
 
 Options:
   --pin LIST   Placements to measure, comma-separated: same (all processes on the first
@@ -80,6 +80,7 @@ max_total_queue_bytes = 1073741824
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Group {
     Rr,
+    Patterns,
     Broadcast,
     Link,
     Footprint,
@@ -88,8 +89,9 @@ enum Group {
     Shm,
 }
 
-const GROUPS: [(&str, Group); 7] = [
+const GROUPS: [(&str, Group); 8] = [
     ("rr", Group::Rr),
+    ("patterns", Group::Patterns),
     ("broadcast", Group::Broadcast),
     ("link", Group::Link),
     ("footprint", Group::Footprint),
@@ -184,6 +186,7 @@ fn run_role(args: &[String]) -> ExitCode {
         ("rr-client", rr::client_role),
         ("rr-responder", rr::responder_role),
         ("relay", rr::relay_role),
+        ("rr-pattern-holder", rr::pattern_holder_role),
         ("raw-rr-client", rr::raw_client_role),
         ("raw-rr-responder", rr::raw_responder_role),
         ("bc-pub", broadcast::publisher_role),
@@ -287,6 +290,20 @@ fn bench(opts: &Options, out: &mut String) -> Res<()> {
                     rounds: if q { 1 } else { 4 },
                 },
             )?,
+            Group::Patterns => rr::run_patterns(
+                dir.path(),
+                TRAFFIC_CONFIG,
+                &placements,
+                &rr::PatternParams {
+                    patterns: 4_096,
+                    rr: rr::Params {
+                        warmup: if q { 200 } else { 2_000 },
+                        iters: if q { 2_000 } else { 20_000 },
+                        rounds: if q { 1 } else { 4 },
+                    },
+                },
+            )
+            .map(|t| vec![t])?,
             Group::Broadcast => broadcast::run(
                 dir.path(),
                 TRAFFIC_CONFIG,

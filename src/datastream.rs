@@ -23,6 +23,11 @@
 //! | `QString`     | `u32` byte length, then UTF-16BE code units                  |
 //! | `QByteArray`  | `u32` byte length, then the raw bytes                        |
 //! | `QStringList` | `u32` element count, then that many `QString`s               |
+//! | `QDateTime`   | `u32` Julian day, `u32` ms since midnight, `u8` time spec    |
+//! | `QUuid`       | `u32`, `u16`, `u16`, then 8 bytes (16 bytes)                 |
+//! | `QUniqueId`   | a `QUuid` context, then a `u32` index (Qt Extended)          |
+//! | `QContentIdList` | `u32` count, then (`u32` database, `u64` id) pairs (Qt Extended) |
+//! | `QVariant`    | `u32` type id, `u8` null flag, then the value of that type   |
 //!
 //! All integers are big-endian. For `QString` and `QByteArray` the length
 //! `0xFFFF_FFFF` marks a *null* value (distinct from an empty one), which is
@@ -83,11 +88,22 @@ pub enum ArgType {
     QByteArray,
     /// `QStringList`: count-prefixed list of `QString`s.
     QStringList,
+    /// `QDateTime`: Julian day, milliseconds since midnight and time spec.
+    QDateTime,
+    /// `QUuid`: 16 bytes.
+    QUuid,
+    /// `QUniqueId` (Qt Extended): a `QUuid` context and a 32-bit index.
+    QUniqueId,
+    /// `QContentIdList` (Qt Extended): a list of (database id, content id) pairs.
+    QContentIdList,
+    /// `QVariant`: a type id and a value of one of the types QDataStream
+    /// defines for it (see [`Variant`]).
+    QVariant,
 }
 
 impl ArgType {
     /// Every supported type, in declaration order.
-    pub const ALL: [ArgType; 11] = [
+    pub const ALL: [ArgType; 16] = [
         ArgType::Int,
         ArgType::UInt,
         ArgType::Long,
@@ -99,6 +115,11 @@ impl ArgType {
         ArgType::QString,
         ArgType::QByteArray,
         ArgType::QStringList,
+        ArgType::QDateTime,
+        ArgType::QUuid,
+        ArgType::QUniqueId,
+        ArgType::QContentIdList,
+        ArgType::QVariant,
     ];
 
     /// Looks up a type by its Qt name.
@@ -122,6 +143,11 @@ impl ArgType {
             "QString" => ArgType::QString,
             "QByteArray" => ArgType::QByteArray,
             "QStringList" => ArgType::QStringList,
+            "QDateTime" => ArgType::QDateTime,
+            "QUuid" => ArgType::QUuid,
+            "QUniqueId" => ArgType::QUniqueId,
+            "QContentIdList" => ArgType::QContentIdList,
+            "QVariant" => ArgType::QVariant,
             _ => return None,
         };
         Some(ty)
@@ -143,6 +169,11 @@ impl ArgType {
             ArgType::QString => "QString",
             ArgType::QByteArray => "QByteArray",
             ArgType::QStringList => "QStringList",
+            ArgType::QDateTime => "QDateTime",
+            ArgType::QUuid => "QUuid",
+            ArgType::QUniqueId => "QUniqueId",
+            ArgType::QContentIdList => "QContentIdList",
+            ArgType::QVariant => "QVariant",
         }
     }
 
@@ -225,7 +256,8 @@ pub enum SignatureError {
     /// even when empty (`ping()`).
     MissingParens,
     /// The message name is empty, or contains something other than ASCII
-    /// letters, digits and `_`, or starts with a digit.
+    /// letters, digits, `_` and `::` scope separators, or a part of it
+    /// starts with a digit.
     BadName,
     /// An argument type is blank, as in `f(int,)`.
     EmptyArgument,
@@ -244,8 +276,8 @@ impl fmt::Display for SignatureError {
                 "message signature needs an argument list in parentheses, e.g. \"ping()\"",
             ),
             SignatureError::BadName => f.write_str(
-                "message name must be non-empty, made of ASCII letters, digits and '_', \
-                 and must not start with a digit",
+                "message name must be non-empty, made of ASCII letters, digits, '_' and \
+                 '::' scope separators, and no part of it may start with a digit",
             ),
             SignatureError::EmptyArgument => {
                 f.write_str("message signature has an empty argument type")
@@ -253,7 +285,8 @@ impl fmt::Display for SignatureError {
             SignatureError::UnknownType(name) => write!(
                 f,
                 "unsupported argument type \"{name}\" (supported: int, uint, long, ulong, \
-                 qlonglong, qulonglong, bool, double, QString, QByteArray, QStringList)"
+                 qlonglong, qulonglong, bool, double, QString, QByteArray, QStringList, \
+                 QDateTime, QUuid, QUniqueId, QContentIdList, QVariant)"
             ),
             SignatureError::TrailingGarbage => {
                 f.write_str("unexpected text after the closing ')' of the message signature")
@@ -354,8 +387,15 @@ fn split_signature(sig: &str) -> Result<(String, Vec<String>), SignatureError> {
     Ok((name.to_owned(), tokens))
 }
 
-/// Whether `name` is a C identifier made of ASCII characters.
+/// Whether `name` is a C identifier made of ASCII characters, or several
+/// joined by `::` (a scoped name such as `Time::editTime`, which Qt
+/// Extended services use).
 fn is_valid_name(name: &str) -> bool {
+    name.split("::").all(is_identifier)
+}
+
+/// Whether `name` is one C identifier made of ASCII characters.
+fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     match chars.next() {
         Some(first) if first.is_ascii_alphabetic() || first == '_' => {
@@ -684,13 +724,17 @@ fn normalize_type_bytes(buf: &[u8], t: usize, e: usize, adjust_const: bool, dept
 /// One argument value of a QCOP message.
 ///
 /// [`Display`](fmt::Display) renders it for a command-line line (used by
-/// `qcop watch`): integers, booleans and doubles plainly (doubles in Rust's
-/// shortest round-trip form, e.g. `1.0`, `1e300`, `NaN`, `inf`); `QString`
-/// double-quoted with `"`, `\` and control characters backslash-escaped;
-/// `QByteArray` as lowercase hex with a `0x` prefix (`0x0a0b`, empty is
-/// `0x`); a null `QString` or `QByteArray` as `null`; `QStringList` as
-/// `["a", "b"]`. The text of integers, doubles, booleans and byte arrays is
-/// accepted back by [`parse_arg`].
+/// `qcop watch --format rich`): integers, booleans and doubles plainly
+/// (doubles in Rust's shortest round-trip form, e.g. `1.0`, `1e300`, `NaN`,
+/// `inf`); `QString` double-quoted with `"`, `\` and control characters
+/// backslash-escaped (an unpaired surrogate as `\u{d800}`); `QByteArray` as
+/// lowercase hex with a `0x` prefix (`0x0a0b`, empty is `0x`); a null
+/// `QString`, `QByteArray` or `QDateTime` as `null`; `QStringList` as
+/// `["a", "b", null]`; `QDateTime` as `2024-05-01T12:30:00` (`.250` for
+/// milliseconds, `Z` for UTC); `QUuid` as `{xxxxxxxx-...}`; `QUniqueId` as
+/// `{uuid}:index`; `QContentIdList` as `1:42,1:43`; `QVariant` as the value
+/// it holds. The text of integers, doubles, booleans, byte arrays, UUIDs, ids
+/// and content id lists is accepted back by [`parse_arg`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// `int`.
@@ -713,9 +757,344 @@ pub enum Value {
     QString(Option<String>),
     /// `QByteArray`; `None` is a null byte array.
     QByteArray(Option<Vec<u8>>),
-    /// `QStringList`. Null elements received from a peer read as empty
-    /// strings; elements are always sent non-null.
-    QStringList(Vec<String>),
+    /// `QStringList`; a `None` element is a null string, kept as Qt keeps
+    /// it (command-line values are never null).
+    QStringList(Vec<Option<String>>),
+    /// A `QString` received with an unpaired surrogate, which a Rust
+    /// `String` cannot hold: kept unit for unit, as Qt keeps it, so that it
+    /// re-encodes to the same bytes.
+    QStringUtf16(Vec<u16>),
+    /// `QDateTime`.
+    QDateTime(DateTime),
+    /// `QUuid`, its 16 bytes in wire order.
+    QUuid([u8; 16]),
+    /// `QUniqueId` (Qt Extended).
+    QUniqueId {
+        /// The context `QUuid`.
+        context: [u8; 16],
+        /// The index within the context.
+        index: u32,
+    },
+    /// `QContentIdList` (Qt Extended): (database id, content id) pairs.
+    QContentIdList(Vec<(u32, u64)>),
+    /// `QVariant`.
+    QVariant(Variant),
+}
+
+/// A `QDateTime` as QDataStream carries it (Qt 4 stream versions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateTime {
+    /// Julian day number of the date; 0 is a null date.
+    pub julian_day: u32,
+    /// Milliseconds since midnight; `0xFFFF_FFFF` is a null time.
+    pub msecs: u32,
+    /// 0 for local time, 1 for UTC (2 is an offset from UTC, which Qt 4
+    /// does not carry on the stream).
+    pub spec: u8,
+}
+
+/// Milliseconds value of a null `QTime`.
+const NULL_TIME: u32 = 0xFFFF_FFFF;
+/// Milliseconds in a day.
+const DAY_MS: u32 = 86_400_000;
+
+impl DateTime {
+    /// The null `QDateTime` (what an unparsable value becomes).
+    pub const NULL: DateTime = DateTime {
+        julian_day: 0,
+        msecs: NULL_TIME,
+        spec: 0,
+    };
+
+    /// Whether the date and time are both valid, as `QDateTime::isValid`.
+    #[must_use]
+    pub fn is_valid(&self) -> bool {
+        self.julian_day != 0 && self.msecs < DAY_MS
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS` (Qt's `Qt::ISODate` form), or `""` for an
+    /// invalid value, as Qt prints it.
+    #[must_use]
+    pub fn iso(&self) -> String {
+        if !self.is_valid() {
+            return String::new();
+        }
+        let (y, m, d) = civil_from_julian_day(self.julian_day);
+        let s = self.msecs / 1000;
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+            s / 3600,
+            s / 60 % 60,
+            s % 60
+        )
+    }
+
+    /// Parses `YYYY-MM-DD`, optionally followed by `THH:MM`, `:SS`, `.mmm`
+    /// and `Z` (UTC; otherwise local time).
+    #[must_use]
+    pub fn parse_iso(text: &str) -> Option<DateTime> {
+        let text = text.trim();
+        let (text, spec) = match text.strip_suffix('Z') {
+            Some(rest) => (rest, 1),
+            None => (text, 0),
+        };
+        let (date, time) = text.split_once('T').unwrap_or((text, ""));
+        let mut parts = date.split('-');
+        let (y, m, d) = (
+            digits(parts.next()?, 4)?,
+            digits(parts.next()?, 2)?,
+            digits(parts.next()?, 2)?,
+        );
+        if parts.next().is_some() || !(1..=12).contains(&m) || d == 0 || d > days_in(y, m) {
+            return None;
+        }
+        let msecs = if time.is_empty() {
+            0
+        } else {
+            let (hms, ms) = time.split_once('.').unwrap_or((time, ""));
+            let mut parts = hms.split(':');
+            let h = digits(parts.next()?, 2)?;
+            let min = digits(parts.next()?, 2)?;
+            let sec = parts.next().map_or(Some(0), |p| digits(p, 2))?;
+            let ms = if ms.is_empty() { 0 } else { digits(ms, 3)? };
+            if parts.next().is_some() || h > 23 || min > 59 || sec > 59 {
+                return None;
+            }
+            ((h * 60 + min) * 60 + sec) * 1000 + ms
+        };
+        Some(DateTime {
+            julian_day: julian_day(y, m, d),
+            msecs,
+            spec,
+        })
+    }
+}
+
+/// Exactly `n` ASCII digits as a number.
+fn digits(text: &str, n: usize) -> Option<u32> {
+    if text.len() == n && text.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn days_in(y: u32, m: u32) -> u32 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Julian day number of a (proleptic Gregorian) date.
+fn julian_day(y: u32, m: u32, d: u32) -> u32 {
+    let (y, m, d) = (i64::from(y), i64::from(m), i64::from(d));
+    let a = (14 - m) / 12;
+    let y = y + 4800 - a;
+    let m = m + 12 * a - 3;
+    let jd = d + (153 * m + 2) / 5 + 365 * y + y / 4 - y / 100 + y / 400 - 32045;
+    u32::try_from(jd).unwrap_or(0)
+}
+
+/// The (proleptic Gregorian) date of a Julian day number.
+fn civil_from_julian_day(jd: u32) -> (i64, i64, i64) {
+    let a = i64::from(jd) + 32044;
+    let b = (4 * a + 3) / 146_097;
+    let c = a - 146_097 * b / 4;
+    let d = (4 * c + 3) / 1461;
+    let e = c - 1461 * d / 4;
+    let m = (5 * e + 2) / 153;
+    let day = e - (153 * m + 2) / 5 + 1;
+    let month = m + 3 - 12 * (m / 10);
+    let year = 100 * b + d - 4800 + m / 10;
+    (year, month, day)
+}
+
+/// `{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}`, as `QUuid::toString` writes it.
+#[must_use]
+pub fn uuid_text(bytes: &[u8; 16]) -> String {
+    let h = hex(bytes);
+    format!(
+        "{{{}-{}-{}-{}-{}}}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// Parses a UUID with or without braces, as `QUuid`'s string constructor.
+#[must_use]
+pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let text = text.trim();
+    let inner = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or(text);
+    let b = inner.as_bytes();
+    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+        return None;
+    }
+    let digits: String = inner.chars().filter(|&c| c != '-').collect();
+    if digits.len() != 32 || !digits.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in digits.as_bytes().chunks_exact(2).enumerate() {
+        out[i] = (hex_value(pair[0]) << 4) | hex_value(pair[1]);
+    }
+    Some(out)
+}
+
+/// A `QVariant` of one of the types QDataStream defines for it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Variant {
+    /// An invalid (empty) variant.
+    Invalid,
+    /// A variant holding a value of a type qcop also has as an argument
+    /// type (bool, int, uint, qlonglong, qulonglong, double, QString,
+    /// QStringList, QByteArray, QDateTime).
+    Value(Box<Value>),
+    /// `QChar`: one UTF-16 code unit.
+    Char(u16),
+    /// `QDate`: a Julian day number (0 is null).
+    Date(u32),
+    /// `QTime`: milliseconds since midnight (`0xFFFF_FFFF` is null).
+    Time(u32),
+    /// `QVariantList`.
+    List(Vec<Variant>),
+    /// `QVariantMap`: keys in stream order.
+    Map(Vec<(Option<String>, Variant)>),
+}
+
+/// Deepest nesting of variant lists and maps that is decoded; deeper
+/// payloads are refused rather than risking the stack.
+const MAX_VARIANT_DEPTH: usize = 16;
+
+/// QVariant type ids of Qt 4's QDataStream format.
+mod variant_type {
+    pub const INVALID: u32 = 0;
+    pub const BOOL: u32 = 1;
+    pub const INT: u32 = 2;
+    pub const UINT: u32 = 3;
+    pub const LONGLONG: u32 = 4;
+    pub const ULONGLONG: u32 = 5;
+    pub const DOUBLE: u32 = 6;
+    pub const CHAR: u32 = 7;
+    pub const MAP: u32 = 8;
+    pub const LIST: u32 = 9;
+    pub const STRING: u32 = 10;
+    pub const STRINGLIST: u32 = 11;
+    pub const BYTEARRAY: u32 = 12;
+    pub const DATE: u32 = 14;
+    pub const TIME: u32 = 15;
+    pub const DATETIME: u32 = 16;
+}
+
+impl Variant {
+    /// Appends the QDataStream encoding (type id, null flag, value).
+    fn encode(&self, out: &mut Vec<u8>) {
+        use variant_type as t;
+        let (id, null) = match self {
+            Variant::Invalid => (t::INVALID, 1),
+            Variant::Value(v) => (
+                match **v {
+                    Value::Bool(_) => t::BOOL,
+                    Value::Int(_) => t::INT,
+                    Value::UInt(_) => t::UINT,
+                    Value::Long(_) | Value::LongLong(_) => t::LONGLONG,
+                    Value::ULong(_) | Value::ULongLong(_) => t::ULONGLONG,
+                    Value::Double(_) => t::DOUBLE,
+                    Value::QStringList(_) => t::STRINGLIST,
+                    Value::QByteArray(_) => t::BYTEARRAY,
+                    Value::QDateTime(_) => t::DATETIME,
+                    // Strings, and types with no variant id of their own,
+                    // which the constructors never put here.
+                    _ => t::STRING,
+                },
+                0,
+            ),
+            Variant::Char(_) => (t::CHAR, 0),
+            Variant::Date(_) => (t::DATE, 0),
+            Variant::Time(_) => (t::TIME, 0),
+            Variant::List(_) => (t::LIST, 0),
+            Variant::Map(_) => (t::MAP, 0),
+        };
+        out.extend_from_slice(&id.to_be_bytes());
+        out.push(null);
+        match self {
+            Variant::Invalid => out.extend_from_slice(&NULL_MARKER.to_be_bytes()),
+            Variant::Value(v) => v.encode(out),
+            Variant::Char(c) => out.extend_from_slice(&c.to_be_bytes()),
+            Variant::Date(d) | Variant::Time(d) => out.extend_from_slice(&d.to_be_bytes()),
+            Variant::List(list) => {
+                out.extend_from_slice(&length_prefix(list.len()).to_be_bytes());
+                for v in list {
+                    v.encode(out);
+                }
+            }
+            Variant::Map(map) => {
+                out.extend_from_slice(&length_prefix(map.len()).to_be_bytes());
+                for (k, v) in map {
+                    Value::QString(k.clone()).encode(out);
+                    v.encode(out);
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Variant {
+    /// The held value as [`Value`] shows it; a `QChar` quoted, a `QDate`
+    /// as `YYYY-MM-DD`, a `QTime` as `HH:MM:SS.mmm`, a list as `[a, b]`, a
+    /// map as `{"key": value}`, an invalid variant as `invalid`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Variant::Invalid => f.write_str("invalid"),
+            Variant::Value(v) => write!(f, "{v}"),
+            Variant::Char(c) => write!(f, "{}", Value::QStringUtf16(vec![*c])),
+            Variant::Date(0) => f.write_str("null"),
+            Variant::Date(d) => {
+                let (y, m, d) = civil_from_julian_day(*d);
+                write!(f, "{y:04}-{m:02}-{d:02}")
+            }
+            Variant::Time(ms) if *ms >= DAY_MS => f.write_str("null"),
+            Variant::Time(ms) => {
+                let s = ms / 1000;
+                write!(
+                    f,
+                    "{:02}:{:02}:{:02}.{:03}",
+                    s / 3600,
+                    s / 60 % 60,
+                    s % 60,
+                    ms % 1000
+                )
+            }
+            Variant::List(list) => {
+                f.write_str("[")?;
+                for (i, v) in list.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str("]")
+            }
+            Variant::Map(map) => {
+                f.write_str("{")?;
+                for (i, (k, v)) in map.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{}: {v}", Value::QString(k.clone()))?;
+                }
+                f.write_str("}")
+            }
+        }
+    }
 }
 
 impl Value {
@@ -734,6 +1113,41 @@ impl Value {
             Value::QString(_) => ArgType::QString,
             Value::QByteArray(_) => ArgType::QByteArray,
             Value::QStringList(_) => ArgType::QStringList,
+            Value::QStringUtf16(_) => ArgType::QString,
+            Value::QDateTime(_) => ArgType::QDateTime,
+            Value::QUuid(_) => ArgType::QUuid,
+            Value::QUniqueId { .. } => ArgType::QUniqueId,
+            Value::QContentIdList(_) => ArgType::QContentIdList,
+            Value::QVariant(_) => ArgType::QVariant,
+        }
+    }
+
+    /// The value Qt reads for `ty` from an exhausted stream, and that the
+    /// original `qcop` tool sent for a missing argument: zero, `false`, a
+    /// null string or byte array, an empty list, a null date, a null UUID,
+    /// an invalid variant.
+    #[must_use]
+    pub fn null_of(ty: ArgType) -> Value {
+        match ty {
+            ArgType::Int => Value::Int(0),
+            ArgType::UInt => Value::UInt(0),
+            ArgType::Long => Value::Long(0),
+            ArgType::ULong => Value::ULong(0),
+            ArgType::LongLong => Value::LongLong(0),
+            ArgType::ULongLong => Value::ULongLong(0),
+            ArgType::Bool => Value::Bool(false),
+            ArgType::Double => Value::Double(0.0),
+            ArgType::QString => Value::QString(None),
+            ArgType::QByteArray => Value::QByteArray(None),
+            ArgType::QStringList => Value::QStringList(Vec::new()),
+            ArgType::QDateTime => Value::QDateTime(DateTime::NULL),
+            ArgType::QUuid => Value::QUuid([0; 16]),
+            ArgType::QUniqueId => Value::QUniqueId {
+                context: [0; 16],
+                index: 0,
+            },
+            ArgType::QContentIdList => Value::QContentIdList(Vec::new()),
+            ArgType::QVariant => Value::QVariant(Variant::Invalid),
         }
     }
 
@@ -762,9 +1176,36 @@ impl Value {
             Value::QStringList(list) => {
                 out.extend_from_slice(&length_prefix(list.len()).to_be_bytes());
                 for s in list {
-                    encode_qstring(s, out);
+                    match s {
+                        Some(s) => encode_qstring(s, out),
+                        None => out.extend_from_slice(&NULL_MARKER.to_be_bytes()),
+                    }
                 }
             }
+            Value::QStringUtf16(units) => {
+                out.extend_from_slice(&length_prefix(units.len().saturating_mul(2)).to_be_bytes());
+                for unit in units {
+                    out.extend_from_slice(&unit.to_be_bytes());
+                }
+            }
+            Value::QDateTime(dt) => {
+                out.extend_from_slice(&dt.julian_day.to_be_bytes());
+                out.extend_from_slice(&dt.msecs.to_be_bytes());
+                out.push(dt.spec);
+            }
+            Value::QUuid(bytes) => out.extend_from_slice(bytes),
+            Value::QUniqueId { context, index } => {
+                out.extend_from_slice(context);
+                out.extend_from_slice(&index.to_be_bytes());
+            }
+            Value::QContentIdList(ids) => {
+                out.extend_from_slice(&length_prefix(ids.len()).to_be_bytes());
+                for (db, id) in ids {
+                    out.extend_from_slice(&db.to_be_bytes());
+                    out.extend_from_slice(&id.to_be_bytes());
+                }
+            }
+            Value::QVariant(v) => v.encode(out),
         }
     }
 }
@@ -810,10 +1251,48 @@ impl fmt::Display for Value {
                     if i > 0 {
                         f.write_str(", ")?;
                     }
-                    write_quoted(f, s)?;
+                    match s {
+                        Some(s) => write_quoted(f, s)?,
+                        None => f.write_str("null")?,
+                    }
                 }
                 f.write_str("]")
             }
+            Value::QStringUtf16(units) => {
+                f.write_str("\"")?;
+                for c in char::decode_utf16(units.iter().copied()) {
+                    match c {
+                        Ok(c) => write_quoted_char(f, c)?,
+                        Err(e) => write!(f, "\\u{{{:x}}}", e.unpaired_surrogate())?,
+                    }
+                }
+                f.write_str("\"")
+            }
+            Value::QDateTime(dt) if !dt.is_valid() => f.write_str("null"),
+            Value::QDateTime(dt) => {
+                f.write_str(&dt.iso())?;
+                if dt.msecs % 1000 != 0 {
+                    write!(f, ".{:03}", dt.msecs % 1000)?;
+                }
+                if dt.spec == 1 {
+                    f.write_str("Z")?;
+                }
+                Ok(())
+            }
+            Value::QUuid(bytes) => f.write_str(&uuid_text(bytes)),
+            Value::QUniqueId { context, index } => {
+                write!(f, "{}:{index}", uuid_text(context))
+            }
+            Value::QContentIdList(ids) => {
+                for (i, (db, id)) in ids.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{db}:{id}")?;
+                }
+                Ok(())
+            }
+            Value::QVariant(v) => write!(f, "{v}"),
         }
     }
 }
@@ -824,18 +1303,23 @@ impl fmt::Display for Value {
 fn write_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
     f.write_str("\"")?;
     for c in s.chars() {
-        match c {
-            '"' => f.write_str("\\\"")?,
-            '\\' => f.write_str("\\\\")?,
-            '\n' => f.write_str("\\n")?,
-            '\r' => f.write_str("\\r")?,
-            '\t' => f.write_str("\\t")?,
-            '\0' => f.write_str("\\0")?,
-            c if c.is_control() => write!(f, "\\u{{{:x}}}", u32::from(c))?,
-            c => write!(f, "{c}")?,
-        }
+        write_quoted_char(f, c)?;
     }
     f.write_str("\"")
+}
+
+/// One character of [`write_quoted`].
+fn write_quoted_char(f: &mut fmt::Formatter<'_>, c: char) -> fmt::Result {
+    match c {
+        '"' => f.write_str("\\\""),
+        '\\' => f.write_str("\\\\"),
+        '\n' => f.write_str("\\n"),
+        '\r' => f.write_str("\\r"),
+        '\t' => f.write_str("\\t"),
+        '\0' => f.write_str("\\0"),
+        c if c.is_control() => write!(f, "\\u{{{:x}}}", u32::from(c)),
+        c => write!(f, "{c}"),
+    }
 }
 
 /// Quotes `s` like [`Value`]'s `QString` display, for error messages.
@@ -879,6 +1363,16 @@ pub enum ArgProblem {
     OddHexLength,
     /// A `QByteArray` hex string containing this non-hex character.
     BadHexDigit(char),
+    /// Not an ISO date and time (`2024-05-01T12:30:00`, optionally with
+    /// `.mmm` and `Z`).
+    NotADateTime,
+    /// Not a UUID (`{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}`, braces
+    /// optional).
+    NotAUuid,
+    /// Not a `QUniqueId` (`UUID:INDEX`).
+    NotAUniqueId,
+    /// Not a `QContentIdList` (`DB:ID,DB:ID,...`).
+    NotAContentIdList,
 }
 
 /// Why command-line arguments could not be turned into a payload.
@@ -944,6 +1438,16 @@ fn write_problem(f: &mut fmt::Formatter<'_>, ty: ArgType, problem: ArgProblem) -
         ArgProblem::NotABool => f.write_str("is not a boolean (use true, false, 1 or 0)"),
         ArgProblem::OddHexLength => f.write_str("has an odd number of hex digits"),
         ArgProblem::BadHexDigit(c) => write!(f, "contains the non-hex character {c:?}"),
+        ArgProblem::NotADateTime => {
+            f.write_str("is not an ISO date and time (like 2024-05-01T12:30:00)")
+        }
+        ArgProblem::NotAUuid => {
+            f.write_str("is not a UUID (like {xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx})")
+        }
+        ArgProblem::NotAUniqueId => f.write_str("is not a QUniqueId (UUID:INDEX)"),
+        ArgProblem::NotAContentIdList => {
+            f.write_str("is not a QContentIdList (DB:ID pairs separated by commas)")
+        }
     }
 }
 
@@ -962,6 +1466,13 @@ impl Error for ArgError {}
 ///   (so `0x` alone is an empty array; never null).
 /// * `QStringList`: comma-separated elements, verbatim (so elements cannot
 ///   contain commas); empty text is an empty list.
+/// * `QDateTime`: ISO `YYYY-MM-DD[THH:MM[:SS[.mmm]]][Z]`; local time unless
+///   `Z` marks UTC.
+/// * `QUuid`: `{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}`, braces optional.
+/// * `QUniqueId`: `UUID:INDEX`.
+/// * `QContentIdList`: `DB:ID` pairs separated by commas; empty text is an
+///   empty list.
+/// * `QVariant`: the text as a variant holding a `QString`.
 ///
 /// # Errors
 ///
@@ -990,8 +1501,88 @@ fn parse_value(ty: ArgType, text: &str) -> Result<Value, ArgProblem> {
         ArgType::QString => Value::QString(Some(text.to_owned())),
         ArgType::QByteArray => Value::QByteArray(Some(parse_hex(text)?)),
         ArgType::QStringList => Value::QStringList(parse_string_list(text)),
+        ArgType::QDateTime => {
+            Value::QDateTime(DateTime::parse_iso(text).ok_or(ArgProblem::NotADateTime)?)
+        }
+        ArgType::QUuid => Value::QUuid(parse_uuid(text).ok_or(ArgProblem::NotAUuid)?),
+        ArgType::QUniqueId => {
+            let (uuid, index) = text
+                .trim()
+                .rsplit_once(':')
+                .ok_or(ArgProblem::NotAUniqueId)?;
+            Value::QUniqueId {
+                context: parse_uuid(uuid).ok_or(ArgProblem::NotAUniqueId)?,
+                index: parse_int(index).map_err(|_| ArgProblem::NotAUniqueId)?,
+            }
+        }
+        ArgType::QContentIdList => {
+            let mut ids = Vec::new();
+            for pair in text.split(',').filter(|_| !text.is_empty()) {
+                let (db, id) = pair.split_once(':').ok_or(ArgProblem::NotAContentIdList)?;
+                let db = parse_int(db).map_err(|_| ArgProblem::NotAContentIdList)?;
+                let id = parse_int(id).map_err(|_| ArgProblem::NotAContentIdList)?;
+                ids.push((db, id));
+            }
+            Value::QContentIdList(ids)
+        }
+        ArgType::QVariant => Value::QVariant(Variant::Value(Box::new(Value::QString(Some(
+            text.to_owned(),
+        ))))),
     };
     Ok(value)
+}
+
+/// Parses one command-line argument the way the original `qcop` tool did,
+/// guessing where the text does not fit: a number that does not parse (or
+/// does not fit) is 0, hex digits are read skipping any other character
+/// (and an odd last digit), an unparsable date, UUID or id is null. The
+/// guess comes back with the problem it papered over, for a warning.
+/// Values that parse are read as [`parse_arg`] reads them.
+///
+/// # Errors
+///
+/// A `bool` that is not `true`, `false`, `1` or `0`: the original refused
+/// those too.
+pub fn parse_arg_lenient(ty: ArgType, text: &str) -> Result<(Value, Option<ArgProblem>), ArgError> {
+    let problem = match parse_value(ty, text) {
+        Ok(value) => return Ok((value, None)),
+        Err(problem) => problem,
+    };
+    let guess = match ty {
+        ArgType::Bool => return Err(parse_arg(ty, text).unwrap_err()),
+        ArgType::QByteArray => Value::QByteArray(Some(parse_hex_lenient(text))),
+        ArgType::QContentIdList => Value::QContentIdList(
+            text.split(',')
+                .map(|pair| {
+                    let (db, id) = pair.split_once(':').unwrap_or((pair, ""));
+                    (parse_int(db).unwrap_or(0), parse_int(id).unwrap_or(0))
+                })
+                .collect(),
+        ),
+        ArgType::QUniqueId => match text.trim().rsplit_once(':') {
+            Some((uuid, index)) => Value::QUniqueId {
+                context: parse_uuid(uuid).unwrap_or([0; 16]),
+                index: parse_int(index).unwrap_or(0),
+            },
+            None => Value::null_of(ty),
+        },
+        _ => Value::null_of(ty),
+    };
+    Ok((guess, Some(problem)))
+}
+
+/// Hex digits read as the original tool read them: every other character
+/// skipped, an odd last digit dropped.
+fn parse_hex_lenient(text: &str) -> Vec<u8> {
+    let nibbles: Vec<u8> = text
+        .bytes()
+        .filter(u8::is_ascii_hexdigit)
+        .map(hex_value)
+        .collect();
+    nibbles
+        .chunks_exact(2)
+        .map(|pair| (pair[0] << 4) | pair[1])
+        .collect()
 }
 
 /// Parses an integer and range-checks it into `T`.
@@ -1070,11 +1661,11 @@ fn hex_value(digit: u8) -> u8 {
 
 /// Splits a comma-separated list; empty text is an empty list rather than
 /// a list holding one empty string, which is the more useful reading.
-fn parse_string_list(text: &str) -> Vec<String> {
+fn parse_string_list(text: &str) -> Vec<Option<String>> {
     if text.is_empty() {
         Vec::new()
     } else {
-        text.split(',').map(str::to_owned).collect()
+        text.split(',').map(|s| Some(s.to_owned())).collect()
     }
 }
 
@@ -1134,6 +1725,10 @@ pub enum DecodeError {
     OddUtf16Length,
     /// Bytes remain after the last argument of the signature.
     TrailingBytes(usize),
+    /// A `QVariant` of a type id qcop does not decode.
+    UnsupportedVariant(u32),
+    /// `QVariant` lists or maps nested deeper than qcop decodes.
+    VariantTooDeep,
 }
 
 impl fmt::Display for DecodeError {
@@ -1149,6 +1744,13 @@ impl fmt::Display for DecodeError {
             DecodeError::TrailingBytes(n) => {
                 write!(f, "{n} unexpected bytes after the last argument")
             }
+            DecodeError::UnsupportedVariant(id) => {
+                write!(f, "QVariant of type {id}, which qcop does not decode")
+            }
+            DecodeError::VariantTooDeep => write!(
+                f,
+                "QVariant lists or maps nested more than {MAX_VARIANT_DEPTH} deep"
+            ),
         }
     }
 }
@@ -1158,9 +1760,19 @@ impl Error for DecodeError {}
 /// A cursor over an untrusted payload whose reads fail instead of panicking.
 struct Reader<'a> {
     rest: &'a [u8],
+    /// Read `bool` arguments as 4-byte integers, as the original `qcop`
+    /// tool (and Qtopia 1/2 and Opie) wrote them.
+    wide_bools: bool,
 }
 
 impl<'a> Reader<'a> {
+    fn new(rest: &'a [u8]) -> Reader<'a> {
+        Reader {
+            rest,
+            wide_bools: false,
+        }
+    }
+
     /// Takes the next `n` bytes, or reports how short the payload is.
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let head = self.rest.get(..n).ok_or(DecodeError::Truncated {
@@ -1183,8 +1795,8 @@ impl<'a> Reader<'a> {
         self.array().map(u32::from_be_bytes)
     }
 
-    /// Reads a `QString`; `None` for a null string.
-    fn qstring(&mut self) -> Result<Option<String>, DecodeError> {
+    /// Reads a `QString` as UTF-16 code units; `None` for a null string.
+    fn qstring_units(&mut self) -> Result<Option<Vec<u16>>, DecodeError> {
         let len = self.u32()?;
         if len == NULL_MARKER {
             return Ok(None);
@@ -1195,14 +1807,34 @@ impl<'a> Reader<'a> {
         // take() checks the length against the real payload, so a lying
         // prefix fails here before anything is allocated.
         let bytes = self.take(to_usize(len))?;
-        let units = bytes
-            .chunks_exact(2)
-            .map(|pair| u16::from_be_bytes([pair[0], pair[1]]));
         Ok(Some(
-            char::decode_utf16(units)
-                .map(|c| c.unwrap_or(REPLACEMENT_CHARACTER))
+            bytes
+                .chunks_exact(2)
+                .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
                 .collect(),
         ))
+    }
+
+    /// Reads a `QString`; `None` for a null string. An unpaired surrogate
+    /// becomes U+FFFD (see [`Reader::qstring_value`] for keeping it).
+    fn qstring(&mut self) -> Result<Option<String>, DecodeError> {
+        Ok(self.qstring_units()?.map(|units| {
+            char::decode_utf16(units)
+                .map(|c| c.unwrap_or(REPLACEMENT_CHARACTER))
+                .collect()
+        }))
+    }
+
+    /// Reads a `QString` argument, keeping an unpaired surrogate as Qt does
+    /// ([`Value::QStringUtf16`]).
+    fn qstring_value(&mut self) -> Result<Value, DecodeError> {
+        Ok(match self.qstring_units()? {
+            None => Value::QString(None),
+            Some(units) => match String::from_utf16(&units) {
+                Ok(text) => Value::QString(Some(text)),
+                Err(_) => Value::QStringUtf16(units),
+            },
+        })
     }
 
     /// Reads a `QByteArray`; `None` for a null array.
@@ -1214,22 +1846,85 @@ impl<'a> Reader<'a> {
         Ok(Some(self.take(to_usize(len))?.to_vec()))
     }
 
-    /// Reads a `QStringList`; null elements become empty strings.
-    fn qstringlist(&mut self) -> Result<Vec<String>, DecodeError> {
+    /// Reads a count prefix of items that take at least `min_size` bytes
+    /// each, checking it against the bytes left so that a lying count
+    /// cannot make a large allocation.
+    fn count(&mut self, min_size: usize) -> Result<usize, DecodeError> {
         let count = to_usize(self.u32()?);
-        // Each element takes at least its 4-byte length prefix; checking
-        // that first bounds the Vec allocation by the payload size.
-        if count > self.rest.len() / 4 {
+        if count > self.rest.len() / min_size {
             return Err(DecodeError::Truncated {
-                needed: count.saturating_mul(4),
+                needed: count.saturating_mul(min_size),
                 available: self.rest.len(),
             });
         }
+        Ok(count)
+    }
+
+    /// Reads a `QStringList`, keeping null elements.
+    fn qstringlist(&mut self) -> Result<Vec<Option<String>>, DecodeError> {
+        let count = self.count(4)?;
         let mut list = Vec::with_capacity(count);
         for _ in 0..count {
-            list.push(self.qstring()?.unwrap_or_default());
+            list.push(self.qstring()?);
         }
         Ok(list)
+    }
+
+    fn datetime(&mut self) -> Result<DateTime, DecodeError> {
+        Ok(DateTime {
+            julian_day: self.u32()?,
+            msecs: self.u32()?,
+            spec: self.array::<1>()?[0],
+        })
+    }
+
+    /// Reads a `QVariant` nested `depth` levels deep in lists and maps.
+    fn variant(&mut self, depth: usize) -> Result<Variant, DecodeError> {
+        use variant_type as t;
+        if depth > MAX_VARIANT_DEPTH {
+            return Err(DecodeError::VariantTooDeep);
+        }
+        let id = self.u32()?;
+        let _null = self.array::<1>()?;
+        let boxed = |v: Value| Variant::Value(Box::new(v));
+        Ok(match id {
+            t::INVALID => {
+                self.qstring()?;
+                Variant::Invalid
+            }
+            t::BOOL => boxed(Value::Bool(self.array::<1>()?[0] != 0)),
+            t::INT => boxed(Value::Int(i32::from_be_bytes(self.array()?))),
+            t::UINT => boxed(Value::UInt(self.u32()?)),
+            t::LONGLONG => boxed(Value::LongLong(i64::from_be_bytes(self.array()?))),
+            t::ULONGLONG => boxed(Value::ULongLong(u64::from_be_bytes(self.array()?))),
+            t::DOUBLE => boxed(Value::Double(f64::from_be_bytes(self.array()?))),
+            t::CHAR => Variant::Char(u16::from_be_bytes(self.array()?)),
+            t::STRING => boxed(Value::QString(self.qstring()?)),
+            t::STRINGLIST => boxed(Value::QStringList(self.qstringlist()?)),
+            t::BYTEARRAY => boxed(Value::QByteArray(self.qbytearray()?)),
+            t::DATE => Variant::Date(self.u32()?),
+            t::TIME => Variant::Time(self.u32()?),
+            t::DATETIME => boxed(Value::QDateTime(self.datetime()?)),
+            t::LIST => {
+                // A variant takes at least 5 bytes (type id and null flag).
+                let count = self.count(5)?;
+                let mut list = Vec::with_capacity(count);
+                for _ in 0..count {
+                    list.push(self.variant(depth + 1)?);
+                }
+                Variant::List(list)
+            }
+            t::MAP => {
+                let count = self.count(9)?;
+                let mut map = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let key = self.qstring()?;
+                    map.push((key, self.variant(depth + 1)?));
+                }
+                Variant::Map(map)
+            }
+            other => return Err(DecodeError::UnsupportedVariant(other)),
+        })
     }
 
     /// Reads one value of type `ty`.
@@ -1241,12 +1936,28 @@ impl<'a> Reader<'a> {
             ArgType::ULong => Value::ULong(u64::from_be_bytes(self.array()?)),
             ArgType::LongLong => Value::LongLong(i64::from_be_bytes(self.array()?)),
             ArgType::ULongLong => Value::ULongLong(u64::from_be_bytes(self.array()?)),
+            ArgType::Bool if self.wide_bools => Value::Bool(self.u32()? != 0),
             // Qt reads any nonzero byte as true, so do the same.
             ArgType::Bool => Value::Bool(self.array::<1>()?[0] != 0),
             ArgType::Double => Value::Double(f64::from_be_bytes(self.array()?)),
-            ArgType::QString => Value::QString(self.qstring()?),
+            ArgType::QString => self.qstring_value()?,
             ArgType::QByteArray => Value::QByteArray(self.qbytearray()?),
             ArgType::QStringList => Value::QStringList(self.qstringlist()?),
+            ArgType::QDateTime => Value::QDateTime(self.datetime()?),
+            ArgType::QUuid => Value::QUuid(self.array()?),
+            ArgType::QUniqueId => Value::QUniqueId {
+                context: self.array()?,
+                index: self.u32()?,
+            },
+            ArgType::QContentIdList => {
+                let count = self.count(12)?;
+                let mut ids = Vec::with_capacity(count);
+                for _ in 0..count {
+                    ids.push((self.u32()?, u64::from_be_bytes(self.array()?)));
+                }
+                Value::QContentIdList(ids)
+            }
+            ArgType::QVariant => Value::QVariant(self.variant(0)?),
         };
         Ok(value)
     }
@@ -1262,16 +1973,18 @@ fn to_usize(n: u32) -> usize {
 /// the number of bytes it occupied.
 ///
 /// Safe on untrusted input: never panics, and allocates at most a small
-/// multiple of `buf.len()`. Invalid UTF-16 (unpaired surrogates) decodes
-/// lossily to U+FFFD rather than failing.
+/// multiple of `buf.len()`. A `QString` with an unpaired surrogate is kept
+/// as [`Value::QStringUtf16`]; inside a `QStringList` (or a `QVariant`) the
+/// surrogate becomes U+FFFD.
 ///
 /// # Errors
 ///
 /// [`DecodeError::Truncated`] if `buf` is too short for the value (checked
 /// before allocating), [`DecodeError::OddUtf16Length`] for an impossible
-/// `QString` length.
+/// `QString` length, [`DecodeError::UnsupportedVariant`] and
+/// [`DecodeError::VariantTooDeep`] for a `QVariant` qcop cannot read.
 pub fn decode_value(ty: ArgType, buf: &[u8]) -> Result<(Value, usize), DecodeError> {
-    let mut reader = Reader { rest: buf };
+    let mut reader = Reader::new(buf);
     let value = reader.value(ty)?;
     Ok((value, buf.len() - reader.rest.len()))
 }
@@ -1284,15 +1997,91 @@ pub fn decode_value(ty: ArgType, buf: &[u8]) -> Result<(Value, usize), DecodeErr
 /// Any error of [`decode_value`], or [`DecodeError::TrailingBytes`] if bytes
 /// are left over after the last argument.
 pub fn decode_args(types: &[ArgType], payload: &[u8]) -> Result<Vec<Value>, DecodeError> {
-    let mut reader = Reader { rest: payload };
-    let mut values = Vec::with_capacity(types.len());
-    for &ty in types {
-        values.push(reader.value(ty)?);
-    }
+    let mut reader = Reader::new(payload);
+    let values = read_all(&mut reader, types)?;
     if !reader.rest.is_empty() {
         return Err(DecodeError::TrailingBytes(reader.rest.len()));
     }
     Ok(values)
+}
+
+fn read_all(reader: &mut Reader<'_>, types: &[ArgType]) -> Result<Vec<Value>, DecodeError> {
+    let mut values = Vec::with_capacity(types.len());
+    for &ty in types {
+        values.push(reader.value(ty)?);
+    }
+    Ok(values)
+}
+
+/// A payload decoded the way a Qt receiver reads it (see [`decode_message`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// One value per argument type.
+    pub values: Vec<Value>,
+    /// Bytes left after the last argument, which Qt ignores.
+    pub trailing: usize,
+    /// The `bool` arguments were 4-byte integers (an old sender).
+    pub wide_bools: bool,
+    /// The payload ended early (or was corrupt) at this argument: it and
+    /// every later one are [`Value::null_of`] their type, as Qt reads an
+    /// exhausted stream.
+    pub short_at: Option<usize>,
+}
+
+/// Decodes a received payload as a Qt receiver would, never failing: bytes
+/// after the last argument are ignored, and arguments the payload does not
+/// hold read as null or zero ([`Decoded::short_at`] says where). A payload
+/// whose `bool` arguments only fit as 4-byte integers, as the original
+/// `qcop` tool, Qtopia 1/2 and Opie wrote them, is read that way.
+/// Safe on untrusted input, like [`decode_value`].
+#[must_use]
+pub fn decode_message(types: &[ArgType], payload: &[u8]) -> Decoded {
+    let attempt = |wide_bools| {
+        let mut reader = Reader {
+            rest: payload,
+            wide_bools,
+        };
+        read_all(&mut reader, types).map(|values| (values, reader.rest.len()))
+    };
+    let narrow = attempt(false);
+    if !matches!(narrow, Ok((_, 0))) && types.contains(&ArgType::Bool) {
+        if let Ok((values, 0)) = attempt(true) {
+            return Decoded {
+                values,
+                trailing: 0,
+                wide_bools: true,
+                short_at: None,
+            };
+        }
+    }
+    if let Ok((values, trailing)) = narrow {
+        return Decoded {
+            values,
+            trailing,
+            wide_bools: false,
+            short_at: None,
+        };
+    }
+    // Read as far as the payload goes, then the nulls Qt would produce.
+    let mut reader = Reader::new(payload);
+    let mut values = Vec::with_capacity(types.len());
+    let mut short_at = None;
+    for (i, &ty) in types.iter().enumerate() {
+        match short_at.is_none().then(|| reader.value(ty)) {
+            Some(Ok(v)) => values.push(v),
+            Some(Err(_)) => {
+                short_at = Some(i);
+                values.push(Value::null_of(ty));
+            }
+            None => values.push(Value::null_of(ty)),
+        }
+    }
+    Decoded {
+        values,
+        trailing: 0,
+        wide_bools: false,
+        short_at,
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1384,18 +2173,18 @@ mod tests {
     #[test]
     fn qstringlist_encodings() {
         check_bytes(
-            Value::QStringList(vec!["a".into()]),
+            Value::QStringList(vec![s("a")]),
             &[0, 0, 0, 1, 0, 0, 0, 2, 0, 0x61],
         );
         check_bytes(Value::QStringList(vec![]), &[0, 0, 0, 0]);
         check_bytes(
-            Value::QStringList(vec!["".into(), "ab".into()]),
+            Value::QStringList(vec![s(""), s("ab")]),
             &[0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0x61, 0, 0x62],
         );
-        // A null element sent by Qt reads as an empty string.
-        assert_eq!(
-            decode_value(ArgType::QStringList, &[0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff]),
-            Ok((Value::QStringList(vec![String::new()]), 8))
+        // A null element is kept, as Qt keeps it.
+        check_bytes(
+            Value::QStringList(vec![None, s("")]),
+            &[0, 0, 0, 2, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0],
         );
     }
 
@@ -1467,15 +2256,21 @@ mod tests {
             decode_value(ArgType::QString, &[0, 0, 0, 3, 0, 0x61, 0]),
             Err(DecodeError::OddUtf16Length)
         );
-        // An unpaired high surrogate is replaced, not rejected.
+        // An unpaired high surrogate is kept, as Qt keeps it.
+        check_bytes(
+            Value::QStringUtf16(vec![0xd800, 0x61]),
+            &[0, 0, 0, 4, 0xd8, 0x00, 0, 0x61],
+        );
         assert_eq!(
-            decode_value(ArgType::QString, &[0, 0, 0, 4, 0xd8, 0x00, 0, 0x61]),
-            Ok((Value::QString(s("\u{FFFD}a")), 8))
+            Value::QStringUtf16(vec![0xd800, 0x61]).to_string(),
+            r#""\u{d800}a""#
         );
         // So is a lone low surrogate.
+        check_bytes(Value::QStringUtf16(vec![0xdc00]), &[0, 0, 0, 2, 0xdc, 0x00]);
+        // Inside a list it is replaced.
         assert_eq!(
-            decode_value(ArgType::QString, &[0, 0, 0, 2, 0xdc, 0x00]),
-            Ok((Value::QString(s("\u{FFFD}")), 6))
+            decode_value(ArgType::QStringList, &[0, 0, 0, 1, 0, 0, 0, 2, 0xdc, 0x00]),
+            Ok((Value::QStringList(vec![s("\u{FFFD}")]), 10))
         );
     }
 
@@ -1585,7 +2380,7 @@ mod tests {
             ("f(int))", TrailingGarbage),
             ("f(int,)", EmptyArgument),
             ("f(,int)", EmptyArgument),
-            ("f(QVariant)", UnknownType("QVariant".into())),
+            ("f(QPoint)", UnknownType("QPoint".into())),
             // A non-const reference is a different type in Qt.
             ("f(int&)", UnknownType("int&".into())),
             (
@@ -1596,9 +2391,9 @@ mod tests {
         for (sig, expected) in cases {
             assert_eq!(parse_signature(sig).as_ref(), Err(expected), "{sig:?}");
         }
-        assert!(UnknownType("QVariant".into())
+        assert!(UnknownType("QPoint".into())
             .to_string()
-            .contains("\"QVariant\""));
+            .contains("\"QPoint\""));
         assert!(MissingParens.to_string().contains("ping()"));
     }
 
@@ -1690,9 +2485,9 @@ mod tests {
     #[test]
     fn lenient_signature() {
         assert_eq!(
-            parse_signature_lenient("f(int, QMap<QString, int>, const QVariant &)"),
+            parse_signature_lenient("f(int, QMap<QString, int>, const QPoint &)"),
             Ok((
-                "f(int,QMap<QString,int>,QVariant)".to_owned(),
+                "f(int,QMap<QString,int>,QPoint)".to_owned(),
                 vec![Some(ArgType::Int), None, None]
             ))
         );
@@ -1718,7 +2513,7 @@ mod tests {
         assert_eq!(ArgType::parse("quint64"), Some(ArgType::ULongLong));
         assert_eq!(ArgType::parse("qint32"), Some(ArgType::Int));
         assert_eq!(ArgType::parse("quint32"), Some(ArgType::UInt));
-        assert_eq!(ArgType::parse("QVariant"), None);
+        assert_eq!(ArgType::parse("QPoint"), None);
         assert_eq!(ArgType::parse("Int"), None);
     }
 
@@ -1818,7 +2613,7 @@ mod tests {
         );
         assert_eq!(
             parse_arg(ArgType::QStringList, "a,b,"),
-            Ok(Value::QStringList(vec!["a".into(), "b".into(), "".into()]))
+            Ok(Value::QStringList(vec![s("a"), s("b"), s("")]))
         );
     }
 
@@ -1857,6 +2652,146 @@ mod tests {
         );
     }
 
+    // ---- the types of Qt Extended and QVariant -----------------------------
+
+    #[test]
+    fn datetime_uuid_and_id_encodings() {
+        let dt = DateTime::parse_iso("2024-05-01T12:30:05.250Z").unwrap();
+        // 2024-05-01 is Julian day 2460432.
+        assert_eq!(dt.julian_day, 2_460_432);
+        let ms = (12 * 3600 + 30 * 60 + 5) * 1000 + 250u32;
+        let mut bytes = 2_460_432u32.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&ms.to_be_bytes());
+        bytes.push(1);
+        check_bytes(Value::QDateTime(dt), &bytes);
+        assert_eq!(dt.iso(), "2024-05-01T12:30:05");
+        assert_eq!(Value::QDateTime(dt).to_string(), "2024-05-01T12:30:05.250Z");
+        assert_eq!(DateTime::parse_iso("2024-02-30"), None);
+        assert_eq!(DateTime::parse_iso("2024-02-29").unwrap().msecs, 0);
+        assert_eq!(DateTime::NULL.iso(), "");
+
+        let text = "{12345678-9abc-def0-1234-56789abcdef0}";
+        let uuid = parse_uuid(text).unwrap();
+        assert_eq!(uuid[..4], [0x12, 0x34, 0x56, 0x78]);
+        assert_eq!(uuid_text(&uuid), text);
+        assert_eq!(parse_uuid(&text[1..37]), Some(uuid));
+        assert_eq!(parse_uuid("{1234}"), None);
+        check_bytes(Value::QUuid(uuid), &uuid);
+
+        let id = parse_arg(ArgType::QUniqueId, &format!("{text}:7")).unwrap();
+        let mut bytes = uuid.to_vec();
+        bytes.extend_from_slice(&[0, 0, 0, 7]);
+        check_bytes(id.clone(), &bytes);
+        assert_eq!(id.to_string(), format!("{text}:7"));
+
+        let ids = parse_arg(ArgType::QContentIdList, "1:42,2:7").unwrap();
+        check_bytes(
+            ids.clone(),
+            &[
+                0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 42, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 7,
+            ],
+        );
+        assert_eq!(ids.to_string(), "1:42,2:7");
+        assert_eq!(
+            parse_arg(ArgType::QContentIdList, ""),
+            Ok(Value::QContentIdList(vec![]))
+        );
+    }
+
+    #[test]
+    fn variants_decode_as_qt_writes_them() {
+        // QVariant(int 5): type 2, not null, value.
+        check_bytes(
+            Value::QVariant(Variant::Value(Box::new(Value::Int(5)))),
+            &[0, 0, 0, 2, 0, 0, 0, 0, 5],
+        );
+        // QVariantList of a QString and a bool.
+        let bytes = [
+            0, 0, 0, 9, 0, 0, 0, 0, 2, 0, 0, 0, 10, 0, 0, 0, 0, 2, 0, b'a', 0, 0, 0, 1, 0, 1,
+        ];
+        let (v, used) = decode_value(ArgType::QVariant, &bytes).unwrap();
+        assert_eq!(used, bytes.len());
+        assert_eq!(v.to_string(), r#"["a", true]"#);
+        // An invalid variant carries an empty QString.
+        check_bytes(
+            Value::QVariant(Variant::Invalid),
+            &[0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff],
+        );
+        assert_eq!(
+            decode_value(ArgType::QVariant, &[0, 0, 0, 19, 0]),
+            Err(DecodeError::UnsupportedVariant(19))
+        );
+        // Nesting is bounded.
+        let mut deep = Vec::new();
+        for _ in 0..40 {
+            deep.extend_from_slice(&[0, 0, 0, 9, 0, 0, 0, 0, 1]);
+        }
+        assert_eq!(
+            decode_value(ArgType::QVariant, &deep),
+            Err(DecodeError::VariantTooDeep)
+        );
+    }
+
+    #[test]
+    fn messages_decode_as_qt_reads_them() {
+        // Trailing bytes are ignored.
+        let d = decode_message(&[ArgType::Int], &[0, 0, 0, 1, 9, 9]);
+        assert_eq!((d.values, d.trailing), (vec![Value::Int(1)], 2));
+        // The 4-byte bool of old senders.
+        let d = decode_message(&[ArgType::Bool, ArgType::Int], &[0, 0, 0, 1, 0, 0, 0, 2]);
+        assert_eq!(d.values, vec![Value::Bool(true), Value::Int(2)]);
+        assert!(d.wide_bools);
+        let d = decode_message(&[ArgType::Bool], &[1]);
+        assert_eq!((d.values, d.wide_bools), (vec![Value::Bool(true)], false));
+        let d = decode_message(&[ArgType::Bool], &[0, 0, 0, 0]);
+        assert_eq!((d.values, d.wide_bools), (vec![Value::Bool(false)], true));
+        // A short payload reads as nulls from where it ends.
+        let d = decode_message(&[ArgType::Int, ArgType::QString], &[0, 0, 0, 3, 0, 0]);
+        assert_eq!(d.values, vec![Value::Int(3), Value::QString(None)]);
+        assert_eq!(d.short_at, Some(1));
+    }
+
+    #[test]
+    fn lenient_values_guess_as_the_original_tool() {
+        let guess = |ty, text| parse_arg_lenient(ty, text).unwrap();
+        assert_eq!(guess(ArgType::Int, "12"), (Value::Int(12), None));
+        assert_eq!(
+            guess(ArgType::Int, "abc"),
+            (Value::Int(0), Some(ArgProblem::NotANumber))
+        );
+        assert_eq!(
+            guess(ArgType::Int, "99999999999"),
+            (Value::Int(0), Some(ArgProblem::OutOfRange))
+        );
+        assert_eq!(
+            guess(ArgType::QByteArray, "0a:0B-c"),
+            (
+                Value::QByteArray(Some(vec![0x0a, 0x0b])),
+                Some(ArgProblem::BadHexDigit(':'))
+            )
+        );
+        assert_eq!(
+            guess(ArgType::QDateTime, "soon").0,
+            Value::QDateTime(DateTime::NULL)
+        );
+        assert_eq!(guess(ArgType::QUuid, "x").0, Value::QUuid([0; 16]));
+        assert!(parse_arg_lenient(ArgType::Bool, "maybe").is_err());
+        assert_eq!(guess(ArgType::Bool, "TRUE"), (Value::Bool(true), None));
+    }
+
+    #[test]
+    fn scoped_message_names() {
+        let sig = parse_signature("Time::editTime()").unwrap();
+        assert_eq!(sig.name, "Time::editTime");
+        assert_eq!(
+            parse_signature("a::b::c(int)").unwrap().normalized(),
+            "a::b::c(int)"
+        );
+        for bad in ["::f()", "f::()", "a:::b()", "a:b()"] {
+            assert_eq!(parse_signature(bad), Err(SignatureError::BadName), "{bad}");
+        }
+    }
+
     // ---- display -----------------------------------------------------------
 
     #[test]
@@ -1877,8 +2812,8 @@ mod tests {
             (Value::QByteArray(None), "null"),
             (Value::QStringList(vec![]), "[]"),
             (
-                Value::QStringList(vec!["a".into(), "b\"".into()]),
-                r#"["a", "b\""]"#,
+                Value::QStringList(vec![s("a"), s("b\""), None]),
+                r#"["a", "b\"", null]"#,
             ),
         ];
         for (value, text) in cases {
@@ -1906,16 +2841,49 @@ mod tests {
             any::<f64>().prop_map(Value::Double),
             prop::option::of(arb_string()).prop_map(Value::QString),
             prop::option::of(prop::collection::vec(any::<u8>(), 0..16)).prop_map(Value::QByteArray),
-            prop::collection::vec(arb_string(), 0..5).prop_map(Value::QStringList),
+            prop::collection::vec(prop::option::of(arb_string()), 0..5)
+                .prop_map(Value::QStringList),
+            prop::collection::vec(any::<u16>(), 0..8).prop_map(Value::QStringUtf16),
+            (any::<u32>(), any::<u32>(), 0u8..2).prop_map(|(julian_day, msecs, spec)| {
+                Value::QDateTime(DateTime {
+                    julian_day,
+                    msecs,
+                    spec,
+                })
+            }),
+            any::<[u8; 16]>().prop_map(Value::QUuid),
+            (any::<[u8; 16]>(), any::<u32>())
+                .prop_map(|(context, index)| Value::QUniqueId { context, index }),
+            prop::collection::vec((any::<u32>(), any::<u64>()), 0..4)
+                .prop_map(Value::QContentIdList),
+            arb_variant().prop_map(Value::QVariant),
         ]
     }
 
+    fn arb_variant() -> impl Strategy<Value = Variant> {
+        let leaf = prop_oneof![
+            Just(Variant::Invalid),
+            any::<i32>().prop_map(|v| Variant::Value(Box::new(Value::Int(v)))),
+            any::<bool>().prop_map(|v| Variant::Value(Box::new(Value::Bool(v)))),
+            prop::option::of(arb_string())
+                .prop_map(|v| Variant::Value(Box::new(Value::QString(v)))),
+            any::<u16>().prop_map(Variant::Char),
+            any::<u32>().prop_map(Variant::Date),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Variant::List),
+                prop::collection::vec((prop::option::of(arb_string()), inner), 0..3)
+                    .prop_map(Variant::Map),
+            ]
+        })
+    }
+
     /// Equality that compares doubles bitwise, so NaN equals itself.
+    /// Equality of what goes on the wire, so NaN equals itself and a valid
+    /// `QStringUtf16` equals the same `QString`.
     fn same(a: &Value, b: &Value) -> bool {
-        match (a, b) {
-            (Value::Double(x), Value::Double(y)) => x.to_bits() == y.to_bits(),
-            _ => a == b,
-        }
+        encoded(a) == encoded(b)
     }
 
     fn arb_type() -> impl Strategy<Value = String> {
@@ -2037,7 +3005,12 @@ mod tests {
             // Display output of scalars and byte arrays is valid parse_arg input.
             let round_trips = !matches!(
                 value,
-                Value::QString(_) | Value::QStringList(_) | Value::QByteArray(None)
+                Value::QString(_)
+                    | Value::QStringList(_)
+                    | Value::QByteArray(None)
+                    | Value::QStringUtf16(_)
+                    | Value::QDateTime(_)
+                    | Value::QVariant(_)
             );
             if round_trips {
                 let parsed = parse_arg(value.arg_type(), &value.to_string()).unwrap();

@@ -89,8 +89,9 @@ pub fn is_pattern(name: &str) -> bool {
     name.contains(['*', '?', '['])
 }
 
+/// One element of a compiled pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
+pub(crate) enum Token {
     Star,
     AnyChar,
     Literal(char),
@@ -169,6 +170,11 @@ impl Pattern {
             tokens.push(tok);
         }
         Ok(Pattern { tokens })
+    }
+
+    /// The compiled tokens (for the daemon's pattern index).
+    pub(crate) fn tokens(&self) -> &[Token] {
+        &self.tokens
     }
 
     /// Whether the whole of `name` matches.

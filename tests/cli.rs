@@ -197,10 +197,15 @@ fn send_refused_by_the_daemon_limit_fails() {
 }
 
 #[test]
-fn watch_prints_one_decoded_line_per_message() {
+fn watch_rich_format_prints_one_decoded_line_per_message() {
     let d = Daemon::start();
     let mut conn = d.connect();
-    let child = spawn(&d, &["watch", "--count", "5", "test/w", "test/p/*"]);
+    let child = spawn(
+        &d,
+        &[
+            "--format", "rich", "watch", "--count", "5", "test/w", "test/p/*",
+        ],
+    );
     wait_registered(&mut conn, "test/w");
     wait_pattern(&mut conn, "test/p/*");
 
@@ -241,14 +246,37 @@ fn watch_prints_one_decoded_line_per_message() {
 }
 
 #[test]
-fn watch_hex_modifier_and_idle_timeout() {
+fn watch_nohex_modifier_and_idle_timeout() {
     let d = Daemon::start();
     let mut conn = d.connect();
-    let child = spawn(&d, &["hex", "watch", "--count", "1", "test/h"]);
-    wait_registered(&mut conn, "test/h");
-    conn.send("test/h", "f(int)", &42i32.to_be_bytes()).unwrap();
-    conn.flush().unwrap();
-    assert_run(&finish(child), 0, "test/h f(int) 0x0000002a\n");
+    let mut payload = 42i32.to_be_bytes().to_vec();
+    payload.extend_from_slice(&[0, 0, 0, 2, b'h', b'i']);
+    // nohex changes how byte arrays print, and nothing else.
+    for (args, expected) in [
+        (
+            &[
+                "--format", "rich", "nohex", "watch", "--count", "1", "test/h",
+            ][..],
+            "test/h f(int,QByteArray) 42 \"hi\"\n",
+        ),
+        (
+            &["--format", "rich", "hex", "watch", "--count", "1", "test/h"][..],
+            "test/h f(int,QByteArray) 42 0x6869\n",
+        ),
+        (
+            &["nohex", "watch", "--count", "1", "test/h"][..],
+            "test/h: f( 42, \"hi\" )\n",
+        ),
+    ] {
+        let child = spawn(&d, args);
+        wait_registered(&mut conn, "test/h");
+        conn.send("test/h", "f(int,QByteArray)", &payload).unwrap();
+        conn.flush().unwrap();
+        assert_run(&finish(child), 0, expected);
+        eventually("the watcher left", || {
+            !conn.is_registered("test/h").unwrap()
+        });
+    }
 
     // No message at all: --timeout ends the watch successfully.
     let o = qcop(&d, &["watch", "--timeout", "1", "test/quiet"]);
@@ -266,7 +294,7 @@ fn watch_into_a_reader_that_closes_early_exits_quietly() {
     let mut reader = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
-    assert_eq!(line, "test/pipe first()\n");
+    assert_eq!(line, "test/pipe: first()\n");
     // Like `qcop watch | head -1`: the reader goes away, the next line hits a closed pipe.
     drop(reader);
     // A process forked meanwhile by another test thread holds a copy of the read end until
@@ -321,7 +349,7 @@ fn watch_reports_messages_the_daemon_dropped() {
     // Drop-oldest keeps the newest message.
     assert_eq!(
         lines.last().copied(),
-        Some(format!("test/slow s(int,QString) {} \"{filler}\"", SENT - 1).as_str())
+        Some(format!("test/slow: s( {}, \"{filler}\" )", SENT - 1).as_str())
     );
 }
 
@@ -338,13 +366,35 @@ fn wait_prints_the_arguments_of_the_matching_message() {
     conn.send("test/wait", "done(int,QString)", &payload)
         .unwrap();
     conn.flush().unwrap();
+    // As the original tool: one argument a line, unquoted.
+    assert_run(&finish(child), 0, "7\nok\n");
+
+    let child = spawn(
+        &d,
+        &["--format", "rich", "wait", "test/wait", "done(int,QString)"],
+    );
+    wait_registered(&mut conn, "test/wait");
+    conn.send("test/wait", "done(int,QString)", &payload)
+        .unwrap();
+    conn.flush().unwrap();
     assert_run(&finish(child), 0, "7 \"ok\"\n");
 
-    let child = spawn(&d, &["wait", "test/empty", "ping()"]);
-    wait_registered(&mut conn, "test/empty");
-    conn.send("test/empty", "ping()", &[]).unwrap();
-    conn.flush().unwrap();
-    assert_run(&finish(child), 0, "\n");
+    for (args, expected) in [
+        (&["wait", "test/empty", "ping()"][..], ""),
+        (
+            &["--format", "rich", "wait", "test/empty", "ping()"][..],
+            "\n",
+        ),
+    ] {
+        eventually("the last waiter left", || {
+            !conn.is_registered("test/empty").unwrap()
+        });
+        let child = spawn(&d, args);
+        wait_registered(&mut conn, "test/empty");
+        conn.send("test/empty", "ping()", &[]).unwrap();
+        conn.flush().unwrap();
+        assert_run(&finish(child), 0, expected);
+    }
 }
 
 #[test]
@@ -633,8 +683,9 @@ fn chain_stops_at_the_first_failure() {
 }
 
 #[test]
-fn usage_errors_exit_2_without_connecting() {
-    let cases: &[(&[&str], &str)] = &[
+fn usage_errors_exit_1_like_the_original_and_2_when_strict() {
+    // The original's commands and forms: exit 1, as the original exited.
+    let original: &[(&[&str], &str)] = &[
         (&[], "qcop: no command given\n"),
         (&["frobnicate"], "qcop: unknown command \"frobnicate\""),
         (
@@ -646,8 +697,8 @@ fn usage_errors_exit_2_without_connecting() {
             "qcop: f(int,bool): argument 2 (bool): \"yes\" is not a boolean",
         ),
         (
-            &["send", "a", "f(QVariant)", "x"],
-            "qcop: \"f(QVariant)\": unsupported argument type",
+            &["send", "a", "f(QPoint)", "x"],
+            "qcop: \"f(QPoint)\": unsupported argument type",
         ),
         (&["send", "QPE/*", "f()"], "qcop: \"QPE/*\" is a pattern"),
         (
@@ -659,15 +710,43 @@ fn usage_errors_exit_2_without_connecting() {
             "qcop: --timeout takes milliseconds",
         ),
         (
-            &["send", "a", "b()", "--"],
+            &["timeout", "soon", "watch", "a"],
+            "qcop: the timeout modifier",
+        ),
+        (
+            &["QPE/a", "f(bool)"],
+            "qcop: f(bool): argument 1 (bool) is missing",
+        ),
+        (&["QPE/a", "f()", "-w", "QPE/b"], "qcop: -w needs CHANNEL"),
+        (&["enum"], "qcop: enum takes one type NAME"),
+    ];
+    // --strict, and the commands only qcop has: exit 2, as qcop always did.
+    let strict: &[(&[&str], &str)] = &[
+        (
+            &["--strict", "send", "a", "f(int)", "x"],
+            "qcop: f(int): argument 1 (int): \"x\" is not a number\n",
+        ),
+        (
+            &["--strict", "QPE/a", "f(QString)"],
+            "qcop: f(QString): message takes 1 argument but 0 were given\n",
+        ),
+        (
+            &["--strict", "send", "a", "b()", "--"],
             "qcop: command 2 of the '--' chain is empty\n",
         ),
+        (
+            &["call", "a", "f(int)", "x"],
+            "qcop: f(int): argument 1 (int): \"x\" is not a number\n",
+        ),
+        (&["registered"], "qcop: registered needs CHANNEL"),
     ];
-    for (args, expected) in cases {
-        let o = qcop_without_daemon(args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
-        assert_eq!(stdout(&o), "", "{args:?}");
-        assert!(stderr(&o).starts_with(expected), "{args:?}: {}", stderr(&o));
+    for (cases, code) in [(original, 1), (strict, 2)] {
+        for (args, expected) in cases {
+            let o = qcop_without_daemon(args);
+            assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+            assert_eq!(stdout(&o), "", "{args:?}");
+            assert!(stderr(&o).starts_with(expected), "{args:?}: {}", stderr(&o));
+        }
     }
 }
 
@@ -706,6 +785,14 @@ fn help_and_version() {
         "stats",
         "call CHANNEL",
         "serve CHANNEL",
+        "query CHANNEL",
+        "list",
+        "enum NAME",
+        "--strict",
+        "--format classic|rich",
+        "-l, --user USER",
+        "QDateTime",
+        "QContentIdList",
         "qulonglong",
         "QStringList",
         "notimeout",

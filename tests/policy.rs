@@ -175,25 +175,41 @@ fn subscriptions_and_deliveries_follow_receive_rules() {
     };
     let (a, b) = (&bus.users.a, &bus.users.b);
     // Rule 3 matches the name as written: the channel and the pattern on it are refused.
-    let o = bus.run_as(b, &["watch", "--count", "1", "QPE/Secure/keys"]);
+    let o = bus.run_as(
+        b,
+        &[
+            "--format",
+            "rich",
+            "watch",
+            "--count",
+            "1",
+            "QPE/Secure/keys",
+        ],
+    );
     assert_denied(
         &o,
         "subscription to \"QPE/Secure/keys\" denied by rule 3 (deny receive QPE/Secure/* for user qcoptest-b)",
     );
-    let o = bus.run_as(b, &["watch", "--count", "1", "QPE/Secure/*"]);
+    let o = bus.run_as(
+        b,
+        &["--format", "rich", "watch", "--count", "1", "QPE/Secure/*"],
+    );
     assert_denied(&o, "denied by rule 3");
-    let o = bus.run_as(a, &["watch", "--count", "1", "elsewhere"]);
+    let o = bus.run_as(
+        a,
+        &["--format", "rich", "watch", "--count", "1", "elsewhere"],
+    );
     assert_denied(&o, "denied by the policy default");
 
     // A broader pattern is allowed, but what it matches under QPE/Secure is filtered out
     // for b, message by message; a gets everything.
     let mut root = bus.d.connect();
     let watch_b = bus
-        .qcop_as(b, &["watch", "--count", "2", "QPE/*"])
+        .qcop_as(b, &["--format", "rich", "watch", "--count", "2", "QPE/*"])
         .spawn()
         .unwrap();
     let watch_a = bus
-        .qcop_as(a, &["watch", "--count", "3", "QPE/*"])
+        .qcop_as(a, &["--format", "rich", "watch", "--count", "3", "QPE/*"])
         .spawn()
         .unwrap();
     wait_pattern(&mut root, "QPE/*", 2);
@@ -260,7 +276,15 @@ fn receivers_learn_the_real_sender() {
     let watch = bus
         .d
         .cli()
-        .args(["watch", "--credentials", "--count", "1", "cred/z"])
+        .args([
+            "--format",
+            "rich",
+            "watch",
+            "--credentials",
+            "--count",
+            "1",
+            "cred/z",
+        ])
         .spawn()
         .unwrap();
     eventually("the watcher subscribed", || {
@@ -389,7 +413,10 @@ fn reload_revokes_subscriptions_and_a_broken_file_keeps_the_old_rules() {
     };
     let b = &bus.users.b;
     let mut root = bus.d.connect();
-    let watch = bus.qcop_as(b, &["watch", "r/x", "r/y"]).spawn().unwrap();
+    let watch = bus
+        .qcop_as(b, &["--format", "rich", "watch", "r/x", "r/y"])
+        .spawn()
+        .unwrap();
     eventually("b's watch", || {
         root.is_registered("r/x").unwrap() && root.is_registered("r/y").unwrap()
     });
@@ -445,6 +472,62 @@ fn reload_revokes_subscriptions_and_a_broken_file_keeps_the_old_rules() {
     assert!(err.contains("revoked every subscription"), "{err}");
     assert_eq!(counter(&mut root, "policy_revoked"), 2);
     assert_eq!(counter(&mut root, "reloads"), 2);
+}
+
+/// A reload that revokes the last ordinary subscriber of a channel with a shared-memory
+/// stream stops qcopd's own reading of the ring, as an unsubscribe would.
+#[test]
+fn revoking_the_last_subscriber_of_a_stream_stops_its_forwarding() {
+    use qcop::shm::{Policy, Publisher, StreamOptions};
+    let allow = "policy_default = \"allow\"\npolicy = []\n";
+    let Some(bus) = Bus::start("revoke_stream_subscriber", allow) else {
+        return;
+    };
+    let mut root = bus.d.connect();
+    let options = StreamOptions::new()
+        .slot_size(64)
+        .slots(8)
+        .policy(Policy::Lossless);
+    let mut p = Publisher::open(&bus.d.options(), "r/imu", "sample(int)", &options).unwrap();
+    assert_eq!(counter(&mut root, "shm_streams_forwarded"), 0);
+    // The watch keeps another subscription, so its connection stays open.
+    let mut watch = bus
+        .qcop_as(&bus.users.b, &["watch", "r/imu", "r/keep"])
+        .spawn()
+        .unwrap();
+    eventually("b's watch", || {
+        root.is_registered("r/imu").unwrap() && root.is_registered("r/keep").unwrap()
+    });
+    eventually("qcopd reads the stream", || {
+        counter(&mut root, "shm_streams_forwarded") == 1
+    });
+    p.send(&1u32.to_be_bytes(), WAIT).unwrap();
+    eventually("the message forwarded", || {
+        counter(&mut root, "shm_forwarded") == 1
+    });
+
+    bus.reload(
+        r#"
+        policy_default = "allow"
+        policy = ["deny receive r/imu for user qcoptest-b"]
+    "#,
+    );
+    eventually("r/imu revoked", || !root.is_registered("r/imu").unwrap());
+    assert_eq!(counter(&mut root, "policy_revoked"), 1);
+    eventually("qcopd stops reading the stream", || {
+        counter(&mut root, "shm_streams_forwarded") == 0
+    });
+    // Two laps of the lossless ring go by without qcopd reading a message.
+    for i in 2..18u32 {
+        p.send(&i.to_be_bytes(), WAIT).unwrap();
+    }
+    assert_eq!(counter(&mut root, "shm_forwarded"), 1);
+    assert!(
+        root.is_registered("r/keep").unwrap(),
+        "the watch is still there"
+    );
+    watch.kill().unwrap();
+    watch.wait().unwrap();
 }
 
 #[test]

@@ -1021,3 +1021,49 @@ fn assert_still_serving_after_kills(d: &Daemon, sys: &mut Connection) {
     assert_eq!(recv_notice(sys).1, "alive");
     assert_still_serving(d, &mut c);
 }
+
+/// 4,096 patterns held by one connection that cannot match a channel do not make routing
+/// on it any dearer: qcopd's pattern index visits as many nodes per message as with 16.
+#[test]
+fn patterns_that_cannot_match_do_not_add_routing_work() {
+    let d = Daemon::start_with("max_subscriptions_per_client = 8192\n");
+    let mut holder = d.connect();
+    let mut receiver = d.connect();
+    receiver.subscribe("bench/rr").unwrap();
+    receiver.subscribe("bench/rs").unwrap();
+    let mut sender = d.connect();
+    let mut hold = |from: usize, to: usize| {
+        for i in from..to {
+            let p = match i % 4 {
+                0 => format!("noise/{i}/*"),
+                1 => format!("*/noise{i}"),
+                2 => format!("?oise{i}*"),
+                _ => format!("bench/[0-9]{i}"),
+            };
+            holder.subscribe(&p).unwrap();
+        }
+    };
+    let mut visits_per_message = |sender: &mut Connection| {
+        let before = counter(sender, "pattern_visits");
+        // Two channels in turn: qcopd caches only the last route, so each message walks the
+        // index.
+        for i in 0..200u32 {
+            let channel = if i % 2 == 0 { "bench/rr" } else { "bench/rs" };
+            sender.send(channel, "n(int)", &i.to_be_bytes()).unwrap();
+        }
+        for i in 0..200u32 {
+            assert_eq!(recv(&mut receiver).data, i.to_be_bytes());
+        }
+        (counter(sender, "pattern_visits") - before) / 200
+    };
+    hold(0, 16);
+    let few = visits_per_message(&mut sender);
+    hold(16, 4096);
+    assert_eq!(counter(&mut sender, "patterns"), 4096);
+    let many = visits_per_message(&mut sender);
+    assert!(few < 64, "{few} nodes visited per message");
+    assert_eq!(
+        many, few,
+        "routing work grew with patterns that cannot match"
+    );
+}

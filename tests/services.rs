@@ -100,7 +100,7 @@ fn a_message_starts_the_program_and_the_queue_is_delivered_in_order() {
     let dir = common::temp_dir("rec");
     let (gate, out) = (dir.join("go"), dir.join("out"));
     let script = format!(
-        "{}; exec '{}' watch --count 3 QPE/Application/rec > '{}'",
+        "{}; exec '{}' --format rich watch --count 3 QPE/Application/rec > '{}'",
         wait_for(&gate),
         qcop_path(),
         out.display()
@@ -438,7 +438,7 @@ fn persistent_queues_survive_a_daemon_restart() {
 
     // The next daemon has a program that subscribes: it is started at once for the spool.
     let script = format!(
-        "exec '{}' watch --count 3 QPE/Application/keep > '{}'",
+        "exec '{}' --format rich watch --count 3 QPE/Application/keep > '{}'",
         qcop_path(),
         out.display()
     );

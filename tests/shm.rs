@@ -437,12 +437,29 @@ fn the_cli_publishes_and_watches_streams() {
     let d = Daemon::start();
     let mut shm = d
         .cli()
-        .args(["watch", "--shm", "--timeout", "20000", CHANNEL])
+        .args([
+            "--format",
+            "rich",
+            "watch",
+            "--shm",
+            "--timeout",
+            "20000",
+            CHANNEL,
+        ])
         .spawn()
         .unwrap();
     let mut plain = d
         .cli()
-        .args(["watch", "--count", "50", "--timeout", "20000", CHANNEL])
+        .args([
+            "--format",
+            "rich",
+            "watch",
+            "--count",
+            "50",
+            "--timeout",
+            "20000",
+            CHANNEL,
+        ])
         .spawn()
         .unwrap();
     let mut c = d.connect();

@@ -9,10 +9,15 @@
 mod common;
 
 use common::{counter, eventually, Daemon, WAIT};
+use qcop::shm::map::Mapping;
 use qcop::shm::{Access, SharedMemory, ShmError, SystemSemaphore};
+use qcop::wire::segments::SegFrame;
+use qcop::wire::Frame;
 use qcop::ConnectOptions;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -236,6 +241,117 @@ fn run_role(args: &[String]) {
             }
             report("DONE");
         }
+        // Read-only attacher trying to break the writers' lock, speaking the protocol by
+        // hand: it tries to map the control block descriptor it received writable, and to
+        // reopen it writable through /proc/self/fd; if either works, it clears the lock
+        // word over and over. It also asks the daemon to release the lock for it, and
+        // takes the lock itself now and then (through the library), until killed.
+        "ro-attack" => {
+            let name = a(1);
+            let mut shm = SharedMemory::attach(name, Access::ReadOnly).unwrap();
+            let mut raw = RawSegClient::attach(name, true);
+            let fd = raw.control();
+            let mode = fd_access_mode(&fd);
+            let reopened = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            let direct = Mapping::map(fd.as_fd(), Access::ReadWrite);
+            let via_proc = reopened
+                .as_ref()
+                .ok()
+                .and_then(|f| Mapping::map(f.as_fd(), Access::ReadWrite).ok());
+            let outcome = |ok: bool| if ok { "writable" } else { "denied" };
+            let line = format!(
+                "ATTACKING fd={mode} map={} reopen={} unlock={:?}",
+                outcome(direct.is_ok()),
+                outcome(via_proc.is_some()),
+                raw.unlock()
+            );
+            let writable = direct.ok().or(via_proc);
+            let word = writable.as_ref().and_then(|m| m.atomic_u32(0x18));
+            report(&line);
+            loop {
+                if let Some(w) = word {
+                    w.store(0, std::sync::atomic::Ordering::Relaxed);
+                }
+                raw.unlock();
+                if let Ok(Some(g)) = shm.try_lock() {
+                    drop(g);
+                }
+            }
+        }
+        // A writer that counts overlapping holds: it stamps its pid into the data under the
+        // lock and finds someone else's stamp there if another writer got in.
+        "overlaps" => {
+            let rounds = num(2);
+            let mut shm = SharedMemory::attach(a(1), Access::ReadWrite).unwrap();
+            let me = std::process::id().to_ne_bytes();
+            report("READY");
+            let mut overlaps = 0u64;
+            for i in 0..rounds {
+                let mut g = shm.lock().unwrap();
+                let d = g.data_mut().unwrap();
+                if d[0..4] != [0; 4] {
+                    overlaps += 1;
+                }
+                d[0..4].copy_from_slice(&me);
+                let v = u64::from_le_bytes(d[8..16].try_into().unwrap());
+                if i % 4 == 0 {
+                    std::thread::yield_now();
+                }
+                d[8..16].copy_from_slice(&(v + 1).to_le_bytes());
+                if d[0..4] != me {
+                    overlaps += 1;
+                }
+                d[0..4].copy_from_slice(&[0; 4]);
+            }
+            report(&format!("OVERLAPS {overlaps}"));
+        }
+        // An opener of a semaphore (by hand, keeping its read-write descriptor) writing a
+        // value and a maximum of its choosing into the shared block, then keeping it open
+        // until killed.
+        "sem-raise" => {
+            let mut raw = RawSegClient::open_semaphore(a(1));
+            let map = Mapping::map(raw.control().as_fd(), Access::ReadWrite).unwrap();
+            let v = u32::try_from(num(2)).unwrap();
+            map.atomic_u32(0x18).unwrap().store(v, Ordering::Relaxed);
+            map.atomic_u32(0x20).unwrap().store(v, Ordering::Relaxed);
+            report("RAISED");
+            sleep_until_killed();
+        }
+        // An attacher (segment read-write, or semaphore opener) overwriting its whole
+        // control block with pseudo-random bytes, then staying attached until killed.
+        "scribble" => {
+            let mut raw = if a(1) == "segment" {
+                RawSegClient::attach(a(2), false)
+            } else {
+                RawSegClient::open_semaphore(a(2))
+            };
+            let map = Mapping::map(raw.control().as_fd(), Access::ReadWrite).unwrap();
+            let mut x: u32 = 0x9e37_79b9;
+            let junk: Vec<u8> = (0..map.len())
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            assert!(map.write(0, &junk));
+            report("SCRIBBLED");
+            sleep_until_killed();
+        }
+        // A read-write attacher writing one word of its segment's control block.
+        "poke" => {
+            let mut raw = RawSegClient::attach(a(1), false);
+            let map = Mapping::map(raw.control().as_fd(), Access::ReadWrite).unwrap();
+            let v = u32::from_str_radix(a(3), 16).unwrap();
+            let off = usize::try_from(num(2)).unwrap();
+            map.atomic_u32(off).unwrap().store(v, Ordering::Relaxed);
+            report("POKED");
+            sleep_until_killed();
+        }
         // One operation, reporting OK or the error's name (permission tests).
         "op" => {
             let r = match a(1) {
@@ -268,6 +384,151 @@ fn run_role(args: &[String]) {
             report(&r);
         }
         other => panic!("unknown role {other:?}"),
+    }
+}
+
+/// "ro" or "rw": the access mode of descriptor `fd`, from /proc/self/fdinfo. A writable
+/// `MAP_SHARED` mapping needs a descriptor opened for writing, so "ro" means this one can
+/// never be mapped writable.
+fn fd_access_mode(fd: &OwnedFd) -> &'static str {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+        .unwrap();
+    match flags & 0o3 {
+        0 => "ro",
+        _ => "rw",
+    }
+}
+
+/// A client speaking the protocol by hand (no library), as a hostile one would: it keeps
+/// every descriptor it receives and does with them what the kernel lets it.
+struct RawSegClient {
+    stream: std::os::unix::net::UnixStream,
+    reader: qcop::wire::FrameReader,
+    /// Descriptors received, in order.
+    fds: Vec<OwnedFd>,
+    handle: u32,
+    seq: u32,
+    /// A semaphore's handle (its control block came with `SemOpened`).
+    semaphore: bool,
+}
+
+impl RawSegClient {
+    fn greeted() -> RawSegClient {
+        let socket = std::env::var_os("QCOP_SOCKET").expect("QCOP_SOCKET");
+        let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut c = RawSegClient {
+            stream,
+            reader: qcop::wire::FrameReader::new(qcop::wire::MAX_FRAME_BODY),
+            fds: Vec::new(),
+            handle: 0,
+            seq: 1,
+            semaphore: false,
+        };
+        c.send(&Frame::Hello {
+            version_min: qcop::wire::PROTOCOL_VERSION,
+            version_max: qcop::wire::PROTOCOL_VERSION,
+            name: "raw-attacker",
+        });
+        c.answer(|_| ());
+        c
+    }
+
+    /// Attaches segment `name` (read-only or read-write).
+    fn attach(name: &str, read_only: bool) -> RawSegClient {
+        let mut c = RawSegClient::greeted();
+        c.send(&Frame::Seg(SegFrame::Attach {
+            seq: 1,
+            read_only,
+            name,
+            pid: std::process::id(),
+        }));
+        c.handle = c.answer(|f| match f {
+            Frame::Seg(SegFrame::Attached { handle, .. }) => handle,
+            other => panic!("expected Attached, got {other:?}"),
+        });
+        c
+    }
+
+    /// Opens semaphore `name`; its control block is the last descriptor.
+    fn open_semaphore(name: &str) -> RawSegClient {
+        let mut c = RawSegClient::greeted();
+        c.send(&Frame::Seg(SegFrame::SemOpen {
+            seq: 1,
+            name,
+            pid: std::process::id(),
+        }));
+        c.handle = c.answer(|f| match f {
+            Frame::Seg(SegFrame::SemOpened { handle, .. }) => handle,
+            other => panic!("expected SemOpened, got {other:?}"),
+        });
+        c.semaphore = true;
+        c
+    }
+
+    fn send(&mut self, f: &Frame<'_>) {
+        self.stream.write_all(&f.to_vec()).unwrap();
+    }
+
+    /// The next frame, keeping the descriptors that come with the bytes.
+    fn answer<T>(&mut self, take: impl FnOnce(Frame<'_>) -> T) -> T {
+        use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+        use std::mem::MaybeUninit;
+        loop {
+            if let Some(f) = self.reader.next_frame().unwrap() {
+                return take(f);
+            }
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+            let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+            let mut iov = [std::io::IoSliceMut::new(self.reader.buffer_mut(64 * 1024))];
+            let n = recvmsg(&self.stream, &mut iov, &mut cmsg, RecvFlags::CMSG_CLOEXEC)
+                .unwrap()
+                .bytes;
+            for m in cmsg.drain() {
+                if let RecvAncillaryMessage::ScmRights(fds) = m {
+                    self.fds.extend(fds);
+                }
+            }
+            assert!(n > 0, "qcopd closed the connection");
+            self.reader.filled(n);
+        }
+    }
+
+    /// The control block: a segment's asked for with `SegControl`, a semaphore's the
+    /// descriptor that came with `SemOpened`.
+    fn control(&mut self) -> OwnedFd {
+        if !self.semaphore {
+            self.seq += 1;
+            let (seq, handle) = (self.seq, self.handle);
+            self.send(&Frame::Seg(SegFrame::Control { seq, handle }));
+            self.answer(|f| match f {
+                Frame::Seg(SegFrame::ControlBlock { .. }) => {}
+                other => panic!("expected ControlBlock, got {other:?}"),
+            });
+        }
+        let fd = self.fds.last().expect("a control block descriptor");
+        fd.try_clone().unwrap()
+    }
+
+    /// Asks the daemon to release the lock for this attachment.
+    fn unlock(&mut self) -> qcop::wire::segments::LockState {
+        self.seq += 1;
+        let seq = self.seq;
+        self.send(&Frame::Seg(SegFrame::Lock {
+            seq,
+            unlock: true,
+            waited: false,
+            check: false,
+            handle: self.handle,
+        }));
+        self.answer(|f| match f {
+            Frame::Seg(SegFrame::LockState { state, .. }) => state,
+            other => panic!("expected LockState, got {other:?}"),
+        })
     }
 }
 
@@ -381,6 +642,38 @@ fn read_only_attachment_reads_and_locks_but_cannot_write() {
     assert!(seg
         .iter()
         .any(|l| l.split_whitespace().nth(1) == Some("rw-s")));
+    // Its lock word too: it locks through the daemon.
+    let ctl: Vec<&str> = maps
+        .lines()
+        .filter(|l| l.contains("memfd:qcop-segctl:ro "))
+        .map(|l| l.split_whitespace().nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(ctl.len(), 2, "{maps}");
+    assert!(ctl.contains(&"r--s") && ctl.contains(&"rw-s"), "{ctl:?}");
+    // A read-only waiter times out while a writer holds the lock, and a sleeping one gets
+    // it when the writer lets go.
+    {
+        let g = rw.lock().unwrap();
+        assert!(ro.try_lock().unwrap().is_none());
+        assert!(ro
+            .lock_timeout(Duration::from_millis(30))
+            .unwrap()
+            .is_none());
+        let reader = segment(&d, "ro").read_only();
+        let t = std::thread::spawn(move || {
+            let mut r = reader.attach().unwrap();
+            let g = r.lock().unwrap();
+            g.previous_owner_died()
+        });
+        drop(g);
+        assert!(!t.join().unwrap());
+    }
+    // A read-only holder that detaches gives the lock back rather than leaving it
+    // owner-died.
+    let g = ro.lock().unwrap();
+    std::mem::forget(g);
+    ro.detach().unwrap();
+    assert!(!rw.lock().unwrap().previous_owner_died());
 }
 
 #[test]
@@ -841,6 +1134,206 @@ fn permissions_are_checked_against_the_real_users() {
     assert!(!text.contains("private"), "{text}");
 }
 
+/// `qcop stats`' value of `name`, as a user of the CLI sees it.
+fn cli_stat(d: &Daemon, name: &str) -> u64 {
+    let out = d.cli().arg("stats").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in qcop stats:\n{text}"))
+}
+
+#[test]
+fn a_read_only_attacher_of_another_user_cannot_break_the_writers_lock() {
+    let Some((_, b)) = users_or_skip() else {
+        return;
+    };
+    let d = Daemon::start_with("socket_mode = \"0777\"\n");
+    // Readable by others (B falls under the other bits: group 0 is neither user's).
+    let shm = segment(&d, "guarded")
+        .size(64)
+        .mode(0o604)
+        .group(0)
+        .create()
+        .unwrap();
+    let mut attacker = Helper::spawn_as(&d, Some(b), &["ro-attack", "guarded"]);
+    let first = attacker.report();
+    // Its descriptor of the control block is read-only: it can neither map it writable nor
+    // reopen it writable, and the daemon does not release a lock it does not hold.
+    assert_eq!(
+        first, "ATTACKING fd=ro map=denied reopen=denied unlock=NotOwner",
+        "what the read-only attacher managed"
+    );
+    let rounds = 1_500u64;
+    let mut writers: Vec<Helper> = (0..2)
+        .map(|_| Helper::spawn(&d, &["overlaps", "guarded", &rounds.to_string()]))
+        .collect();
+    for w in &mut writers {
+        w.expect("READY");
+    }
+    for mut w in writers {
+        w.expect("OVERLAPS 0");
+        w.finish();
+    }
+    attacker.kill();
+    let mut b8 = [0u8; 8];
+    shm.read(8, &mut b8).unwrap();
+    assert_eq!(
+        u64::from_le_bytes(b8),
+        2 * rounds,
+        "lost updates under the lock"
+    );
+}
+
+#[test]
+fn a_semaphore_never_goes_above_its_maximum_whatever_an_opener_writes() {
+    let Some((_, b)) = users_or_skip() else {
+        return;
+    };
+    let d = Daemon::start_with("socket_mode = \"0777\"\n");
+    let _owner = semaphore(&d, "one-slot")
+        .initial(0)
+        .max(1)
+        .mode(0o606)
+        .group(0)
+        .create()
+        .unwrap();
+    let mut waiters: Vec<SystemSemaphore> = (0..20)
+        .map(|_| semaphore(&d, "one-slot").open().unwrap())
+        .collect();
+    // B may use the semaphore, so it may map its block read-write: it writes 1000 into
+    // both the value and the block's copy of the maximum.
+    let mut opener = Helper::spawn_as(&d, Some(b), &["sem-raise", "one-slot", "1000"]);
+    opener.expect("RAISED");
+    for w in &waiters {
+        assert_eq!(
+            (w.value(), w.max()),
+            (1, 1),
+            "the value reads as at most the maximum"
+        );
+    }
+    let got = waiters
+        .iter_mut()
+        .map(|w| w.try_acquire().unwrap())
+        .filter(|&got| got)
+        .count();
+    assert_eq!(got, 1, "20 openers got {got} units out of a maximum of 1");
+    // The one unit can be given back once, not twice.
+    waiters[0].release(1).unwrap();
+    assert!(matches!(
+        waiters[0].release(1),
+        Err(ShmError::InvalidArgument(_))
+    ));
+    let newcomer = semaphore(&d, "one-slot").open().unwrap();
+    assert_eq!((newcomer.value(), newcomer.max()), (1, 1));
+    // qcopd put the block's maximum back and counted the damage.
+    assert!(cli_stat(&d, "shm_control_blocks_repaired") >= 1);
+    let out = d.cli().args(["shm", "list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("one-slot") && l.contains("1/1")),
+        "{text}"
+    );
+    opener.kill();
+}
+
+#[test]
+fn a_scribbled_control_block_is_rebuilt_by_qcopd_and_counted() {
+    let Some((_, b)) = users_or_skip() else {
+        return;
+    };
+    let d = Daemon::start_with("socket_mode = \"0777\"\n");
+    let seg = segment(&d, "kept")
+        .size(64)
+        .mode(0o606)
+        .group(0)
+        .persistent(true)
+        .create()
+        .unwrap();
+    seg.write(0, b"data").unwrap();
+    drop(seg);
+    let sem = semaphore(&d, "kept-sem")
+        .initial(3)
+        .max(3)
+        .undo(true)
+        .mode(0o606)
+        .group(0)
+        .persistent(true)
+        .create()
+        .unwrap();
+    drop(sem);
+    assert_eq!(cli_stat(&d, "shm_control_blocks_repaired"), 0);
+
+    // B, allowed to write both, overwrites their whole control blocks and stays attached.
+    let mut seg_scribbler = Helper::spawn_as(&d, Some(b), &["scribble", "segment", "kept"]);
+    seg_scribbler.expect("SCRIBBLED");
+    let mut sem_scribbler = Helper::spawn_as(&d, Some(b), &["scribble", "semaphore", "kept-sem"]);
+    sem_scribbler.expect("SCRIBBLED");
+
+    // Later attachers are served: the lock word named no attachment, so the next locker
+    // learns the data may be damaged; the data itself is as it was.
+    let mut a = segment(&d, "kept").attach().unwrap();
+    let mut c = segment(&d, "kept").attach().unwrap();
+    {
+        let g = a
+            .lock_timeout(WAIT)
+            .unwrap()
+            .expect("the overwritten lock is handed over");
+        assert!(g.previous_owner_died(), "the overwritten lock is reported");
+        assert_eq!(&g.data()[..4], b"data");
+        assert!(c.try_lock().unwrap().is_none(), "the lock excludes again");
+    }
+    assert!(!c.lock_timeout(WAIT).unwrap().unwrap().previous_owner_died());
+    let mut s = semaphore(&d, "kept-sem").open().unwrap();
+    assert!(s.value() <= 3 && s.max() == 3, "{s:?}");
+    let v = s.value();
+    if v > 0 {
+        assert!(s.try_acquire().unwrap());
+        s.release(1).unwrap();
+    }
+    assert_eq!(s.value(), v);
+    assert!(cli_stat(&d, "shm_control_blocks_repaired") >= 2);
+
+    // The scribblers go away: their own lock and units are handled from qcopd's records,
+    // and the objects stay usable.
+    seg_scribbler.kill();
+    sem_scribbler.kill();
+    eventually("the scribblers to be detached", || handles(&d) == 3);
+    assert!(a.lock_timeout(WAIT).unwrap().is_some());
+    assert!(s.value() <= 3);
+    drop((a, c, s));
+    let again = segment(&d, "kept").attach().unwrap();
+    let mut got = [0u8; 4];
+    again.read(0, &mut got).unwrap();
+    assert_eq!(&got, b"data");
+}
+
+#[test]
+fn a_lock_word_overwritten_with_a_token_no_one_holds_does_not_block_waiters() {
+    let d = Daemon::start();
+    let mut a = segment(&d, "stuck").size(8).create().unwrap();
+    // A plausible token (pid 1, nonce 5) that belongs to no attachment, with the waiters
+    // bit: nobody will ever unlock it.
+    let mut poker = Helper::spawn(&d, &["poke", "stuck", "24", "81400001"]);
+    poker.expect("POKED");
+    let before = counter(&mut d.connect(), "shm_control_blocks_repaired");
+    let g = a
+        .lock_timeout(WAIT)
+        .unwrap()
+        .expect("the waiter gets the lock once qcopd has checked the block");
+    assert!(g.previous_owner_died());
+    drop(g);
+    assert_eq!(
+        counter(&mut d.connect(), "shm_control_blocks_repaired"),
+        before + 1
+    );
+    poker.kill();
+}
+
 // ----- the CLI ----------------------------------------------------------------------------
 
 #[test]
@@ -924,6 +1417,20 @@ fn requests_for_others_handles_and_daemon_frames_are_refused() {
         match raw.next() {
             Some(Got::Error { code, .. }) => assert_eq!(code, ErrorCode::SegNotFound),
             other => panic!("expected SegNotFound, got {other:?}"),
+        }
+        // Nor may it take or release another client's lock through the daemon.
+        for unlock in [false, true] {
+            raw.send(&Frame::Seg(SegFrame::Lock {
+                seq: 30 + handle,
+                unlock,
+                waited: false,
+                check: false,
+                handle,
+            }));
+            match raw.next() {
+                Some(Got::Error { code, .. }) => assert_eq!(code, ErrorCode::SegNotFound),
+                other => panic!("expected SegNotFound, got {other:?}"),
+            }
         }
     }
     raw.send(&Frame::Seg(SegFrame::Attach {

@@ -99,7 +99,7 @@ fn a_started_service_gets_the_queued_message_normalised() {
     let dir = common::temp_dir("sig-svc");
     let out = dir.join("out");
     let script = format!(
-        "exec '{}' watch --count 1 QPE/Application/norm > '{}'",
+        "exec '{}' --format rich watch --count 1 QPE/Application/norm > '{}'",
         env!("CARGO_BIN_EXE_qcop"),
         out.display()
     );

@@ -134,7 +134,7 @@ pub fn run(dir: &Path, config: &str, placements: &[Placement], p: &Params) -> Re
             floor.merge(floor_once(
                 dir, pl, p.warmup, per_round, req_len, reply_len,
             )?);
-            figure.merge(qcop_once(dir, config, pl, p.warmup, per_round)?);
+            figure.merge(qcop_once(dir, config, pl, p.warmup, per_round, 0)?);
         }
         let q_cpu: Vec<f64> = (0..3).map(|i| figure.cpu_us(i)).collect();
         let f_cpu: Vec<f64> = (0..3).map(|i| floor.cpu_us(i)).collect();
@@ -153,15 +153,96 @@ pub fn run(dir: &Path, config: &str, placements: &[Placement], p: &Params) -> Re
     Ok(vec![latency, cpu])
 }
 
+/// Iteration counts of the `patterns` group.
+pub struct PatternParams {
+    /// Patterns held by the other connection.
+    pub patterns: usize,
+    /// As for `rr`.
+    pub rr: Params,
+}
+
+/// Group `patterns`: the `rr` round trip while another connection holds patterns that
+/// cannot match the channel, against the same round trip without them.
+pub fn run_patterns(
+    dir: &Path,
+    config: &str,
+    placements: &[Placement],
+    p: &PatternParams,
+) -> Res<Table> {
+    let config = format!("{config}max_subscriptions_per_client = {}\n", p.patterns);
+    let r = &p.rr;
+    let per_round = r.iters.div_ceil(r.rounds);
+    let mut table = Table::new(
+        format!(
+            "Round trip while another connection holds {} patterns that cannot match \
+             (µs per round trip)",
+            grouped(p.patterns as u64)
+        ),
+        vec![
+            "placement",
+            "with patterns median",
+            "with patterns p99",
+            "without median",
+            "without p99",
+            "median ÷ without",
+            "p99 ÷ without",
+        ],
+    );
+    table.notes.push(format!(
+        "The `rr` round trip ({} timed round trips per cell, {} run(s) of each) with a third \
+         connection subscribed to {} patterns of four shapes (`noise/N/*`, `*/noiseN`, \
+         `?oiseN*`, `bench/[0-9]N`), none matching `{CHANNEL}`, against the same round trip \
+         without it. Target: median ≤ 1.2× without.",
+        grouped((per_round * r.rounds) as u64),
+        r.rounds,
+        grouped(p.patterns as u64)
+    ));
+    for pl in placements {
+        eprintln!("patterns: {}", pl.label());
+        let (mut with, mut without) = (Outcome::default(), Outcome::default());
+        for _ in 0..r.rounds {
+            without.merge(qcop_once(dir, &config, pl, r.warmup, per_round, 0)?);
+            with.merge(qcop_once(
+                dir, &config, pl, r.warmup, per_round, p.patterns,
+            )?);
+        }
+        let w = Summary::of(with.samples).ok_or("patterns: no samples")?;
+        let wo = Summary::of(without.samples).ok_or("patterns: no samples")?;
+        let mut row = vec![pl.label()];
+        row.extend(latency_cells(&w, &wo, us));
+        table.rows.push(row);
+    }
+    Ok(table)
+}
+
+/// The non-matching pattern number `i` of the `patterns` group.
+fn noise_pattern(i: usize) -> String {
+    match i % 4 {
+        0 => format!("noise/{i}/*"),
+        1 => format!("*/noise{i}"),
+        2 => format!("?oise{i}*"),
+        _ => format!("bench/[0-9]{i}"),
+    }
+}
+
 fn qcop_once(
     dir: &Path,
     config: &str,
     pl: &Placement,
     warmup: usize,
     iters: usize,
+    patterns: usize,
 ) -> Res<Outcome> {
     let daemon = Daemon::start(dir, "rr", config, pl.cpus(1))?;
     let socket = daemon.socket.display().to_string();
+    let holder = if patterns > 0 {
+        let args = role_args(&[("socket", &socket), ("patterns", &patterns)]);
+        let mut holder = role("rr-pattern-holder", &args, pl.cpus(2))?;
+        holder.expect("ready")?;
+        Some(holder)
+    } else {
+        None
+    };
     let mut responder = role(
         "rr-responder",
         &role_args(&[("socket", &socket)]),
@@ -175,6 +256,9 @@ fn qcop_once(
     outcome.middle_hwm = mem_of(daemon.pid())?.hwm;
     daemon.stop()?;
     responder.finish()?;
+    if let Some(holder) = holder {
+        holder.finish()?;
+    }
     Ok(outcome)
 }
 
@@ -301,6 +385,25 @@ pub fn responder_role(args: &RoleArgs) -> Res<()> {
             Err(e) if e.is_disconnect() => return Ok(()),
             Err(e) => return Err(format!("reply: {e}")),
         }
+    }
+}
+
+/// `rr-pattern-holder`: subscribes to `--patterns` patterns that cannot match the `rr`
+/// channel, says `ready`, and holds them until qcopd goes away.
+pub fn pattern_holder_role(args: &RoleArgs) -> Res<()> {
+    die_with_parent();
+    let socket = args.str("socket")?;
+    let n: usize = args.num("patterns")?;
+    let mut conn = crate::procs::connect_retry(Path::new(socket), "rr-holder", CALL_TIMEOUT)?;
+    for i in 0..n {
+        conn.subscribe(&noise_pattern(i))
+            .ctx(format_args!("subscribe {i}"))?;
+    }
+    println!("ready");
+    match conn.recv() {
+        Ok(m) => Err(format!("a pattern matched {:?}", m.channel)),
+        Err(e) if e.is_disconnect() => Ok(()),
+        Err(e) => Err(format!("recv: {e}")),
     }
 }
 

@@ -217,7 +217,7 @@ pub extern "C" fn qcop_args_stringlist(
     push(args, || {
         let items = ffi::str_array(items, count, "items")?;
         Ok(Value::QStringList(
-            items.into_iter().map(str::to_owned).collect(),
+            items.into_iter().map(|s| Some(s.to_owned())).collect(),
         ))
     })
 }
@@ -503,7 +503,8 @@ pub extern "C" fn qcop_reader_bytes(
 }
 
 /// Reads a `QStringList`: an array of `*count` NUL-terminated UTF-8 strings in `*items`
-/// (followed by a NULL entry). Everything lives as long as the reader.
+/// (followed by a NULL entry; a null string in the list reads as ""). Everything lives as
+/// long as the reader.
 ///
 /// ```c
 /// const char *const *apps; size_t n;
@@ -522,7 +523,10 @@ pub extern "C" fn qcop_reader_stringlist(
         let Value::QStringList(list) = r.next(ArgType::QStringList)? else {
             return Err(Failure::new(QCOP_E_DECODE, "unexpected value"));
         };
-        let mut ptrs: Vec<*const c_char> = list.iter().map(|s| r.keep(s.as_bytes())).collect();
+        let mut ptrs: Vec<*const c_char> = list
+            .iter()
+            .map(|s| r.keep(s.as_deref().unwrap_or("").as_bytes()))
+            .collect();
         ptrs.push(std::ptr::null());
         ffi::put(items, ptrs.as_ptr());
         ffi::put(count, list.len());

@@ -104,7 +104,7 @@ step_daemon() {
 }
 
 step_pubsub() {
-    qcop watch --count 3 --timeout 20000 'QPE/*' >"$T/watch.out" 2>"$T/watch.err" &
+    qcop --format rich watch --count 3 --timeout 20000 'QPE/*' >"$T/watch.out" 2>"$T/watch.err" &
     w=$!
     until_true 10 channel_listed 'QPE/*' || fail "the watcher did not subscribe"
     qcop send QPE/Audio 'setVolume(int)' 42 || fail "send"
@@ -124,7 +124,7 @@ QPE/Launcher open(QStringList) ["clock", "alarm"]' "watched lines"
 step_patterns() {
     # One connection with an exact subscription and two overlapping patterns: each message
     # comes once, and cam12 matches nothing.
-    qcop watch --count 3 --timeout 20000 cam1 'cam?' 'cam[0-3]' >"$T/cams.out" 2>&1 &
+    qcop --format rich watch --count 3 --timeout 20000 cam1 'cam?' 'cam[0-3]' >"$T/cams.out" 2>&1 &
     w=$!
     until_true 10 channel_listed 'cam[0-3]' || fail "the watcher did not subscribe"
     for m in "cam1 1" "cam7 2" "cam12 3" "cam2 4"; do
@@ -142,12 +142,12 @@ cam2 frame(int) 4' "pattern deliveries"
 
 step_registered() {
     if qcop registered QPE/Application/clock; then fail "registered before anyone subscribed"; fi
-    qcop watch QPE/Application/clock >/dev/null 2>&1 &
+    qcop --format rich watch QPE/Application/clock >/dev/null 2>&1 &
     w=$!
     until_true 10 qcop registered QPE/Application/clock || fail "not registered after subscribing"
     qcop registered QPE/Application/clock
     # A pattern does not register a channel (as QCopChannel::isRegistered).
-    qcop watch 'QPE/Application/*' >/dev/null 2>&1 &
+    qcop --format rich watch 'QPE/Application/*' >/dev/null 2>&1 &
     p=$!
     until_true 10 channel_listed 'QPE/Application/*' || fail "pattern watcher did not subscribe"
     stop_job $w
@@ -187,7 +187,7 @@ step_slow_consumer() {
     # its queue (max_queue_bytes) and the socket buffers hold. The daemon drops its oldest
     # messages, stays small, and every message is either delivered or counted as dropped.
     n=24
-    qcop watch flood/slow >"$T/slow.out" 2>"$T/slow.err" &
+    qcop --format rich watch flood/slow >"$T/slow.out" 2>"$T/slow.err" &
     w=$!
     until_true 10 qcop registered flood/slow || fail "watcher not registered"
     kill -STOP $w
@@ -234,7 +234,7 @@ step_slow_consumer() {
 step_sigkill() {
     clients0=$(stat_of clients)
     # A subscriber killed outright: its channel goes, its connection is closed.
-    qcop watch kill/me >/dev/null 2>&1 &
+    qcop --format rich watch kill/me >/dev/null 2>&1 &
     w=$!
     until_true 10 qcop registered kill/me || fail "watcher not registered"
     expect_eq "$(stat_of clients)" $((clients0 + 1)) "clients with the watcher"
@@ -243,7 +243,7 @@ step_sigkill() {
     until_true 10 sh -c "[ \$(qcop stats | awk '\$1 == \"clients\" { print \$2 }') = $clients0 ]" ||
         fail "the killed client's connection was not closed"
     # A stopped reader with a backlog, killed: its queue is freed.
-    qcop watch kill/backlog >/dev/null 2>&1 &
+    qcop --format rich watch kill/backlog >/dev/null 2>&1 &
     w=$!
     until_true 10 qcop registered kill/backlog || fail "watcher not registered"
     kill -STOP $w
@@ -255,7 +255,7 @@ step_sigkill() {
         fail "bytes_queued not back to 0 after the kill"
     # A responder killed while a call waits for it: the caller is told, long before its
     # 30 s timeout.
-    qcop watch QPE/Slow >/dev/null 2>&1 &
+    qcop --format rich watch QPE/Slow >/dev/null 2>&1 &
     w=$!
     until_true 10 qcop registered QPE/Slow || fail "responder not registered"
     start=$(date +%s)
@@ -284,7 +284,7 @@ step_compat() {
         sig='all(int,uint,qlonglong,bool,double,QString,QByteArray,QStringList)'
         want='mixed/x all(int,uint,qlonglong,bool,double,QString,QByteArray,QStringList) -1 4294967295 -9000000000 true 0.5 "héllo" 0x00ff7f ["a", "b"]'
         # 64-bit sends, 32-bit watches.
-        "$q32" watch --count 1 --timeout 20000 mixed/x >"$T/w32.out" 2>&1 &
+        "$q32" --format rich watch --count 1 --timeout 20000 mixed/x >"$T/w32.out" 2>&1 &
         w=$!
         until_true 10 qcop registered mixed/x || fail "32-bit watcher not registered"
         # shellcheck disable=SC2086
@@ -292,7 +292,7 @@ step_compat() {
         wait $w || fail "32-bit watch: $(cat "$T/w32.out")"
         expect_eq "$(cat "$T/w32.out")" "$want" "32-bit reader"
         # 32-bit sends, 64-bit watches.
-        qcop watch --count 1 --timeout 20000 mixed/x >"$T/w64.out" 2>&1 &
+        qcop --format rich watch --count 1 --timeout 20000 mixed/x >"$T/w64.out" 2>&1 &
         w=$!
         until_true 10 qcop registered mixed/x || fail "64-bit watcher not registered"
         # shellcheck disable=SC2086
@@ -311,7 +311,7 @@ step_compat() {
         expect_eq "$("$q32" call mixed/calc 'add(int,int)' 1 2)" 'result(double) 2.5' "32-bit call, 64-bit answer"
         wait $s || fail "the server failed"
         # SO_PEERCRED through the compat layer: the daemon sees the 32-bit client's pid.
-        "$q32" watch mixed/peer >/dev/null 2>&1 &
+        "$q32" --format rich watch mixed/peer >/dev/null 2>&1 &
         w=$!
         until_true 10 qcop registered mixed/peer || fail "32-bit watcher not registered"
         expect_eq "$(client_col $w PID)" "$w" "pid of the 32-bit client in stats --clients"
@@ -366,9 +366,9 @@ expect_from_zero() {
 # all 2000 messages in order. Then a publisher killed mid-stream: the mapped reader sees
 # the end promptly and never a torn message.
 step_shm_stream() {
-    qcop watch --shm --count 2000 --timeout 60000 board/shm >"$T/shm.mapped" 2>&1 &
+    qcop --format rich watch --shm --count 2000 --timeout 60000 board/shm >"$T/shm.mapped" 2>&1 &
     m=$!
-    qcop watch --count 2000 --timeout 60000 board/shm >"$T/shm.daemon" 2>&1 &
+    qcop --format rich watch --count 2000 --timeout 60000 board/shm >"$T/shm.daemon" 2>&1 &
     d=$!
     until_true 10 qcop registered board/shm || fail "the daemon-path subscriber did not subscribe"
     qcop shm-send --count 2000 --subscribers 1 --timeout 30000 board/shm 'n(int)' %n ||
@@ -381,7 +381,7 @@ step_shm_stream() {
     # The publisher dies with SIGKILL while streaming.
     qcop shm-send --count 100000000 --interval 1 --subscribers 1 board/kill 'n(int)' %n >/dev/null 2>&1 &
     p=$!
-    qcop watch --shm --timeout 60000 board/kill >"$T/kill.mapped" 2>&1 &
+    qcop --format rich watch --shm --timeout 60000 board/kill >"$T/kill.mapped" 2>&1 &
     w=$!
     until_true 20 sh -c "[ \$(grep -c 'n(int)' $T/kill.mapped) -ge 20 ]" || fail "no messages before the kill"
     stop_job $p KILL
@@ -396,13 +396,13 @@ step_compat_shm() {
     [ -n "$QCOP_COMPAT" ] || { echo "NA no 32-bit compat payload on this board"; return 77; }
     for triple in $QCOP_COMPAT; do
         q32=/opt/qcop/$triple/qcop
-        "$q32" watch --shm --count 1000 --timeout 60000 compat/shm >"$T/c32.in" 2>&1 &
+        "$q32" --format rich watch --shm --count 1000 --timeout 60000 compat/shm >"$T/c32.in" 2>&1 &
         r=$!
         qcop shm-send --count 1000 --subscribers 1 --timeout 30000 compat/shm 'n(int)' %n ||
             fail "64-bit publisher"
         wait $r
         n=$(expect_from_zero "$T/c32.in" 1000) || fail "32-bit reader of a 64-bit publisher: $n"
-        qcop watch --shm --count 1000 --timeout 60000 compat/shm >"$T/c64.in" 2>&1 &
+        qcop --format rich watch --shm --count 1000 --timeout 60000 compat/shm >"$T/c64.in" 2>&1 &
         r=$!
         "$q32" shm-send --count 1000 --subscribers 1 --timeout 30000 compat/shm 'n(int)' %n ||
             fail "32-bit publisher"
@@ -484,7 +484,7 @@ transfer() {
     receiver=$1 channel=$2 count=$3
     file="$T/$(echo "$channel" | tr / _).in"
     if [ "$QCOP_LINK" = "$receiver" ]; then
-        qcop watch --count "$count" --timeout 60000 "$channel" >"$file" 2>&1 || true
+        qcop --format rich watch --count "$count" --timeout 60000 "$channel" >"$file" 2>&1 || true
         expect_numbered "$file" 1 "$count"
         info "board $receiver received $count messages on $channel, in order, none twice"
     else
@@ -508,7 +508,7 @@ step_b_to_a() { transfer a board/a/in 200; }
 step_cut_heal() {
     if [ "$QCOP_LINK" = b ]; then
         # 20 s without a message ends the watch: longer than the cut lasts.
-        qcop watch --timeout 20000 board/b/cut >"$T/cut.in" 2>&1 || true
+        qcop --format rich watch --timeout 20000 board/b/cut >"$T/cut.in" 2>&1 || true
         expect_numbered "$T/cut.in" 1 100
         info "board b received 100 of 100 messages across the cut, in order, none twice"
     else
@@ -537,7 +537,7 @@ step_link_stats() {
 # Neither board powers off before the other is done with the link: each tells the other.
 step_finish() {
     peer=$( [ "$QCOP_LINK" = a ] && echo b || echo a )
-    qcop watch --count 1 --timeout 120000 "board/$QCOP_LINK/done" >"$T/done.in" 2>&1 &
+    qcop --format rich watch --count 1 --timeout 120000 "board/$QCOP_LINK/done" >"$T/done.in" 2>&1 &
     w=$!
     until_true 120 qcop registered "board/$peer/done" || fail "board $peer never got to the end"
     qcop send "board/$peer/done" 'done()'

@@ -3,7 +3,7 @@
 //! conversation with the daemon, plus the listing and removal the CLI uses.
 
 use super::{unexpected, Answer, Connection, Error};
-use crate::wire::segments::{SegEntry, SegFrame};
+use crate::wire::segments::{LockState, SegEntry, SegFrame};
 use crate::wire::Frame;
 use std::os::fd::OwnedFd;
 use std::time::Instant;
@@ -25,6 +25,7 @@ pub(crate) struct SemGrant {
     pub handle: u32,
     pub token: u32,
     pub slot: Option<u32>,
+    pub max: u32,
     pub created: bool,
     pub control: OwnedFd,
 }
@@ -104,6 +105,33 @@ impl Connection {
         let (a, fd) = self.request_with_fd(|seq| Frame::Seg(SegFrame::Control { seq, handle }))?;
         match a {
             Answer::Seg(SegFrame::ControlBlock { handle: h, .. }) if h == handle => Ok(fd),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Takes (`unlock` false) or releases the lock of an attached segment through the
+    /// daemon, or with `check` only has the daemon check the control block; returns the
+    /// outcome and the lock word after it.
+    pub(crate) fn seg_lock(
+        &mut self,
+        handle: u32,
+        (unlock, waited, check): (bool, bool, bool),
+    ) -> Result<(LockState, u32), Error> {
+        match self.request(|seq| {
+            Frame::Seg(SegFrame::Lock {
+                seq,
+                unlock,
+                waited,
+                check,
+                handle,
+            })
+        })? {
+            Answer::Seg(SegFrame::LockState {
+                handle: h,
+                state,
+                word,
+                ..
+            }) if h == handle => Ok((state, word)),
             other => Err(unexpected(other)),
         }
     }
@@ -192,11 +220,13 @@ fn sem_grant((answer, control): (Answer, OwnedFd)) -> Result<SemGrant, Error> {
             handle,
             token,
             slot,
+            max,
             ..
         }) => Ok(SemGrant {
             handle,
             token,
             slot: (slot != crate::wire::segments::NO_SLOT).then_some(slot),
+            max,
             created,
             control,
         }),

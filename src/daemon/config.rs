@@ -32,8 +32,20 @@ pub struct Config {
     pub socket_mode: Option<String>,
     /// Maximum connected clients.
     pub max_clients: u32,
+    /// Connections one user (uid) may hold, counted from accept, before the Hello; root and
+    /// the daemon's user are not limited. Default: a quarter of `max_clients` (at least 1).
+    pub max_clients_per_user: Option<u32>,
+    /// Places of `max_clients` kept for root and the daemon's user, so that an administrator
+    /// can always connect; at most a quarter of `max_clients` is kept.
+    pub reserved_admin_clients: u32,
     /// Maximum subscriptions (channels and patterns) per client.
     pub max_subscriptions_per_client: u32,
+    /// Subscriptions (channels and patterns) one user (uid) may hold on all its connections
+    /// together; root and the daemon's user are not limited. Default: 4 times
+    /// `max_subscriptions_per_client`.
+    pub max_subscriptions_per_user: Option<u32>,
+    /// Patterns (wildcard subscriptions) one user may hold on all its connections together.
+    pub max_patterns_per_user: u32,
     /// Longest channel name or pattern, in bytes.
     pub max_channel_len: u16,
     /// Longest message name, in bytes.
@@ -52,6 +64,9 @@ pub struct Config {
     pub max_call_timeout_ms: u32,
     /// Calls one client may have in flight.
     pub max_calls_per_client: u32,
+    /// Time a client may take to complete a frame it started, in milliseconds; past it the
+    /// client is dropped and its read buffer released.
+    pub partial_frame_timeout_ms: u32,
     /// Time a new connection has to complete its handshake, in milliseconds.
     pub handshake_timeout_ms: u32,
     /// Shared-memory segments that may exist at once (0 disables segments).
@@ -102,7 +117,11 @@ impl Default for Config {
             socket_group: None,
             socket_mode: None,
             max_clients: 256,
+            max_clients_per_user: None,
+            reserved_admin_clients: 4,
             max_subscriptions_per_client: 1024,
+            max_subscriptions_per_user: None,
+            max_patterns_per_user: 256,
             max_channel_len: 255,
             max_message_len: 255,
             max_payload: 64 * 1024,
@@ -113,6 +132,7 @@ impl Default for Config {
             max_call_timeout_ms: 300_000,
             max_calls_per_client: 64,
             handshake_timeout_ms: 5_000,
+            partial_frame_timeout_ms: 30_000,
             shm_max_segments: 64,
             shm_max_segment_bytes: 16 * 1024 * 1024,
             shm_max_total_segment_bytes: 32 * 1024 * 1024,
@@ -198,6 +218,9 @@ impl Config {
         if self.max_clients == 0 {
             return bad("max_clients must be at least 1".into());
         }
+        if self.max_clients_per_user == Some(0) {
+            return bad("max_clients_per_user must be at least 1".into());
+        }
         if self.max_channel_len == 0 || self.max_message_len == 0 {
             return bad("max_channel_len and max_message_len must be at least 1".into());
         }
@@ -219,6 +242,9 @@ impl Config {
         }
         if self.call_timeout_ms == 0 || self.call_timeout_ms > self.max_call_timeout_ms {
             return bad("call_timeout_ms must be between 1 and max_call_timeout_ms".into());
+        }
+        if self.partial_frame_timeout_ms == 0 {
+            return bad("partial_frame_timeout_ms must be at least 1".into());
         }
         if self.handshake_timeout_ms == 0 {
             return bad("handshake_timeout_ms must be at least 1".into());
@@ -245,6 +271,40 @@ impl Config {
             .validate(link_frame)
             .map_err(ConfigError::Invalid)?;
         Ok(())
+    }
+
+    /// The connection limits in force: `max_clients_per_user` (or its default) and the
+    /// reserve for administrators (at most a quarter of `max_clients`).
+    pub fn connection_limits(&self) -> super::quota::ConnectionLimits {
+        super::quota::ConnectionLimits {
+            max_clients: self.max_clients,
+            per_user: self
+                .max_clients_per_user
+                .unwrap_or(self.max_clients / 4)
+                .max(1),
+            reserved: self.reserved_admin_clients.min(self.max_clients / 4),
+        }
+    }
+
+    /// The per-user subscription totals in force.
+    pub fn subscription_limits(&self) -> super::quota::SubscriptionLimits {
+        super::quota::SubscriptionLimits {
+            per_user: self
+                .max_subscriptions_per_user
+                .unwrap_or(self.max_subscriptions_per_client.saturating_mul(4)),
+            patterns_per_user: self.max_patterns_per_user,
+        }
+    }
+
+    /// The budget partial input frames are held to: `max_total_queue_bytes` together with
+    /// queued output, and for one user a quarter of it, or at least one largest frame (with
+    /// a read's worth of slack).
+    pub fn input_limits(&self) -> super::quota::InputLimits {
+        let frame = self.max_frame_body() as u64 + crate::wire::HEADER_LEN as u64;
+        super::quota::InputLimits {
+            budget: self.max_total_queue_bytes,
+            user_share: (self.max_total_queue_bytes / 4).max(frame + 64 * 1024),
+        }
     }
 
     /// Largest frame body a client may send under this configuration.
@@ -467,6 +527,27 @@ mod tests {
         ));
         assert!(matches!(
             Config::parse("max_payload = 4294967295"),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn connection_limits_scale_from_max_clients() {
+        let l = Config::default().connection_limits();
+        assert_eq!((l.max_clients, l.per_user, l.reserved), (256, 64, 4));
+        let l = Config::parse("max_clients = 2")
+            .unwrap()
+            .connection_limits();
+        // A tiny daemon keeps no reserve and still admits one connection per user.
+        assert_eq!((l.per_user, l.reserved), (1, 0));
+        let l = Config::parse(
+            "max_clients = 100\nmax_clients_per_user = 90\nreserved_admin_clients = 60",
+        )
+        .unwrap()
+        .connection_limits();
+        assert_eq!((l.per_user, l.reserved), (90, 25));
+        assert!(matches!(
+            Config::parse("max_clients_per_user = 0"),
             Err(ConfigError::Invalid(_))
         ));
     }

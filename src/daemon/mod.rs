@@ -7,8 +7,10 @@
 //! - [`server`]: the single-threaded epoll loop tying them together.
 //! - [`signals`]: SIGTERM/SIGINT/SIGHUP delivered to the loop.
 //! - [`stats`]: the counters `qcop stats` shows.
+//! - [`timers`]: call and handshake deadlines, with the time passed in.
 //! - [`shm_segments`]: shared-memory segments and system semaphores (QSharedMemory,
 //!   QSystemSemaphore): memfds handed to attachers, locks and units recovered from the dead.
+//! - [`quota`]: what each user (uid) holds, against the per-user limits.
 //! - [`policy`]: who may send, receive and monitor what (the `policy` rules).
 //! - [`names`]: user and group names of the configuration, resolved at load.
 //! - [`activate`]: services started on demand for their channel (`[[service]]`).
@@ -23,6 +25,7 @@ pub mod listen;
 pub mod names;
 pub mod outq;
 pub mod policy;
+pub mod quota;
 pub mod router;
 pub mod server;
 pub mod shm_segments;
@@ -31,6 +34,7 @@ pub mod signals;
 mod spawn;
 pub mod spool;
 pub mod stats;
+pub mod timers;
 
 pub use config::{Config, ConfigError, SlowConsumerPolicy};
 pub use server::{Server, SYSTEM_CHANNEL};

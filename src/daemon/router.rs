@@ -1,8 +1,13 @@
 //! Who is subscribed to what: exact channels and wildcard patterns, keyed by client slot.
 //!
-//! Pure bookkeeping with no I/O, so routing rules are unit-tested without sockets.
+//! Pure bookkeeping with no I/O, so routing rules are unit-tested without sockets. Patterns
+//! live in a trie (the `index` module), so a message's route costs the same however many
+//! patterns cannot match its channel; the last route is kept until a subscription changes.
+
+mod index;
 
 use crate::pattern::{is_pattern, NameError, Pattern};
+use index::PatternIndex;
 use std::collections::HashMap;
 
 /// A client's position in the daemon's client table.
@@ -43,23 +48,54 @@ pub enum Unsubscribed {
 #[derive(Default)]
 pub struct Router {
     channels: HashMap<Box<str>, Vec<Slot>>,
-    patterns: Vec<PatternEntry>,
+    /// Pattern entries by number (the values in `index`); `None` is a free number.
+    patterns: Vec<Option<PatternEntry>>,
+    free_patterns: Vec<u32>,
+    /// Pattern text to entry number.
+    by_text: HashMap<Box<str>, u32>,
+    index: PatternIndex,
+    pattern_count: usize,
     subscriptions: usize,
+    /// Entry numbers matched by the current lookup (scratch).
+    matched: Vec<u32>,
+    /// The last lookup: its channel and recipients, valid until a subscription changes
+    /// (messages come in runs on one channel).
+    last_channel: String,
+    last_recipients: Vec<Slot>,
+    last_valid: bool,
 }
 
 impl Router {
     /// Adds `slot` as a subscriber of `name` (a channel or a pattern).
     pub fn subscribe(&mut self, slot: Slot, name: &str) -> Result<Subscribed, NameError> {
+        self.last_valid = false;
         if is_pattern(name) {
             let pattern = Pattern::new(name)?;
-            match self.patterns.iter_mut().find(|p| &*p.text == name) {
-                Some(entry) if entry.subscribers.contains(&slot) => return Ok(Subscribed::Already),
-                Some(entry) => entry.subscribers.push(slot),
-                None => self.patterns.push(PatternEntry {
-                    text: name.into(),
-                    pattern,
-                    subscribers: vec![slot],
-                }),
+            match self.by_text.get(name) {
+                Some(&n) => {
+                    let entry = self.patterns[n as usize].as_mut().expect("indexed entry");
+                    if entry.subscribers.contains(&slot) {
+                        return Ok(Subscribed::Already);
+                    }
+                    entry.subscribers.push(slot);
+                }
+                None => {
+                    let n = match self.free_patterns.pop() {
+                        Some(n) => n,
+                        None => {
+                            self.patterns.push(None);
+                            (self.patterns.len() - 1) as u32
+                        }
+                    };
+                    self.index.insert(&pattern, n);
+                    self.patterns[n as usize] = Some(PatternEntry {
+                        text: name.into(),
+                        pattern,
+                        subscribers: vec![slot],
+                    });
+                    self.by_text.insert(name.into(), n);
+                    self.pattern_count += 1;
+                }
             }
             self.subscriptions += 1;
             return Ok(Subscribed::Added { new_channel: false });
@@ -80,17 +116,23 @@ impl Router {
 
     /// Removes one subscription of `slot`.
     pub fn unsubscribe(&mut self, slot: Slot, name: &str) -> Unsubscribed {
+        self.last_valid = false;
         if is_pattern(name) {
-            let Some(i) = self.patterns.iter().position(|p| &*p.text == name) else {
+            let Some(&n) = self.by_text.get(name) else {
                 return Unsubscribed::NotSubscribed;
             };
-            let subs = &mut self.patterns[i].subscribers;
+            let entry = self.patterns[n as usize].as_mut().expect("indexed entry");
+            let subs = &mut entry.subscribers;
             let Some(j) = subs.iter().position(|&s| s == slot) else {
                 return Unsubscribed::NotSubscribed;
             };
             subs.swap_remove(j);
             if subs.is_empty() {
-                self.patterns.swap_remove(i);
+                let entry = self.patterns[n as usize].take().expect("indexed entry");
+                self.index.remove(&entry.pattern, n);
+                self.by_text.remove(name);
+                self.free_patterns.push(n);
+                self.pattern_count -= 1;
             }
             self.subscriptions -= 1;
             return Unsubscribed::Removed {
@@ -114,21 +156,44 @@ impl Router {
 
     /// Appends to `out` every slot that should receive a message on `channel`, each once
     /// (a client subscribed exactly and by one or more matching patterns gets one copy).
-    pub fn recipients(&self, channel: &str, out: &mut Vec<Slot>) {
+    pub fn recipients(&mut self, channel: &str, out: &mut Vec<Slot>) {
         out.clear();
+        if self.last_valid && self.last_channel == channel {
+            out.extend_from_slice(&self.last_recipients);
+            return;
+        }
+        self.lookup(channel, out);
+        self.last_channel.clear();
+        self.last_channel.push_str(channel);
+        self.last_recipients.clear();
+        self.last_recipients.extend_from_slice(out);
+        self.last_valid = true;
+    }
+
+    fn lookup(&mut self, channel: &str, out: &mut Vec<Slot>) {
         if let Some(subs) = self.channels.get(channel) {
             out.extend_from_slice(subs);
         }
         let exact = out.len();
-        for p in &self.patterns {
-            if p.pattern.matches(channel) {
+        let mut matched = std::mem::take(&mut self.matched);
+        matched.clear();
+        self.index.matches(channel, |n| matched.push(n));
+        for &n in &matched {
+            if let Some(p) = &self.patterns[n as usize] {
                 out.extend_from_slice(&p.subscribers);
             }
         }
+        self.matched = matched;
         if out.len() > exact {
             out.sort_unstable();
             out.dedup();
         }
+    }
+
+    /// Pattern-trie nodes visited by every lookup so far: the routing work patterns cause
+    /// (`qcop stats`: `pattern_visits`).
+    pub fn pattern_visits(&self) -> u64 {
+        self.index.visits()
     }
 
     /// Exact subscribers of `channel`.
@@ -145,6 +210,7 @@ impl Router {
             .chain(
                 self.patterns
                     .iter()
+                    .flatten()
                     .map(|p| (p.text.to_string(), p.subscribers.len() as u32, true)),
             )
             .collect();
@@ -159,7 +225,7 @@ impl Router {
 
     /// Number of distinct patterns.
     pub fn pattern_count(&self) -> usize {
-        self.patterns.len()
+        self.pattern_count
     }
 
     /// Total subscriptions of all clients.
@@ -172,7 +238,7 @@ impl Router {
 mod tests {
     use super::*;
 
-    fn rcpt(r: &Router, ch: &str) -> Vec<Slot> {
+    fn rcpt(r: &mut Router, ch: &str) -> Vec<Slot> {
         let mut v = Vec::new();
         r.recipients(ch, &mut v);
         v.sort();
@@ -194,8 +260,8 @@ mod tests {
         r.subscribe(1, "*").unwrap();
         r.subscribe(3, "QPE/Sys?em").unwrap();
         assert_eq!(r.subscribe(3, "QPE/Sys?em"), Ok(Subscribed::Already));
-        assert_eq!(rcpt(&r, "QPE/System"), vec![1, 2, 3]);
-        assert_eq!(rcpt(&r, "Other"), vec![1]);
+        assert_eq!(rcpt(&mut r, "QPE/System"), vec![1, 2, 3]);
+        assert_eq!(rcpt(&mut r, "Other"), vec![1]);
         assert_eq!(r.exact_count("QPE/System"), 2);
         assert_eq!(r.exact_count("QPE/*"), 0);
         assert_eq!(r.subscription_count(), 5);
@@ -225,6 +291,80 @@ mod tests {
         r.unsubscribe(4, "x*");
         assert_eq!(r.pattern_count(), 0);
         assert_eq!(r.subscription_count(), 0);
+    }
+
+    #[test]
+    fn patterns_with_the_same_tokens_are_separate_subscriptions() {
+        let mut r = Router::default();
+        r.subscribe(1, "a*").unwrap();
+        r.subscribe(2, "a**").unwrap();
+        assert_eq!(r.pattern_count(), 2);
+        assert_eq!(rcpt(&mut r, "abc"), vec![1, 2]);
+        r.unsubscribe(1, "a*");
+        assert_eq!(rcpt(&mut r, "abc"), vec![2]);
+        // The freed entry is reused, and the list shows what is subscribed.
+        r.subscribe(3, "b?").unwrap();
+        assert_eq!(rcpt(&mut r, "bc"), vec![3]);
+        let list: Vec<(String, u32, bool)> = r.list();
+        assert_eq!(list, vec![("a**".into(), 1, true), ("b?".into(), 1, true)]);
+    }
+
+    /// Routing work with 4,096 patterns held by another client that cannot match the
+    /// channel: the same trie nodes are visited as with 16 of them.
+    #[test]
+    fn routing_work_does_not_grow_with_patterns_that_cannot_match() {
+        let work = |n: usize| {
+            let mut r = Router::default();
+            r.subscribe(1, "bench/rr").unwrap();
+            r.subscribe(1, "bench/*").unwrap();
+            for i in 0..n / 4 {
+                for p in [
+                    format!("noise/{i}/*"),
+                    format!("*/noise{i}"),
+                    format!("?oise{i}*"),
+                    format!("bench/[0-9]{i}"),
+                ] {
+                    r.subscribe(2, &p).unwrap();
+                }
+            }
+            assert_eq!(r.pattern_count(), n + 1);
+            let before = r.pattern_visits();
+            // Two channels in turn: each lookup walks the index (the last one is cached).
+            for _ in 0..50 {
+                assert_eq!(rcpt(&mut r, "bench/rr"), vec![1]);
+                assert_eq!(rcpt(&mut r, "bench/rs"), vec![1]);
+            }
+            (r.pattern_visits() - before) / 100
+        };
+        let small = work(16);
+        assert!(small > 0 && small < 64, "{small} nodes per message");
+        assert_eq!(work(4096), small);
+    }
+
+    #[test]
+    fn the_cached_route_follows_subscriptions() {
+        let mut r = Router::default();
+        r.subscribe(1, "a/b").unwrap();
+        assert_eq!(rcpt(&mut r, "a/b"), vec![1]);
+        let visits = r.pattern_visits();
+        r.subscribe(2, "a/*").unwrap();
+        assert_eq!(rcpt(&mut r, "a/b"), vec![1, 2]);
+        assert!(
+            r.pattern_visits() > visits,
+            "a change walks the index again"
+        );
+        let visits = r.pattern_visits();
+        assert_eq!(rcpt(&mut r, "a/b"), vec![1, 2]);
+        assert_eq!(
+            r.pattern_visits(),
+            visits,
+            "the same channel again is cached"
+        );
+        r.unsubscribe(1, "a/b");
+        assert_eq!(rcpt(&mut r, "a/b"), vec![2]);
+        assert_eq!(rcpt(&mut r, "a/c"), vec![2]);
+        r.unsubscribe(2, "a/*");
+        assert_eq!(rcpt(&mut r, "a/c"), Vec::<Slot>::new());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! checks, sender credentials, monitors) and `services` (activation of applications).
 
 mod access;
+mod input;
 mod services;
 
 use super::activate::Activation;
@@ -11,10 +12,12 @@ use super::config::{Config, SlowConsumerPolicy};
 use super::listen::{fit_fd_limit, sd_notify, AcceptPause, Listening};
 use super::outq::OutQueue;
 use super::policy::Action;
+use super::quota::Quota;
 use super::router::{Router, Slot, Subscribed, Unsubscribed};
 use super::shm_segments::{Peer, SegAnswer, Segments};
 use super::signals::Signals;
 use super::stats::{Counters, Gauges};
+use super::timers::Timers;
 use crate::datastream::Value;
 use crate::pattern::{check_message_name, check_name, is_pattern};
 use crate::wire::{
@@ -24,13 +27,11 @@ use crate::wire::{
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 use std::borrow::Cow;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::io::{self, IoSlice, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 #[cfg(feature = "links")]
@@ -38,10 +39,10 @@ mod link_traffic;
 #[cfg(feature = "links")]
 mod links;
 #[cfg(not(feature = "links"))]
-#[path = "server/no_links.rs"]
-mod links;
+mod no_links;
 use links::{Links, RemoteCaller, LISTENER_TOKEN};
-#[path = "shm_streams.rs"]
+#[cfg(not(feature = "links"))]
+use no_links as links;
 mod shm_streams;
 
 /// Channel on which the daemon announces channel lifecycle events.
@@ -82,6 +83,10 @@ struct Client {
     dropped: u64,
     calls_in_flight: u32,
     max_payload: u32,
+    /// Bytes of `reader` charged to the user's quota.
+    input_charged: u64,
+    /// A `Timer::PartialFrame` is pending for this client.
+    partial_timer: bool,
     /// Policy view, subscriptions with credentials, monitor state.
     access: access::ClientAccess,
 }
@@ -115,6 +120,23 @@ enum Timer {
         slot: Slot,
         id: u32,
     },
+    /// The client's read buffer held a partial frame when its reader had returned `frames`.
+    PartialFrame {
+        slot: Slot,
+        id: u32,
+        frames: u64,
+    },
+}
+
+/// Why subscriptions end (see `Server::remove_subscriptions`).
+#[derive(Clone, Copy)]
+enum Removal<'a> {
+    /// The client asked (request `seq`): answered `Ok`.
+    Unsubscribed { seq: u32 },
+    /// A reload's policy denies it: the client gets `Revoked` with the policy's `text`.
+    Revoked { text: &'a str },
+    /// The connection closed.
+    Closed,
 }
 
 /// How long a client disconnected as a slow consumer is given to read the rest of a partly
@@ -141,17 +163,24 @@ pub struct Server {
     clients: Vec<Option<Client>>,
     free_slots: Vec<Slot>,
     client_count: usize,
+    /// Per-user accounting of connections.
+    quota: Quota,
     router: Router,
     counters: Counters,
     calls: HashMap<u32, PendingCall>,
-    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    timers: Timers<Timer>,
     next_token: u32,
     next_client_id: u32,
     dirty: Vec<Slot>,
     to_close: Vec<(Slot, CloseReason)>,
     scratch: Vec<Slot>,
-    /// Encoding buffer: a frame is encoded here, then copied once into its shared `Rc`.
+    /// Encoding buffer: a frame is encoded here, then copied into each receiver's queue.
     enc: Vec<u8>,
+    /// The second flavour of a delivered message (with the sender's credentials).
+    enc_signed: Vec<u8>,
+    /// The channel and message names `check_message` last found valid (empty: none; the
+    /// limits they were checked against change only with a reload, which empties them).
+    valid_names: (String, String),
     /// Read buffer shared by every client whose own reader holds no partial frame.
     shared_reader: FrameReader,
     queued_total: u64,
@@ -221,16 +250,19 @@ impl Server {
             clients: Vec::new(),
             free_slots: Vec::new(),
             client_count: 0,
+            quota: Quota::new(nix::unistd::geteuid().as_raw()),
             router: Router::default(),
             counters: Counters::default(),
             calls: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             next_token: 1,
             next_client_id: 1,
             dirty: Vec::new(),
             to_close: Vec::new(),
             scratch: Vec::new(),
             enc: Vec::with_capacity(1024),
+            enc_signed: Vec::new(),
+            valid_names: (String::new(), String::new()),
             shared_reader: FrameReader::new(0),
             queued_total: 0,
             started: Instant::now(),
@@ -289,7 +321,7 @@ impl Server {
             if self.signals.take_child_exited() {
                 self.reap_services();
             }
-            self.expire_timers();
+            self.expire_timers(Instant::now());
             self.expire_services();
             self.compact_timers();
             self.links_turn();
@@ -301,11 +333,11 @@ impl Server {
         Ok(())
     }
 
-    fn next_timeout(&self) -> EpollTimeout {
+    fn next_timeout(&mut self) -> EpollTimeout {
         if self.shm_has_work() {
             return EpollTimeout::ZERO;
         }
-        let next = self.timers.peek().map(|Reverse((at, _))| *at);
+        let next = self.timers.next_deadline();
         let services = self.activation.next_deadline();
         let links = self.links_next_deadline();
         let accept = self.accept_pause.deadline();
@@ -345,6 +377,8 @@ impl Server {
                     self.cfg = new;
                     self.cfg.links = links;
                     self.counters.reloads += 1;
+                    self.valid_names.0.clear();
+                    self.valid_names.1.clear();
                     self.reload_access();
                     self.reload_services();
                 }
@@ -395,13 +429,14 @@ impl Server {
     }
 
     fn admit(&mut self, stream: UnixStream) {
-        if self.client_count >= self.cfg.max_clients as usize {
+        let (pid, uid, gid) = peer_credentials(&stream);
+        if let Err(refusal) = self.quota.connect(uid, self.cfg.connection_limits()) {
             self.counters.clients_refused += 1;
-            log::warn!(
-                "refusing a client: limit of {} reached",
-                self.cfg.max_clients
-            );
-            let text = format!("the daemon serves at most {} clients", self.cfg.max_clients);
+            if refusal.is_per_user() {
+                self.counters.clients_refused_per_user += 1;
+            }
+            log::warn!("refusing a client of uid {uid} (pid {pid}): {refusal}");
+            let text = refusal.to_string();
             let frame = Frame::Error {
                 seq: 0,
                 fatal: true,
@@ -414,9 +449,9 @@ impl Server {
         }
         if let Err(e) = stream.set_nonblocking(true) {
             log::error!("cannot configure a new connection: {e}");
+            self.quota.disconnect(uid);
             return;
         }
-        let (pid, uid, gid) = peer_credentials(&stream);
         let slot = self.free_slots.pop().unwrap_or_else(|| {
             self.clients.push(None);
             self.clients.len() - 1
@@ -428,6 +463,7 @@ impl Server {
         if let Err(e) = self.epoll.add(&stream, event) {
             log::error!("epoll_ctl(ADD) failed: {e}");
             self.free_slots.push(slot);
+            self.quota.disconnect(uid);
             return;
         }
         let id = self.next_client_id;
@@ -451,13 +487,14 @@ impl Server {
             dropped: 0,
             calls_in_flight: 0,
             max_payload: self.cfg.max_payload,
+            input_charged: 0,
+            partial_timer: false,
             access: self.access.client(uid, gid),
         });
         self.client_count += 1;
         self.counters.clients_accepted += 1;
         let deadline = Instant::now() + Duration::from_millis(self.cfg.handshake_timeout_ms as u64);
-        self.timers
-            .push(Reverse((deadline, Timer::Handshake { slot, id })));
+        self.timers.add(deadline, Timer::Handshake { slot, id });
         log::debug!("client {id} connected (pid {pid}, uid {uid}, gid {gid})");
     }
 
@@ -544,6 +581,9 @@ impl Server {
             reader.shrink_idle(0);
             client.reader = reader;
         }
+        if !gone {
+            self.charge_input(slot, Instant::now());
+        }
     }
 
     fn client_id(&self, slot: Slot) -> u32 {
@@ -554,8 +594,8 @@ impl Server {
     }
 
     fn process_frames(&mut self, slot: Slot, reader: &mut FrameReader) -> Result<(), DecodeError> {
-        while let Some(frame) = reader.next_frame()? {
-            self.handle(slot, frame);
+        while let Some((frame, body)) = reader.next_frame_and_body()? {
+            self.handle(slot, frame, body);
             self.close_pending();
             match self.clients.get(slot).and_then(Option::as_ref) {
                 Some(c) if !c.closing => {}
@@ -567,7 +607,9 @@ impl Server {
 
     // ----- requests ----------------------------------------------------------------------
 
-    fn handle(&mut self, slot: Slot, frame: Frame<'_>) {
+    /// Handles one request; `body` is its encoded body (a `Send`'s fields are forwarded as
+    /// they are).
+    fn handle(&mut self, slot: Slot, frame: Frame<'_>, body: &[u8]) {
         let Some(client) = self.clients[slot].as_mut() else {
             return;
         };
@@ -629,6 +671,8 @@ impl Server {
                     Ok(normalized) => normalized,
                     Err((code, text)) => return self.reject(slot, seq, code, &text),
                 };
+                // The body is forwarded as it is only if the name needed no normalising.
+                let fields = matches!(message, Cow::Borrowed(_)).then_some(body);
                 let message = &*message;
                 if let Err(denial) = self.may(slot, Action::Send, channel, message) {
                     let what = format!("send to {channel:?}");
@@ -642,7 +686,7 @@ impl Server {
                         .queue_send(slot, seq, ack, service, sender, channel, message, payload);
                 }
                 let n = self
-                    .publish(sender, channel, message, payload)
+                    .publish_fields(sender, channel, message, payload, fields)
                     .unwrap_or_else(|| {
                         self.counters.dropped_no_subscriber += 1;
                         0
@@ -657,7 +701,11 @@ impl Server {
                 channel,
                 message,
                 payload,
-            } => self.call(slot, seq, timeout_ms, channel, message, payload),
+            } => {
+                // The fields after the timeout are those of the `Message` the call becomes.
+                let fields = body.get(4..);
+                self.call(slot, seq, timeout_ms, channel, message, payload, fields)
+            }
             Frame::Respond {
                 token,
                 error,
@@ -724,22 +772,39 @@ impl Server {
 
     /// Checks a message from a client; returns its name normalised (`check_message_name`).
     fn check_message<'m>(
-        &self,
+        &mut self,
         slot: Slot,
         channel: &str,
         message: &'m str,
         payload: &[u8],
     ) -> Result<Cow<'m, str>, (ErrorCode, String)> {
-        check_name(channel, self.cfg.max_channel_len as usize)
-            .map_err(|e| (ErrorCode::BadName, format!("channel: {e}")))?;
-        if is_pattern(channel) {
-            return Err((
-                ErrorCode::WildcardSend,
-                format!("{channel:?} is a pattern; messages go to plain channel names"),
-            ));
-        }
-        let message = check_message_name(message, self.cfg.max_message_len as usize)
-            .map_err(|e| (ErrorCode::BadName, format!("message: {e}")))?;
+        // Messages come in runs on one channel: names valid (and already normalised) a
+        // moment ago need no new look.
+        let (valid_channel, valid_message) = &self.valid_names;
+        let known =
+            !valid_channel.is_empty() && valid_channel == channel && valid_message == message;
+        let message = if known {
+            Cow::Borrowed(message)
+        } else {
+            check_name(channel, self.cfg.max_channel_len as usize)
+                .map_err(|e| (ErrorCode::BadName, format!("channel: {e}")))?;
+            if is_pattern(channel) {
+                return Err((
+                    ErrorCode::WildcardSend,
+                    format!("{channel:?} is a pattern; messages go to plain channel names"),
+                ));
+            }
+            let normalized = check_message_name(message, self.cfg.max_message_len as usize)
+                .map_err(|e| (ErrorCode::BadName, format!("message: {e}")))?;
+            if let Cow::Borrowed(_) = normalized {
+                let (valid_channel, valid_message) = &mut self.valid_names;
+                valid_channel.clear();
+                valid_channel.push_str(channel);
+                valid_message.clear();
+                valid_message.push_str(message);
+            }
+            normalized
+        };
         let max = self.clients[slot].as_ref().map_or(0, |c| c.max_payload);
         if payload.len() > max as usize {
             return Err((
@@ -777,8 +842,21 @@ impl Server {
             );
             return self.reject(slot, seq, ErrorCode::TooManySubscriptions, &text);
         }
+        let (uid, pattern) = (client.uid, is_pattern(channel));
+        let limits = self.cfg.subscription_limits();
+        if let Err(refusal) = self.quota.subscribe(uid, pattern, limits) {
+            self.counters.subscriptions_refused_per_user += 1;
+            let text = refusal.to_string();
+            return self.reject(slot, seq, ErrorCode::TooManySubscriptions, &text);
+        }
+        let Some(client) = self.clients[slot].as_mut() else {
+            return;
+        };
         match self.router.subscribe(slot, channel) {
-            Err(e) => self.reject(slot, seq, ErrorCode::BadName, &e.to_string()),
+            Err(e) => {
+                self.quota.unsubscribe(uid, pattern);
+                self.reject(slot, seq, ErrorCode::BadName, &e.to_string())
+            }
             Ok(outcome) => {
                 client.subscriptions.push(channel.into());
                 if credentials {
@@ -796,24 +874,52 @@ impl Server {
     }
 
     fn unsubscribe(&mut self, slot: Slot, seq: u32, channel: &str) {
-        match self.router.unsubscribe(slot, channel) {
-            Unsubscribed::NotSubscribed => {
-                let text = format!("not subscribed to {channel:?}");
-                self.reject(slot, seq, ErrorCode::NotSubscribed, &text);
+        let subscribed = self.clients[slot]
+            .as_ref()
+            .is_some_and(|c| c.subscriptions.iter().any(|s| &**s == channel));
+        if !subscribed {
+            let text = format!("not subscribed to {channel:?}");
+            return self.reject(slot, seq, ErrorCode::NotSubscribed, &text);
+        }
+        self.remove_subscriptions(slot, &[channel.into()], Removal::Unsubscribed { seq });
+    }
+
+    /// Ends subscriptions of the client in `slot`: the one path every removal takes
+    /// (unsubscribe, policy revocation, close), so the router, the client's own list and
+    /// credential flags, the links' advert, the `removedChannel` notices and the
+    /// shared-memory streams' forwarding all follow. A client being closed is already out
+    /// of the table; its names are passed in.
+    fn remove_subscriptions(&mut self, slot: Slot, names: &[Box<str>], why: Removal<'_>) {
+        let mut emptied = Vec::new();
+        let mut removed = false;
+        for name in names {
+            let Unsubscribed::Removed { removed_channel } = self.router.unsubscribe(slot, name)
+            else {
+                continue;
+            };
+            removed = true;
+            if let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) {
+                c.subscriptions.retain(|s| s != name);
+                c.access.forget_credentials(name);
+                self.quota.unsubscribe(c.uid, is_pattern(name));
             }
-            Unsubscribed::Removed { removed_channel } => {
-                if let Some(c) = self.clients[slot].as_mut() {
-                    c.subscriptions.retain(|s| &**s != channel);
-                    c.access.forget_credentials(channel);
-                }
-                self.reply(slot, &Frame::Ok { seq, value: 0 });
-                self.links_subscriptions_changed();
-                if removed_channel {
-                    self.announce("removedChannel(QString)", channel);
-                }
-                self.shm_refresh_forwarding();
+            match why {
+                Removal::Unsubscribed { seq } => self.reply(slot, &Frame::Ok { seq, value: 0 }),
+                Removal::Revoked { text } => self.tell_revoked(slot, name, text),
+                Removal::Closed => {}
+            }
+            if removed_channel {
+                emptied.push(name);
             }
         }
+        if !removed {
+            return;
+        }
+        self.links_subscriptions_changed();
+        for name in emptied {
+            self.announce("removedChannel(QString)", name);
+        }
+        self.shm_refresh_forwarding();
     }
 
     /// Publishes a lifecycle event on the system channel.
@@ -837,7 +943,20 @@ impl Server {
         message: &str,
         payload: &[u8],
     ) -> Option<u32> {
-        let local = self.deliver_local(sender, channel, message, payload);
+        self.publish_fields(sender, channel, message, payload, None)
+    }
+
+    /// [`Server::publish`], with the message's fields as a client encoded them, if it came
+    /// from one.
+    fn publish_fields(
+        &mut self,
+        sender: Credentials,
+        channel: &str,
+        message: &str,
+        payload: &[u8],
+        fields: Option<&[u8]>,
+    ) -> Option<u32> {
+        let local = self.deliver_local(sender, channel, message, payload, fields);
         let links = self.links_publish(channel, message, payload);
         match local {
             None if links > 0 => Some(0),
@@ -846,13 +965,15 @@ impl Server {
     }
 
     /// Queues a message for every local subscriber of `channel` the policy lets receive it;
-    /// returns how many got it, or `None` when it has no local subscriber.
+    /// returns how many got it, or `None` when it has no local subscriber. `fields`: the
+    /// message as its sender encoded it, if it came from a client (see `Delivery::fields`).
     fn deliver_local(
         &mut self,
         sender: Credentials,
         channel: &str,
         message: &str,
         payload: &[u8],
+        fields: Option<&[u8]>,
     ) -> Option<u32> {
         let mut recipients = std::mem::take(&mut self.scratch);
         self.router.recipients(channel, &mut recipients);
@@ -864,6 +985,7 @@ impl Server {
                 channel,
                 message,
                 payload,
+                fields,
             };
             delivered = Some(self.deliver(&recipients, &m, None));
         }
@@ -871,6 +993,7 @@ impl Server {
         delivered
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn call(
         &mut self,
         slot: Slot,
@@ -879,11 +1002,14 @@ impl Server {
         channel: &str,
         message: &str,
         payload: &[u8],
+        fields: Option<&[u8]>,
     ) {
         let message = match self.check_message(slot, channel, message, payload) {
             Ok(normalized) => normalized,
             Err((code, text)) => return self.reject(slot, seq, code, &text),
         };
+        // The body is forwarded as it is only if the name needed no normalising.
+        let fields = fields.filter(|_| matches!(message, Cow::Borrowed(_)));
         let message = &*message;
         if let Err(denial) = self.may(slot, Action::Send, channel, message) {
             let what = format!("call to {channel:?}");
@@ -925,11 +1051,12 @@ impl Server {
         if let Some(service) = self.service_for(channel) {
             return self.queue_call(call, deadline, service, sender, channel, message, payload);
         }
-        self.route_call(call, deadline, sender, channel, message, payload);
+        self.route_call(call, deadline, sender, channel, message, payload, fields);
     }
 
     /// Delivers a call to the subscribers of `channel` and waits for the first answer until
     /// `deadline`. The caller's `calls_in_flight` already counts it.
+    #[allow(clippy::too_many_arguments)]
     fn route_call(
         &mut self,
         mut call: PendingCall,
@@ -938,6 +1065,7 @@ impl Server {
         channel: &str,
         message: &str,
         payload: &[u8],
+        fields: Option<&[u8]>,
     ) {
         let token = self.allocate_token();
         if !self.access.monitors.is_empty() {
@@ -958,6 +1086,7 @@ impl Server {
             channel,
             message,
             payload,
+            fields,
         };
         let mut reached = Vec::with_capacity(recipients.len());
         self.deliver(&recipients, &m, Some(&mut reached));
@@ -977,7 +1106,7 @@ impl Server {
         call.recipients = reached;
         call.links = links;
         self.calls.insert(token, call);
-        self.timers.push(Reverse((deadline, Timer::Call(token))));
+        self.timers.add(deadline, Timer::Call(token));
     }
 
     fn allocate_token(&mut self) -> u32 {
@@ -1029,21 +1158,18 @@ impl Server {
     /// Delivers a responder's answer (local or from another board) to a local caller.
     fn answer_call(&mut self, call: &PendingCall, error: bool, message: &str, payload: &[u8]) {
         self.counters.calls_answered += 1;
-        let reply = encode_shared(
-            &mut self.enc,
-            &Frame::Reply {
-                seq: call.seq,
-                error,
-                message,
-                payload,
-            },
-        );
-        self.finish_call(call, reply);
+        let reply = Frame::Reply {
+            seq: call.seq,
+            error,
+            message,
+            payload,
+        };
+        self.finish_call(call, &reply);
     }
 
     /// Sends a call's outcome to its caller (replies are never dropped by the slow-consumer
     /// policy: the caller is waiting for exactly this frame).
-    fn finish_call(&mut self, call: &PendingCall, frame: Rc<[u8]>) {
+    fn finish_call(&mut self, call: &PendingCall, frame: &Frame<'_>) {
         let Some(c) = self.clients.get_mut(call.caller).and_then(Option::as_mut) else {
             return;
         };
@@ -1051,7 +1177,7 @@ impl Server {
             return;
         }
         c.calls_in_flight = c.calls_in_flight.saturating_sub(1);
-        self.push_reply(call.caller, frame);
+        self.reply(call.caller, frame);
     }
 
     /// Removes a call from the table.
@@ -1091,16 +1217,13 @@ impl Server {
     }
 
     fn call_error(&mut self, call: &PendingCall, code: ErrorCode, text: &str) {
-        let frame = encode_shared(
-            &mut self.enc,
-            &Frame::Error {
-                seq: call.seq,
-                fatal: false,
-                code,
-                text,
-            },
-        );
-        self.finish_call(call, frame);
+        let frame = Frame::Error {
+            seq: call.seq,
+            fatal: false,
+            code,
+            text,
+        };
+        self.finish_call(call, &frame);
     }
 
     fn stats_report(&self, with_clients: bool) -> StatsReport {
@@ -1111,6 +1234,7 @@ impl Server {
             subscriptions: self.router.subscription_count() as u64,
             calls_pending: self.calls.len() as u64,
             bytes_queued: self.queued_total,
+            bytes_partial_input: self.quota.input_bytes(),
             uptime_s: self.started.elapsed().as_secs(),
         };
         let clients = if with_clients {
@@ -1139,6 +1263,7 @@ impl Server {
         self.append_service_stats(&mut counters);
         counters.extend(link_counters);
         counters.extend(self.shm.report());
+        counters.push(("pattern_visits".to_owned(), self.router.pattern_visits()));
         StatsReport {
             counters,
             clients,
@@ -1149,7 +1274,7 @@ impl Server {
     // ----- output ------------------------------------------------------------------------
 
     /// Queues a delivered message under the slow-consumer policy; true if it was queued.
-    fn enqueue(&mut self, slot: Slot, frame: &Rc<[u8]>) -> bool {
+    fn enqueue(&mut self, slot: Slot, frame: &[u8]) -> bool {
         let limit = self.cfg.max_queue_bytes as usize;
         // A receiver is slow only if its socket cannot take the backlog either: queues are
         // written once per loop turn, so a burst read in one turn would otherwise overflow
@@ -1165,7 +1290,8 @@ impl Server {
         if near_full {
             self.flush(slot);
         }
-        let budget_full = self.queued_total + frame.len() as u64 > self.cfg.max_total_queue_bytes;
+        let held = self.queued_total + self.quota.input_bytes();
+        let budget_full = held + frame.len() as u64 > self.cfg.max_total_queue_bytes;
         let policy = self.cfg.slow_consumer;
         let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
             return false;
@@ -1182,7 +1308,7 @@ impl Server {
         } else {
             match policy {
                 SlowConsumerPolicy::DropOldest => {
-                    let p = c.out.push_drop_oldest(Rc::clone(frame), limit);
+                    let p = c.out.push_drop_oldest(frame, limit);
                     // Messages evicted to make room were counted as delivered when queued.
                     let evicted = p.dropped - u64::from(!p.queued);
                     c.delivered = c.delivered.saturating_sub(evicted);
@@ -1193,7 +1319,7 @@ impl Server {
                     (p.queued, p.delta)
                 }
                 SlowConsumerPolicy::Disconnect => {
-                    if c.out.try_push(Rc::clone(frame), limit) {
+                    if c.out.try_push(frame, limit) {
                         (true, frame.len() as i64)
                     } else {
                         self.disconnect_slow(slot);
@@ -1217,7 +1343,7 @@ impl Server {
     /// Queues a frame the client asked for (answers, errors). These bypass the drop policy
     /// (the client waits for exactly them) but not the bound: a client that keeps asking
     /// without reading its answers past twice its queue limit is disconnected.
-    fn push_reply(&mut self, slot: Slot, frame: Rc<[u8]>) {
+    fn push_reply(&mut self, slot: Slot, frame: &[u8]) {
         let limit = 2 * self.cfg.max_queue_bytes as usize + frame.len();
         let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
             return;
@@ -1237,7 +1363,14 @@ impl Server {
     #[allow(dead_code)] // used by the shared-memory services
     pub(crate) fn push_reply_fd(&mut self, slot: Slot, frame: &Frame<'_>, fd: OwnedFd) {
         debug_assert!(frame.kind().carries_fd());
-        let frame = encode_shared(&mut self.enc, frame);
+        let mut enc = std::mem::take(&mut self.enc);
+        enc.clear();
+        frame.encode(&mut enc);
+        self.push_reply_fd_bytes(slot, &enc, fd);
+        self.enc = enc;
+    }
+
+    fn push_reply_fd_bytes(&mut self, slot: Slot, frame: &[u8], fd: OwnedFd) {
         let limit = 2 * self.cfg.max_queue_bytes as usize + frame.len();
         let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
             return;
@@ -1253,8 +1386,11 @@ impl Server {
     }
 
     fn reply(&mut self, slot: Slot, frame: &Frame<'_>) {
-        let frame = encode_shared(&mut self.enc, frame);
-        self.push_reply(slot, frame);
+        let mut enc = std::mem::take(&mut self.enc);
+        enc.clear();
+        frame.encode(&mut enc);
+        self.push_reply(slot, &enc);
+        self.enc = enc;
     }
 
     fn reject(&mut self, slot: Slot, seq: u32, code: ErrorCode, text: &str) {
@@ -1277,15 +1413,13 @@ impl Server {
     /// is polled for writing only, and closed once both are written, or when the client hangs
     /// up or [`SLOW_CONSUMER_GRACE`] has passed.
     fn disconnect_slow(&mut self, slot: Slot) {
-        let bye = encode_shared(
-            &mut self.enc,
-            &Frame::Error {
-                seq: 0,
-                fatal: true,
-                code: ErrorCode::SlowConsumer,
-                text: "outgoing queue limit exceeded",
-            },
-        );
+        let bye = Frame::Error {
+            seq: 0,
+            fatal: true,
+            code: ErrorCode::SlowConsumer,
+            text: "outgoing queue limit exceeded",
+        }
+        .to_vec();
         let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
@@ -1295,7 +1429,7 @@ impl Server {
         c.closing = true;
         c.lingering = true;
         c.want_write = true;
-        let (delta, dropped) = c.out.abandon(bye);
+        let (delta, dropped) = c.out.abandon(&bye);
         let monitor = c.access.is_monitor();
         let id = c.id;
         let mut ev = EpollEvent::new(EpollFlags::EPOLLOUT, slot as u64 + FIRST_CLIENT_TOKEN);
@@ -1306,8 +1440,7 @@ impl Server {
         self.counters.dropped_disconnected += dropped;
         self.adjust_queued(monitor, delta);
         let deadline = Instant::now() + SLOW_CONSUMER_GRACE;
-        self.timers
-            .push(Reverse((deadline, Timer::Linger { slot, id })));
+        self.timers.add(deadline, Timer::Linger { slot, id });
         self.mark_dirty(slot);
     }
 
@@ -1409,13 +1542,9 @@ impl Server {
 
     // ----- timers and teardown -----------------------------------------------------------
 
-    fn expire_timers(&mut self) {
-        let now = Instant::now();
-        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+    /// Acts on every deadline at or before `now`.
+    fn expire_timers(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Call(token) => {
                     // A call relayed for another daemon just expires: its caller's own
@@ -1446,6 +1575,9 @@ impl Server {
                         }
                     }
                 }
+                Timer::PartialFrame { slot, id, frames } => {
+                    self.partial_frame_due(slot, id, frames, now);
+                }
             }
         }
     }
@@ -1455,20 +1587,22 @@ impl Server {
     /// timeout. Amortised O(1): runs only when stale entries outnumber live ones.
     fn compact_timers(&mut self) {
         let live = self.calls.len() + self.client_count;
-        if self.timers.len() > 256 && self.timers.len() > 2 * live {
-            let (calls, clients) = (&self.calls, &self.clients);
-            self.timers.retain(|Reverse((_, t))| match *t {
-                Timer::Call(token) => calls.contains_key(&token),
-                Timer::Handshake { slot, id } => clients
-                    .get(slot)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|c| c.id == id && !c.greeted),
-                Timer::Linger { slot, id } => clients
-                    .get(slot)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|c| c.id == id && c.lingering),
-            });
-        }
+        let (calls, clients) = (&self.calls, &self.clients);
+        self.timers.compact(live, |t| match *t {
+            Timer::Call(token) => calls.contains_key(&token),
+            Timer::Handshake { slot, id } => clients
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.id == id && !c.greeted),
+            Timer::Linger { slot, id } => clients
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.id == id && c.lingering),
+            Timer::PartialFrame { slot, id, .. } => clients
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.id == id),
+        });
     }
 
     fn close_pending(&mut self) {
@@ -1508,6 +1642,8 @@ impl Server {
             self.counters.dropped_disconnected += messages;
         }
         self.client_count -= 1;
+        self.quota.disconnect(c.uid);
+        self.quota.release_input(c.uid, c.input_charged);
         self.free_slots.push(slot);
         // Calls this client made are abandoned; calls it was asked to answer lose a responder.
         let id = c.id;
@@ -1527,19 +1663,15 @@ impl Server {
         for token in gone {
             self.call_abandoned(token);
         }
-        if !c.subscriptions.is_empty() {
-            self.links_subscriptions_changed();
-        }
         self.segments.client_closed(id);
-        for name in std::mem::take(&mut c.subscriptions) {
-            if let Unsubscribed::Removed {
-                removed_channel: true,
-            } = self.router.unsubscribe(slot, &name)
-            {
-                self.announce("removedChannel(QString)", &name);
-            }
-        }
         self.shm_client_closed(id);
+        let names = std::mem::take(&mut c.subscriptions);
+        // The client is out of the table already: its quota is released here.
+        for name in &names {
+            self.quota.unsubscribe(c.uid, is_pattern(name));
+        }
+        self.remove_subscriptions(slot, &names, Removal::Closed);
+        // Streams this client published or mapped may have ended.
         self.shm_refresh_forwarding();
     }
 
@@ -1554,12 +1686,12 @@ impl Server {
             code: ErrorCode::ShuttingDown,
             text: "qcopd is shutting down",
         };
-        let bytes: Rc<[u8]> = bye.to_vec().into();
+        let bytes = bye.to_vec();
         let slots: Vec<Slot> = (0..self.clients.len())
             .filter(|&s| self.clients[s].is_some())
             .collect();
         for slot in slots {
-            self.push_reply(slot, Rc::clone(&bytes));
+            self.push_reply(slot, &bytes);
             self.flush(slot);
         }
         self.links_shutdown();
@@ -1569,14 +1701,6 @@ impl Server {
             }
         }
     }
-}
-
-/// Encodes `frame` in `buf` (reused: no reallocation while the frame grows) and returns
-/// one shared copy of the bytes.
-fn encode_shared(buf: &mut Vec<u8>, frame: &Frame<'_>) -> Rc<[u8]> {
-    buf.clear();
-    frame.encode(buf);
-    Rc::from(&buf[..])
 }
 
 /// One non-blocking `sendmsg` that never raises SIGPIPE; `fd` travels as `SCM_RIGHTS`.

@@ -13,6 +13,14 @@
 //! last detach until removed. Removing only drops the name: attachers keep their memory,
 //! new ones cannot find it, and the memory goes with the last detach.
 //!
+//! Trust: the daemon hands every control block read-write only to those that may change
+//! it (read-write attachers, semaphore openers) and read-only to read-only attachers, which
+//! take the lock through it ([`SegFrame::Lock`]). It trusts nothing it reads back from a
+//! block: before it hands one out, acts on one, or lists it, it checks the block against
+//! its own records (the header it wrote, the tokens of the attachments it granted, the
+//! semaphore's maximum) and rewrites what does not match, counting each damaged block in
+//! `shm_control_blocks_repaired`.
+//!
 //! Permissions follow Unix file modes on the creator's uid and a group: read lets a client
 //! attach a segment read-only, write lets it attach read-write and use a semaphore;
 //! removing needs the owner or root. [`check_access`] is the single place deciding this.
@@ -22,8 +30,9 @@ use crate::pattern::check_name;
 use crate::shm::control::{self, Control, Header, Kind as ControlKind, CONTROL_SIZE, MAX_SLOTS};
 use crate::shm::counting::MAX_VALUE;
 use crate::shm::map::create_memfd;
+use crate::shm::robust::{Acquired, LockFailure};
 use crate::shm::token::{Token, NONCES};
-use crate::wire::segments::{SegAttacher, SegEntry, SegFrame, GID_CREATOR, NO_SLOT};
+use crate::wire::segments::{LockState, SegAttacher, SegEntry, SegFrame, GID_CREATOR, NO_SLOT};
 use crate::wire::ErrorCode;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
@@ -137,6 +146,8 @@ struct Object {
     body: Body,
     /// Handle ids attached to it.
     handles: Vec<u32>,
+    /// Dead holders' locks or undo units recovered (the block's copy is informational).
+    recoveries: u32,
 }
 
 impl Object {
@@ -166,6 +177,7 @@ struct Counters {
     locks_recovered: u64,
     undo_units_returned: u64,
     destroyed: u64,
+    control_repairs: u64,
 }
 
 /// Every segment and semaphore, and who has them.
@@ -262,10 +274,23 @@ impl Segments {
             SegFrame::Remove {
                 semaphore, name, ..
             } => self.remove(peer, seq, semaphore, name),
-            SegFrame::List { .. } => Ok(SegAnswer::Reply(SegFrame::Listing {
-                seq,
-                entries: self.list(peer),
-            })),
+            SegFrame::List { .. } => {
+                let ids: Vec<ObjectId> = self.objects.keys().copied().collect();
+                for id in ids {
+                    self.audit(id);
+                }
+                Ok(SegAnswer::Reply(SegFrame::Listing {
+                    seq,
+                    entries: self.list(peer),
+                }))
+            }
+            SegFrame::Lock {
+                handle,
+                unlock,
+                waited,
+                check,
+                ..
+            } => self.lock_op(peer, seq, handle, (unlock, waited, check)),
             other => {
                 return SegAnswer::Fatal(format!(
                     "unexpected {:?} frame from a client",
@@ -351,6 +376,7 @@ impl Segments {
             control,
             body: Body::Segment { data, size },
             handles: Vec::new(),
+            recoveries: 0,
         });
         self.segment_names.insert(name.into(), id);
         self.segment_count += 1;
@@ -379,6 +405,7 @@ impl Segments {
         let Some(&id) = self.segment_names.get(name) else {
             return Err((ErrorCode::SegNotFound, format!("no segment named {name:?}")));
         };
+        self.audit(id);
         let obj = &self.objects[&id];
         if !created {
             let want = if read_only { Want::Read } else { Want::Write };
@@ -416,13 +443,24 @@ impl Segments {
         seq: u32,
         handle: u32,
     ) -> Result<SegAnswer, Refusal> {
-        let obj = self
+        let (id, read_only) = self
             .handles
             .get(&handle)
             .filter(|h| h.client_id == peer.client_id)
-            .and_then(|h| self.objects.get(&h.object))
+            .map(|h| (h.object, h.read_only))
             .ok_or_else(|| (ErrorCode::SegNotFound, format!("no handle {handle}")))?;
-        let fd = obj.control_fd.try_clone().map_err(unavailable)?;
+        self.audit(id);
+        let obj = self
+            .objects
+            .get(&id)
+            .ok_or_else(|| (ErrorCode::SegNotFound, format!("no handle {handle}")))?;
+        // A read-only attacher may read the lock word and sleep on it, never change it.
+        let fd = if read_only {
+            reopen_read_only(&obj.control_fd)
+        } else {
+            obj.control_fd.try_clone()
+        }
+        .map_err(unavailable)?;
         Ok(SegAnswer::ReplyFd(
             SegFrame::ControlBlock { seq, handle },
             fd,
@@ -491,6 +529,7 @@ impl Segments {
                 slots: vec![false; slots as usize],
             },
             handles: Vec::new(),
+            recoveries: 0,
         });
         self.semaphore_names.insert(name.into(), id);
         self.semaphore_count += 1;
@@ -515,6 +554,7 @@ impl Segments {
                 format!("no semaphore named {name:?}"),
             ));
         };
+        self.audit(id);
         let obj = self.objects.get_mut(&id).ok_or_else(|| {
             (
                 ErrorCode::SegNotFound,
@@ -553,6 +593,7 @@ impl Segments {
             }
         }
         self.counters.attaches += 1;
+        let max = self.objects.get(&id).map_or(0, |o| o.control.header().max);
         Ok(SegAnswer::ReplyFd(
             SegFrame::SemOpened {
                 seq,
@@ -560,6 +601,7 @@ impl Segments {
                 handle,
                 token: token.raw(),
                 slot: slot.unwrap_or(NO_SLOT),
+                max,
             },
             fd,
         ))
@@ -626,7 +668,7 @@ impl Segments {
                             .map(|h| h.pid)
                             .or_else(|| Token::from_raw(owner).map(Token::pid))
                             .unwrap_or(0);
-                        (*size, holder, o.control.recovered(), false)
+                        (*size, holder, o.recoveries, false)
                     }
                     Body::Semaphore { undo, .. } => {
                         let s = o.control.semaphore();
@@ -678,10 +720,139 @@ impl Segments {
             ("shm_locks_recovered", c.locks_recovered),
             ("shm_undo_units_returned", c.undo_units_returned),
             ("shm_objects_destroyed", c.destroyed),
+            ("shm_control_blocks_repaired", c.control_repairs),
         ]
         .iter()
         .map(|(k, v)| ((*k).to_owned(), *v))
         .collect()
+    }
+
+    /// Takes or releases a segment's lock for an attachment (how read-only attachers
+    /// lock: they cannot write the word). Only the attachment's own token is used, so no
+    /// one can release another's hold this way.
+    fn lock_op(
+        &mut self,
+        peer: &Peer<'_>,
+        seq: u32,
+        handle: u32,
+        (unlock, waited, check): (bool, bool, bool),
+    ) -> Result<SegAnswer, Refusal> {
+        let (id, token) = self
+            .handles
+            .get(&handle)
+            .filter(|h| h.client_id == peer.client_id)
+            .map(|h| (h.object, h.token))
+            .ok_or_else(|| (ErrorCode::SegNotFound, format!("no handle {handle}")))?;
+        self.audit(id);
+        let obj = self
+            .objects
+            .get(&id)
+            .ok_or_else(|| (ErrorCode::SegNotFound, format!("no handle {handle}")))?;
+        if obj.is_semaphore() {
+            return Err((
+                ErrorCode::SegInvalid,
+                format!("handle {handle} is a semaphore's, not a segment's"),
+            ));
+        }
+        let lock = obj.control.lock();
+        let state = if check {
+            LockState::Checked
+        } else if unlock {
+            match lock.unlock(token) {
+                Ok(()) => LockState::Unlocked,
+                Err(_) => LockState::NotOwner,
+            }
+        } else {
+            match lock.try_lock_after(token, waited) {
+                Ok(Acquired::Clean) => LockState::Locked,
+                Ok(Acquired::OwnerDied) => LockState::LockedOwnerDied,
+                Err(LockFailure::Recursive) => LockState::Recursive,
+                Err(LockFailure::Busy { .. } | LockFailure::TimedOut) => {
+                    if waited {
+                        lock.announce_waiter();
+                    }
+                    LockState::Busy
+                }
+            }
+        };
+        let word = lock.word().load(std::sync::atomic::Ordering::Relaxed);
+        Ok(SegAnswer::Reply(SegFrame::LockState {
+            seq,
+            handle,
+            state,
+            word,
+        }))
+    }
+
+    /// Checks an object's control block against the daemon's records and rewrites what
+    /// does not match: the header it wrote, a lock word naming no attachment of the object
+    /// (marked owner-died: the data may be damaged too), a semaphore value above the
+    /// maximum, undo slots whose token is not the one it assigned. Counts a damaged block.
+    fn audit(&mut self, id: ObjectId) {
+        use std::sync::atomic::Ordering;
+        let Some(obj) = self.objects.get(&id) else {
+            return;
+        };
+        let mut damage = obj.control.repair_header();
+        let attachments = || obj.handles.iter().filter_map(|h| self.handles.get(h));
+        match &obj.body {
+            Body::Segment { .. } => {
+                let lock = obj.control.lock();
+                let owner = lock.owner();
+                if owner != 0
+                    && !attachments().any(|h| h.token.raw() == owner)
+                    && lock.recover(owner)
+                {
+                    damage.push("lock word");
+                }
+            }
+            Body::Semaphore { .. } => {
+                if obj.control.semaphore().clamp() {
+                    damage.push("value above the maximum");
+                }
+                let mut expected = [0u32; MAX_SLOTS as usize];
+                for h in attachments() {
+                    if let Some(e) = h.slot.and_then(|i| expected.get_mut(i as usize)) {
+                        *e = h.token.raw();
+                    }
+                }
+                for (i, &want) in (0..obj.control.header().slots).zip(expected.iter()) {
+                    let Some(slot) = obj.control.slot(i) else {
+                        break;
+                    };
+                    if slot.token.load(Ordering::Acquire) != want {
+                        slot.token.store(want, Ordering::Release);
+                        damage.push("undo slot token");
+                    }
+                    if want == 0 && slot.adj.load(Ordering::Relaxed) != 0 {
+                        slot.adj.store(0, Ordering::Relaxed);
+                        damage.push("undo slot adjustment");
+                    }
+                }
+            }
+        }
+        if obj.control.recovered() != obj.recoveries {
+            obj.control.set_recovered(obj.recoveries);
+        }
+        if !damage.is_empty() {
+            let mut seen = Vec::new();
+            damage.retain(|d| {
+                let new = !seen.contains(d);
+                seen.push(*d);
+                new
+            });
+            log::warn!(
+                "{} {:?}: control block was overwritten ({}); rebuilt from qcopd's records",
+                if obj.is_semaphore() {
+                    "semaphore"
+                } else {
+                    "segment"
+                },
+                obj.name,
+                damage.join(", ")
+            );
+            self.counters.control_repairs += 1;
+        }
     }
 
     // ----- bookkeeping -----------------------------------------------------------------
@@ -767,6 +938,12 @@ impl Segments {
     /// Drops one attachment: recovers its lock or semaphore units, and the object if that
     /// was the last attachment of a non-persistent (or removed) object.
     fn release(&mut self, handle: u32) {
+        // The block is checked before acting on it, while this attachment still counts as
+        // one (its lock and undo slot are its own).
+        let Some(object) = self.handles.get(&handle).map(|h| h.object) else {
+            return;
+        };
+        self.audit(object);
         let Some(h) = self.handles.remove(&handle) else {
             return;
         };
@@ -783,7 +960,8 @@ impl Segments {
         match &mut obj.body {
             Body::Segment { .. } => {
                 if obj.control.lock().recover(h.token.raw()) {
-                    obj.control.note_recovery();
+                    obj.recoveries = obj.recoveries.saturating_add(1);
+                    obj.control.set_recovered(obj.recoveries);
                     self.counters.locks_recovered += 1;
                     log::info!(
                         "segment {:?}: holder pid {} went away holding the lock; marked owner-died",
@@ -797,7 +975,8 @@ impl Segments {
                     if let Some(s) = obj.control.slot(i) {
                         if let Some(adj) = obj.control.semaphore().reclaim(s, h.token.raw()) {
                             if adj != 0 {
-                                obj.control.note_recovery();
+                                obj.recoveries = obj.recoveries.saturating_add(1);
+                                obj.control.set_recovered(obj.recoveries);
                                 self.counters.undo_units_returned += u64::from(adj.unsigned_abs());
                                 log::debug!(
                                     "semaphore {:?}: undid {adj} units of pid {}",
@@ -842,6 +1021,10 @@ impl Segments {
 
 fn new_control(name: &str, header: Header, word: u32) -> Result<(OwnedFd, Control), Refusal> {
     let fd = create_memfd(name, CONTROL_SIZE).map_err(unavailable)?;
+    // Owner-only inode, as for the data: a read-only attacher's descriptor cannot be
+    // reopened for writing through /proc/self/fd.
+    nix::sys::stat::fchmod(&fd, Mode::S_IRUSR | Mode::S_IWUSR)
+        .map_err(|e| unavailable(io::Error::from(e)))?;
     let control = Control::init(fd.as_fd(), header, word)
         .map_err(|e| (ErrorCode::SegUnavailable, e.to_string()))?;
     Ok((fd, control))

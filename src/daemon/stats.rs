@@ -8,10 +8,18 @@ pub struct Counters {
     pub clients_accepted: u64,
     /// Connections refused because the client limit was reached.
     pub clients_refused: u64,
+    /// Of those, connections refused because their user reached `max_clients_per_user`.
+    pub clients_refused_per_user: u64,
     /// `accept` calls that failed (out of descriptors or memory); the listener then pauses.
     pub accept_failures: u64,
     /// Connections closed for protocol errors (malformed frames, bad handshake).
     pub protocol_errors: u64,
+    /// Connections dropped because a partial frame went over the user's share of the memory
+    /// budget or over the budget itself.
+    pub clients_dropped_input_budget: u64,
+    /// Connections dropped because a partial frame was not completed within
+    /// `partial_frame_timeout_ms`.
+    pub clients_dropped_partial_timeout: u64,
     /// Connections closed because they never completed the handshake.
     pub handshake_timeouts: u64,
     /// Messages received from senders (sends and calls).
@@ -30,6 +38,9 @@ pub struct Counters {
     pub slow_consumer_disconnects: u64,
     /// Requests refused with an error (bad name, too large, wildcard send, limits).
     pub requests_rejected: u64,
+    /// Subscriptions refused because their user reached `max_subscriptions_per_user` or
+    /// `max_patterns_per_user` (also counted in `requests_rejected`).
+    pub subscriptions_refused_per_user: u64,
     /// Calls started.
     pub calls: u64,
     /// Calls answered by a responder.
@@ -64,6 +75,8 @@ pub struct Gauges {
     pub calls_pending: u64,
     /// Bytes queued for all clients.
     pub bytes_queued: u64,
+    /// Bytes of read buffers holding partial frames.
+    pub bytes_partial_input: u64,
     /// Seconds since start.
     pub uptime_s: u64,
 }
@@ -71,13 +84,22 @@ pub struct Gauges {
 impl Counters {
     /// Every counter and gauge as `(name, value)`, in the order `qcop stats` prints them.
     pub fn report(&self, g: &Gauges) -> Vec<(String, u64)> {
-        let rows: [(&str, u64); 29] = [
+        let rows: [(&str, u64); 34] = [
             ("clients", g.clients),
             ("clients_accepted", self.clients_accepted),
             ("clients_refused", self.clients_refused),
+            ("clients_refused_per_user", self.clients_refused_per_user),
             ("accept_failures", self.accept_failures),
             ("protocol_errors", self.protocol_errors),
             ("handshake_timeouts", self.handshake_timeouts),
+            (
+                "clients_dropped_input_budget",
+                self.clients_dropped_input_budget,
+            ),
+            (
+                "clients_dropped_partial_timeout",
+                self.clients_dropped_partial_timeout,
+            ),
             ("channels", g.channels),
             ("patterns", g.patterns),
             ("subscriptions", g.subscriptions),
@@ -89,6 +111,10 @@ impl Counters {
             ("dropped_disconnected", self.dropped_disconnected),
             ("slow_consumer_disconnects", self.slow_consumer_disconnects),
             ("requests_rejected", self.requests_rejected),
+            (
+                "subscriptions_refused_per_user",
+                self.subscriptions_refused_per_user,
+            ),
             ("calls", self.calls),
             ("calls_pending", g.calls_pending),
             ("calls_answered", self.calls_answered),
@@ -98,6 +124,7 @@ impl Counters {
             ("replies_unmatched", self.replies_unmatched),
             ("bytes_queued", g.bytes_queued),
             ("bytes_queued_peak", self.bytes_queued_peak),
+            ("bytes_partial_input", g.bytes_partial_input),
             ("reloads", self.reloads),
             ("reload_failures", self.reload_failures),
             ("uptime_s", g.uptime_s),

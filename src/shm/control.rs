@@ -1,5 +1,5 @@
-//! The control block: one small memfd per segment or semaphore, mapped read-write by every
-//! attacher (also read-only ones, so they can lock) and by the daemon.
+//! The control block: one small memfd per segment or semaphore, mapped by the daemon and by
+//! the attachers that may change it.
 //!
 //! Fixed-width fields at fixed offsets, in the machine's byte order (all attachers run on
 //! one kernel), so 32-bit armv7 and 64-bit aarch64 processes share it:
@@ -15,15 +15,21 @@
 //! 0x1c    4     waiters    semaphore: sleepers on `word` (hint)
 //! 0x20    4     max        semaphore: largest value
 //! 0x24    4     recovered  times a dead holder's lock or units were recovered
-//! 0x28    4     slots      number of undo slots that follow (0..=MAX_SLOTS)
+//! 0x28    4     slots      number of undo slots that follow (0, or MAX_SLOTS with undo)
 //! 0x2c    20    reserved   zero
 //! 0x40    8×n   slot i     token: u32, adjustment: i32 (see `counting`)
 //! ```
 //!
-//! Every attacher can write every byte of it, so everything read from it is checked
-//! ([`Control::open`]) and the daemon never trusts it for its own bookkeeping: a
-//! misbehaving attacher can break the lock or the semaphore it was allowed to use, nothing
-//! else.
+//! Who may write it: the daemon, the read-write attachers of a segment and every opener of
+//! a semaphore map it read-write. A read-only attacher of a segment gets a read-only
+//! descriptor of an owner-only inode, so it can read and futex-wait on the lock word but
+//! never change it; it takes and releases the lock through the daemon.
+//!
+//! The header fields (0x00-0x17, 0x20, 0x28-0x3f) are written by the daemon at creation and
+//! are informational for attachers: the values that matter (kind, size, maximum, undo) come
+//! in the daemon's answers, and [`Control::open`] uses those. Whoever may write the block
+//! can scribble it, so the daemon never trusts it for its own bookkeeping and checks it
+//! against its records whenever it hands it out or acts on it ([`Control::repair_header`]).
 
 use super::counting::{Counting, UndoSlot};
 use super::map::{Access, Mapping};
@@ -32,6 +38,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 /// Size of the control memfd.
 pub const CONTROL_SIZE: u64 = 4096;
@@ -52,6 +59,7 @@ const OFF_WAITERS: usize = 0x1c;
 const OFF_MAX: usize = 0x20;
 const OFF_RECOVERED: usize = 0x24;
 const OFF_SLOTS: usize = 0x28;
+const OFF_RESERVED: usize = 0x2c;
 const OFF_SLOT_TABLE: usize = 0x40;
 const SLOT_SIZE: usize = 8;
 
@@ -147,42 +155,58 @@ impl Control {
         Ok(c)
     }
 
-    /// Maps a control memfd received from the daemon and checks it is a `kind` block.
-    pub fn open(fd: BorrowedFd<'_>, kind: Kind) -> Result<Control, ControlError> {
+    /// Maps, read-write, a control memfd received from the daemon, with the fields the
+    /// daemon announced for it. Only the size is checked: nothing else in the block is
+    /// trusted.
+    pub fn open(fd: BorrowedFd<'_>, header: Header) -> Result<Control, ControlError> {
         let map = Mapping::map(fd, Access::ReadWrite).map_err(ControlError::Map)?;
-        let bad = |what: String| Err(ControlError::Corrupt(what));
         if (map.len() as u64) < CONTROL_SIZE {
-            return bad(format!("{} bytes, need {CONTROL_SIZE}", map.len()));
+            return Err(ControlError::Corrupt(format!(
+                "{} bytes, need {CONTROL_SIZE}",
+                map.len()
+            )));
         }
-        let load = |off| map.load_u32(off).unwrap_or(0);
-        if load(OFF_MAGIC) != MAGIC {
-            return bad("bad magic".into());
-        }
-        if load(OFF_VERSION) != VERSION {
-            return bad(format!("layout version {}", load(OFF_VERSION)));
-        }
-        if load(OFF_KIND) != kind as u32 {
-            return bad(format!(
-                "kind {} where {} was expected",
-                load(OFF_KIND),
-                kind as u32
-            ));
-        }
-        let slots = load(OFF_SLOTS);
-        if slots > MAX_SLOTS {
-            return bad(format!("{slots} undo slots"));
-        }
-        let header = Header {
-            kind,
-            flags: load(OFF_FLAGS),
-            data_size: map.load_u64(OFF_DATA_SIZE).unwrap_or(0),
-            max: load(OFF_MAX),
-            slots,
-        };
-        Ok(Control { map, header })
+        Ok(Control {
+            map,
+            header: Header {
+                slots: header.slots.min(MAX_SLOTS),
+                ..header
+            },
+        })
     }
 
-    /// The fields written at creation, as validated by [`Control::open`].
+    /// Daemon: rewrites every header field that differs from what it wrote at creation
+    /// (the reserved bytes included). Returns the names of the fields it found damaged.
+    pub fn repair_header(&self) -> Vec<&'static str> {
+        let h = self.header;
+        let mut fixed = Vec::new();
+        if let Some(size) = self.map.atomic_u64(OFF_DATA_SIZE) {
+            if size.load(Ordering::Relaxed) != h.data_size {
+                size.store(h.data_size, Ordering::Relaxed);
+                fixed.push("data_size");
+            }
+        }
+        let mut check = |name: &'static str, off: usize, want: u32| {
+            let w = self.word_at(off);
+            if w.load(Ordering::Relaxed) != want {
+                w.store(want, Ordering::Relaxed);
+                fixed.push(name);
+            }
+        };
+        check("magic", OFF_MAGIC, MAGIC);
+        check("version", OFF_VERSION, VERSION);
+        check("kind", OFF_KIND, h.kind as u32);
+        check("flags", OFF_FLAGS, h.flags);
+        check("max", OFF_MAX, h.max);
+        check("slots", OFF_SLOTS, h.slots);
+        for off in (OFF_RESERVED..OFF_SLOT_TABLE).step_by(4) {
+            check("reserved", off, 0);
+        }
+        fixed.dedup();
+        fixed
+    }
+
+    /// The fields written at creation (the daemon's), as announced to [`Control::open`].
     pub fn header(&self) -> Header {
         self.header
     }
@@ -224,6 +248,11 @@ impl Control {
         self.word_at(OFF_RECOVERED).fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Daemon: stores its own count of recoveries (the word is informational).
+    pub fn set_recovered(&self, n: u32) {
+        self.word_at(OFF_RECOVERED).store(n, Ordering::Relaxed);
+    }
+
     /// The raw lock word or semaphore value.
     pub fn word(&self) -> u32 {
         self.word_at(OFF_WORD).load(Ordering::Relaxed)
@@ -240,6 +269,51 @@ impl Control {
     }
 }
 
+/// A read-only view of a segment's control block: what a read-only attacher maps. It can
+/// read the lock word and sleep on it, nothing else; the lock itself is taken and released
+/// through the daemon.
+pub struct ControlView {
+    map: Mapping,
+}
+
+impl fmt::Debug for ControlView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlView")
+            .field("word", &self.word())
+            .finish()
+    }
+}
+
+impl ControlView {
+    /// Maps a control memfd read-only (the daemon hands read-only attachers a read-only
+    /// descriptor, so nothing else would work).
+    pub fn open(fd: BorrowedFd<'_>) -> Result<ControlView, ControlError> {
+        let map = Mapping::map(fd, Access::ReadOnly).map_err(ControlError::Map)?;
+        if (map.len() as u64) < CONTROL_SIZE {
+            return Err(ControlError::Corrupt(format!(
+                "{} bytes, need {CONTROL_SIZE}",
+                map.len()
+            )));
+        }
+        Ok(ControlView { map })
+    }
+
+    /// The lock word (Acquire).
+    pub fn word(&self) -> u32 {
+        self.map.load_u32(OFF_WORD).unwrap_or(0)
+    }
+
+    /// Sleeps while the lock word equals `expected`, for at most `timeout`.
+    pub fn wait(&self, expected: u32, timeout: Duration) {
+        let _ = self.map.wait_u32(OFF_WORD, expected, Some(timeout));
+    }
+
+    /// Wakes one sleeper on the lock word (passing on a wake-up this waiter will not use).
+    pub fn wake_one(&self) {
+        let _ = self.map.wake_u32(OFF_WORD, 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,36 +321,69 @@ mod tests {
     use crate::shm::token::Token;
     use std::os::fd::AsFd;
 
-    #[test]
-    fn init_then_open_round_trips_and_checks_the_kind() {
-        let fd = create_memfd("qcop-test-control", CONTROL_SIZE).unwrap();
-        let header = Header {
+    fn sem_header() -> Header {
+        Header {
             kind: Kind::Semaphore,
             flags: FLAG_UNDO,
             data_size: 0,
             max: 9,
             slots: 4,
-        };
+        }
+    }
+
+    #[test]
+    fn init_then_open_share_the_words() {
+        let fd = create_memfd("qcop-test-control", CONTROL_SIZE).unwrap();
+        let header = sem_header();
         let a = Control::init(fd.as_fd(), header, 3).unwrap();
-        let b = Control::open(fd.as_fd(), Kind::Semaphore).unwrap();
+        let b = Control::open(fd.as_fd(), header).unwrap();
         assert_eq!(b.header(), header);
         assert_eq!(b.semaphore().value(), 3);
         assert!(b.slot(3).is_some() && b.slot(4).is_none());
         assert!(a.semaphore().try_acquire(None));
         assert_eq!(b.semaphore().value(), 2, "both views share the word");
-        assert!(matches!(
-            Control::open(fd.as_fd(), Kind::Segment),
-            Err(ControlError::Corrupt(_))
-        ));
+        let small = create_memfd("qcop-test-control", 64).unwrap();
+        assert!(Control::open(small.as_fd(), header).is_err());
     }
 
     #[test]
-    fn garbage_is_refused() {
+    fn openers_use_the_announced_fields_not_the_block() {
         let fd = create_memfd("qcop-test-control", CONTROL_SIZE).unwrap();
-        assert!(matches!(
-            Control::open(fd.as_fd(), Kind::Segment),
-            Err(ControlError::Corrupt(_))
-        ));
+        let header = sem_header();
+        let daemon = Control::init(fd.as_fd(), header, 1).unwrap();
+        // Someone scribbles the whole block.
+        let w = Control::open(fd.as_fd(), header).unwrap();
+        for off in (0..CONTROL_SIZE as usize).step_by(4) {
+            w.word_at(off)
+                .store(0xdead_beef ^ off as u32, Ordering::Relaxed);
+        }
+        // A later opener still works with the daemon's maximum.
+        let later = Control::open(fd.as_fd(), header).unwrap();
+        assert_eq!(later.semaphore().max(), 9);
+        assert_eq!(later.semaphore().value(), 9, "clamped to the maximum");
+        let mut fixed = daemon.repair_header();
+        fixed.sort_unstable();
+        assert_eq!(
+            fixed,
+            [
+                "data_size",
+                "flags",
+                "kind",
+                "magic",
+                "max",
+                "reserved",
+                "slots",
+                "version"
+            ]
+        );
+        assert!(daemon.repair_header().is_empty(), "repaired once");
+        assert_eq!(daemon.map.load_u32(OFF_MAGIC), Some(MAGIC));
+        assert_eq!(daemon.map.load_u32(OFF_MAX), Some(9));
+    }
+
+    #[test]
+    fn a_read_only_view_reads_the_lock_word_and_cannot_write_it() {
+        let fd = create_memfd("qcop-test-control", CONTROL_SIZE).unwrap();
         let header = Header {
             kind: Kind::Segment,
             flags: 0,
@@ -285,14 +392,12 @@ mod tests {
             slots: 0,
         };
         let c = Control::init(fd.as_fd(), header, 0).unwrap();
-        c.word_at(OFF_SLOTS).store(MAX_SLOTS + 1, Ordering::Relaxed);
-        assert!(Control::open(fd.as_fd(), Kind::Segment).is_err());
-        c.word_at(OFF_SLOTS).store(0, Ordering::Relaxed);
         let t = Token::new(1, 0).unwrap();
-        let c2 = Control::open(fd.as_fd(), Kind::Segment).unwrap();
-        assert!(c2.lock().try_lock(t).is_ok());
-        assert_eq!(c.lock().owner(), t.raw());
-        let small = create_memfd("qcop-test-control", 64).unwrap();
-        assert!(Control::open(small.as_fd(), Kind::Segment).is_err());
+        assert!(c.lock().try_lock(t).is_ok());
+        let v = ControlView::open(fd.as_fd()).unwrap();
+        assert_eq!(v.word(), t.raw());
+        assert_eq!(v.map.access(), Access::ReadOnly);
+        v.wait(0, Duration::from_millis(1));
+        v.wake_one();
     }
 }

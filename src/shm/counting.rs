@@ -13,6 +13,12 @@
 //! daemon (or, while the daemon is unreachable, a waiter that finds the attacher's process
 //! gone) reclaims the slot and adds the adjustment to the value, clamped to `0..=max`.
 //!
+//! Every opener may write these words, so none of them is trusted: the maximum is the
+//! daemon's (from its answer, never from the block), and a value found above it counts as
+//! the maximum. `try_acquire` and `release` move a value above the maximum back into range
+//! in the same CAS, so a scribbled value can hand out at most `max` units, and the value
+//! never reads above the maximum.
+//!
 //! The value and the slot are two words, so a process killed between updating one and the
 //! other leaves them out of step. The updates are ordered so that this can only lose the
 //! units of that one operation, never hand out a unit twice: `acquire` takes the unit
@@ -62,9 +68,25 @@ impl<'a> Counting<'a> {
         }
     }
 
-    /// Units available now.
+    /// Units available now (a value written above the maximum counts as the maximum).
     pub fn value(&self) -> u32 {
-        self.value.load(Ordering::Relaxed)
+        self.value.load(Ordering::Relaxed).min(self.max)
+    }
+
+    /// Daemon: brings a value written above the maximum back to it; returns whether it
+    /// had to.
+    pub fn clamp(&self) -> bool {
+        let mut v = self.value.load(Ordering::Relaxed);
+        while v > self.max {
+            match self
+                .value
+                .compare_exchange_weak(v, self.max, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => v = now,
+            }
+        }
+        false
     }
 
     /// The maximum value.
@@ -76,15 +98,19 @@ impl<'a> Counting<'a> {
     pub fn try_acquire(&self, undo: Option<UndoSlot<'_>>) -> bool {
         let mut v = self.value.load(Ordering::Relaxed);
         loop {
-            if v == 0 {
+            // Above the maximum: only `max` units are real.
+            let have = v.min(self.max);
+            if have == 0 {
                 return false;
             }
             // Acquire: pairs with the release in `release`, so what the releaser wrote
             // before giving the unit back is visible to us.
-            match self
-                .value
-                .compare_exchange_weak(v, v - 1, Ordering::Acquire, Ordering::Relaxed)
-            {
+            match self.value.compare_exchange_weak(
+                v,
+                have - 1,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => break,
                 Err(now) => v = now,
             }
@@ -149,12 +175,12 @@ impl<'a> Counting<'a> {
         }
         let mut v = self.value.load(Ordering::Relaxed);
         loop {
-            let Some(new) = v.checked_add(n).filter(|&x| x <= self.max) else {
+            let Some(new) = v.min(self.max).checked_add(n).filter(|&x| x <= self.max) else {
                 if let Some(u) = undo {
                     u.adj.fetch_add(n, Ordering::Relaxed);
                 }
                 return Err(Overflow {
-                    value: v,
+                    value: v.min(self.max),
                     max: self.max,
                 });
             };
@@ -181,7 +207,8 @@ impl<'a> Counting<'a> {
         }
         let mut v = self.value.load(Ordering::Relaxed);
         let new = loop {
-            let new = (i64::from(v) + i64::from(adj)).clamp(0, i64::from(self.max)) as u32;
+            let new =
+                (i64::from(v.min(self.max)) + i64::from(adj)).clamp(0, i64::from(self.max)) as u32;
             match self
                 .value
                 .compare_exchange_weak(v, new, Ordering::SeqCst, Ordering::Relaxed)
@@ -190,6 +217,7 @@ impl<'a> Counting<'a> {
                 Err(now) => v = now,
             }
         };
+        let v = v.min(self.max);
         if new > v && self.waiters.load(Ordering::SeqCst) != 0 {
             futex::wake(self.value, new - v);
         }
@@ -306,6 +334,27 @@ mod tests {
         w.sem(1).release(1, None).unwrap();
         assert!(t.join().unwrap());
         assert_eq!(w.value.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_value_written_above_the_maximum_yields_at_most_max_units() {
+        let w = Words::new(0);
+        let s = w.sem(2);
+        w.value.store(1000, Ordering::Relaxed);
+        assert_eq!(s.value(), 2);
+        assert!(s.try_acquire(None));
+        assert_eq!(w.value.load(Ordering::Relaxed), 1, "back in range");
+        assert!(s.try_acquire(None));
+        assert!(!s.try_acquire(None));
+        w.value.store(u32::MAX, Ordering::Relaxed);
+        assert_eq!(s.release(1, None), Err(Overflow { value: 2, max: 2 }));
+        w.value.store(u32::MAX, Ordering::Relaxed);
+        assert!(s.clamp());
+        assert!(!s.clamp());
+        assert_eq!(w.value.load(Ordering::Relaxed), 2);
+        w.value.store(7, Ordering::Relaxed);
+        assert_eq!(s.apply_adjustment(-1), -1, "counted from the maximum");
+        assert_eq!(s.value(), 1);
     }
 
     /// Producers and consumers: every unit released is acquired exactly once, and the value

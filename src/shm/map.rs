@@ -222,6 +222,12 @@ impl Mapping {
             .map(|a| futex::wait(a, expected, timeout))
     }
 
+    /// Futex wake of up to `count` waiters on the word at `offset` (any access mode: waking
+    /// does not write the word); `None` when out of bounds.
+    pub fn wake_u32(&self, offset: usize, count: u32) -> Option<usize> {
+        self.atomic_u32_any(offset).map(|a| futex::wake(a, count))
+    }
+
     /// Copies `dst.len()` bytes from `offset`; false (and nothing copied) when out of bounds.
     pub fn read(&self, offset: usize, dst: &mut [u8]) -> bool {
         if !self.in_bounds(offset, dst.len(), 1) {

@@ -238,6 +238,51 @@ impl<'a> RobustLock<'a> {
         true
     }
 
+    /// Takes the lock if it is free, for an attacher that locks through the daemon (a
+    /// read-only one): as [`RobustLock::try_lock`], except that after the attacher slept on
+    /// the word (`waited`), `WAITERS` stays set, as in [`RobustLock::lock`], so that our
+    /// unlock wakes whoever else sleeps.
+    pub fn try_lock_after(&self, me: Token, waited: bool) -> Result<Acquired, LockFailure> {
+        if !waited {
+            return self.try_lock(me);
+        }
+        let mut w = self.word.load(Ordering::Relaxed);
+        loop {
+            let owner = w & OWNER_MASK;
+            if owner == me.raw() {
+                return Err(LockFailure::Recursive);
+            }
+            if owner != 0 {
+                return Err(LockFailure::Busy { owner });
+            }
+            match self.take(w, me.raw() | WAITERS) {
+                Ok(a) => return Ok(a),
+                Err(now) => w = now,
+            }
+        }
+    }
+
+    /// Sets `WAITERS` on a held lock, so that its unlock wakes sleepers, and returns the
+    /// word as it then is: the value a waiter passes to `FUTEX_WAIT`. A free lock is left
+    /// alone (owner bits 0 in the result: try again).
+    pub fn announce_waiter(&self) -> u32 {
+        let mut w = self.word.load(Ordering::Relaxed);
+        loop {
+            if w & OWNER_MASK == 0 || w & WAITERS != 0 {
+                return w;
+            }
+            match self.word.compare_exchange_weak(
+                w,
+                w | WAITERS,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return w | WAITERS,
+                Err(now) => w = now,
+            }
+        }
+    }
+
     /// CAS from `from` (free) to `to`; reports whether the previous holder died.
     #[inline]
     fn take(&self, from: u32, to: u32) -> Result<Acquired, u32> {
@@ -363,6 +408,26 @@ mod tests {
         });
         assert_eq!(r, Ok(Acquired::OwnerDied));
         assert_eq!(asked, vec![tok(11).raw(); 2]);
+    }
+
+    #[test]
+    fn brokered_locking_announces_waiters_and_keeps_them_after_a_wait() {
+        let word = AtomicU32::new(0);
+        let l = RobustLock::new(&word);
+        assert_eq!(l.announce_waiter(), 0, "free: nothing to announce");
+        l.try_lock(tok(1)).unwrap();
+        let w = l.announce_waiter();
+        assert_eq!(w, tok(1).raw() | WAITERS);
+        assert_eq!(
+            l.try_lock_after(tok(2), true),
+            Err(LockFailure::Busy {
+                owner: tok(1).raw()
+            })
+        );
+        l.unlock(tok(1)).unwrap();
+        assert_eq!(l.try_lock_after(tok(2), true), Ok(Acquired::Clean));
+        assert_eq!(word.load(Ordering::Relaxed), tok(2).raw() | WAITERS);
+        assert_eq!(l.try_lock_after(tok(2), false), Err(LockFailure::Recursive));
     }
 
     /// Threads with their own tokens increment a counter under the lock without atomics;

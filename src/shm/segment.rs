@@ -15,18 +15,18 @@
 //! ```
 
 use super::borrow;
-use super::control::{Control, Kind as ControlKind};
+use super::control::{Control, ControlView, Header, Kind as ControlKind};
 use super::error::ShmError;
 use super::map::{Access, Mapping};
-use super::robust::{Acquired, LockFailure};
+use super::robust::{Acquired, LockFailure, OWNER_MASK, SLICE};
 use super::token::{token_liveness, Liveness, Token};
 use crate::client::segments::NewObject;
 use crate::client::{ConnectOptions, Connection};
 use crate::pattern::check_name;
-use crate::wire::segments::GID_CREATOR;
+use crate::wire::segments::{LockState, GID_CREATOR};
 use std::fmt;
 use std::os::fd::AsFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest name of a segment or semaphore, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
@@ -75,7 +75,9 @@ impl SegmentBuilder {
     }
 
     /// Attach read-only: the data cannot be written (the daemon hands a read-only
-    /// descriptor); the lock can still be taken, as with Qt.
+    /// descriptor); the lock can still be taken, as with Qt, but through the daemon (a
+    /// round trip for each lock and unlock): a read-only attacher cannot write the lock
+    /// word, so it can never release a writer's hold.
     pub fn read_only(mut self) -> Self {
         self.access = Access::ReadOnly;
         self
@@ -139,16 +141,28 @@ impl SegmentBuilder {
         let data = Mapping::map(grant.data.as_fd(), access)
             .map_err(|e| ShmError::Unavailable(format!("cannot map the segment: {e}")))?;
         let control_fd = conn.seg_control(grant.handle)?;
-        let control = Control::open(control_fd.as_fd(), ControlKind::Segment)
-            .map_err(|e| ShmError::Unavailable(e.to_string()))?;
+        let unavailable = |e: super::control::ControlError| ShmError::Unavailable(e.to_string());
+        // The header in the block is not trusted (any read-write attacher may have written
+        // it): the size is the daemon's.
+        let control = if grant.read_only {
+            LockWord::Brokered(ControlView::open(control_fd.as_fd()).map_err(unavailable)?)
+        } else {
+            let header = Header {
+                kind: ControlKind::Segment,
+                flags: 0,
+                data_size: grant.size,
+                max: 0,
+                slots: 0,
+            };
+            LockWord::Shared(Control::open(control_fd.as_fd(), header).map_err(unavailable)?)
+        };
         let token = Token::from_raw(grant.token)
             .ok_or_else(|| ShmError::Unavailable(format!("bad token {:#x}", grant.token)))?;
-        if data.len() as u64 != grant.size || control.header().data_size != grant.size {
+        if data.len() as u64 != grant.size {
             return Err(ShmError::Unavailable(format!(
-                "segment size mismatch: {} announced, {} mapped, {} in the control block",
+                "segment size mismatch: {} announced, {} mapped",
                 grant.size,
                 data.len(),
-                control.header().data_size
             )));
         }
         // Both mappings stay valid after the descriptors close.
@@ -162,6 +176,24 @@ impl SegmentBuilder {
             created: grant.created,
             daemon_lost: false,
         })
+    }
+}
+
+/// Where an attachment's lock operations go.
+enum LockWord {
+    /// Read-write attachment: the lock word is in this process's writable mapping of the
+    /// control block.
+    Shared(Control),
+    /// Read-only attachment: the word can be read and slept on; the daemon changes it.
+    Brokered(ControlView),
+}
+
+impl LockWord {
+    fn owner(&self) -> u32 {
+        match self {
+            LockWord::Shared(c) => c.lock().owner(),
+            LockWord::Brokered(v) => v.word() & OWNER_MASK,
+        }
     }
 }
 
@@ -189,7 +221,7 @@ pub struct SharedMemory {
     handle: u32,
     token: Token,
     data: Mapping,
-    control: Control,
+    control: LockWord,
     created: bool,
     /// The daemon went away: dead holders are now found by their pid.
     daemon_lost: bool,
@@ -279,8 +311,10 @@ impl SharedMemory {
     /// with [`SegmentGuard::previous_owner_died`] set.
     pub fn lock(&mut self) -> Result<SegmentGuard<'_>, ShmError> {
         // Uncontended: no closure, no wait loop.
-        if let Ok(how) = self.control.lock().try_lock(self.token) {
-            return Ok(self.guard(how));
+        if let LockWord::Shared(c) = &self.control {
+            if let Ok(how) = c.lock().try_lock(self.token) {
+                return Ok(self.guard(how));
+            }
         }
         match self.lock_inner(None)? {
             Some(g) => Ok(g),
@@ -292,7 +326,10 @@ impl SharedMemory {
 
     /// Takes the lock if it is free; `None` if someone holds it.
     pub fn try_lock(&mut self) -> Result<Option<SegmentGuard<'_>>, ShmError> {
-        let result = self.control.lock().try_lock(self.token);
+        let result = match &self.control {
+            LockWord::Shared(c) => c.lock().try_lock(self.token),
+            LockWord::Brokered(_) => self.brokered_lock(Some(Duration::ZERO))?,
+        };
         self.finish_lock(result)
     }
 
@@ -313,24 +350,114 @@ impl SharedMemory {
             control,
             token,
             daemon_lost,
+            handle,
             ..
         } = self;
+        let control = match control {
+            LockWord::Shared(c) => c,
+            LockWord::Brokered(_) => {
+                let result = self.brokered_lock(timeout)?;
+                return self.finish_lock(result);
+            }
+        };
         let result = control.lock().lock(*token, timeout, &mut |owner| {
             // A word no attachment could have written (garbage from a misbehaving
             // attacher) has no holder to wait for.
             if Token::from_raw(owner).is_none() {
                 return Liveness::Dead;
             }
-            if !*daemon_lost && conn.daemon_reachable() {
-                return Liveness::Unknown;
-            }
+            // The daemon hands over the lock of a holder that goes away; have it also check
+            // the block, in case the word was overwritten with a token no one holds.
             if !*daemon_lost {
+                match conn.seg_lock(*handle, (false, false, true)) {
+                    Err(e) if e.is_disconnect() => {}
+                    _ => return Liveness::Unknown,
+                }
                 log::warn!("qcopd is gone: checking lock holders by process id");
                 *daemon_lost = true;
             }
             token_liveness(owner)
         });
         self.finish_lock(result)
+    }
+
+    /// Takes the lock through the daemon (a read-only attachment), sleeping on the word
+    /// between attempts while it is held, for at most `timeout` (`None`: no limit). Fails
+    /// as soon as the daemon is unreachable: without it no one could hand the lock over.
+    fn brokered_lock(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Result<Acquired, LockFailure>, ShmError> {
+        let LockWord::Brokered(view) = &self.control else {
+            return Err(ShmError::LockError("not a read-only attachment".into()));
+        };
+        let waits = timeout != Some(Duration::ZERO);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut slept = false;
+        loop {
+            let (state, word) = self.conn.seg_lock(self.handle, (false, waits, false))?;
+            match state {
+                LockState::Locked => return Ok(Ok(Acquired::Clean)),
+                LockState::LockedOwnerDied => return Ok(Ok(Acquired::OwnerDied)),
+                LockState::Recursive => return Ok(Err(LockFailure::Recursive)),
+                LockState::Busy => {}
+                other => {
+                    return Err(ShmError::LockError(format!(
+                        "the daemon answered a lock request with {other:?}"
+                    )))
+                }
+            }
+            let slice = match deadline {
+                None => SLICE,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        // We may have consumed the wake-up meant for the next holder.
+                        if slept && view.word() & OWNER_MASK == 0 {
+                            view.wake_one();
+                        }
+                        return Ok(Err(if waits {
+                            LockFailure::TimedOut
+                        } else {
+                            LockFailure::Busy {
+                                owner: word & OWNER_MASK,
+                            }
+                        }));
+                    }
+                    left.min(SLICE)
+                }
+            };
+            // Freed between the daemon's attempt and its answer: ask again at once.
+            if word & OWNER_MASK != 0 {
+                view.wait(word, slice);
+                slept = true;
+            }
+        }
+    }
+
+    /// Releases the lock through the daemon (a read-only attachment).
+    fn brokered_unlock(&mut self) -> Result<(), ShmError> {
+        match self.conn.seg_lock(self.handle, (true, false, false))? {
+            (LockState::Unlocked, _) => Ok(()),
+            (_, word) => Err(ShmError::LockError(format!(
+                "the lock was no longer held by this attachment (holder {:#x})",
+                word & OWNER_MASK
+            ))),
+        }
+    }
+
+    /// Releases the lock this attachment holds, whichever way it was taken.
+    #[inline]
+    fn unlock_held(&mut self) -> Result<(), ShmError> {
+        match &self.control {
+            LockWord::Shared(c) => c.lock().unlock(self.token).map_err(|e| {
+                ShmError::LockError(format!(
+                    "the lock was no longer held by this attachment (holder {:#x})",
+                    e.owner
+                ))
+            }),
+            LockWord::Brokered(_) => self.brokered_unlock(),
+        }
     }
 
     fn finish_lock(
@@ -373,10 +500,9 @@ impl SharedMemory {
 
     /// A guard leaked with `mem::forget` leaves the lock held: give it back before leaving,
     /// so detaching is not mistaken for a crash.
-    fn release_lock_if_held(&self) {
-        let lock = self.control.lock();
-        if lock.owner() == self.token.raw() {
-            let _ = lock.unlock(self.token);
+    fn release_lock_if_held(&mut self) {
+        if self.control.owner() == self.token.raw() {
+            let _ = self.unlock_held();
         }
     }
 }
@@ -437,21 +563,15 @@ impl SegmentGuard<'_> {
     /// Unlocks, reporting a lock that was taken away (the daemon or a waiter found this
     /// attachment dead, or another process overwrote the lock word).
     pub fn unlock(self) -> Result<(), ShmError> {
-        let r = self.shm.control.lock().unlock(self.shm.token);
-        std::mem::forget(self);
-        r.map_err(|e| {
-            ShmError::LockError(format!(
-                "the lock was no longer held by this attachment (holder {:#x})",
-                e.owner
-            ))
-        })
+        let mut this = std::mem::ManuallyDrop::new(self);
+        this.shm.unlock_held()
     }
 }
 
 impl Drop for SegmentGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        let _ = self.shm.control.lock().unlock(self.shm.token);
+        let _ = self.shm.unlock_held();
     }
 }
 

@@ -17,7 +17,7 @@
 //! # Ok::<(), qcop::shm::ShmError>(())
 //! ```
 
-use super::control::{Control, Kind as ControlKind, FLAG_UNDO};
+use super::control::{Control, Header, Kind as ControlKind, FLAG_UNDO, MAX_SLOTS};
 use super::counting::{UndoSlot, MAX_VALUE};
 use super::error::ShmError;
 use super::segment::check_object_name;
@@ -50,7 +50,8 @@ impl SemaphoreBuilder {
         self
     }
 
-    /// Largest value; a release past it fails (default and limit: 2³¹−1).
+    /// Largest value; a release past it fails, and the value never reads above it, whatever
+    /// another opener writes (default and limit: 2³¹−1).
     pub fn max(mut self, n: u32) -> Self {
         self.max = n;
         self
@@ -127,11 +128,26 @@ impl SemaphoreBuilder {
                 },
             )?,
         };
-        let control = Control::open(grant.control.as_fd(), ControlKind::Semaphore)
+        if grant.max == 0 || grant.max > MAX_VALUE {
+            return Err(ShmError::Unavailable(format!(
+                "the daemon announced a maximum of {}",
+                grant.max
+            )));
+        }
+        // Everything that matters comes from the daemon's answer: any opener may have
+        // written the block's own copy.
+        let undo = grant.slot.is_some();
+        let header = Header {
+            kind: ControlKind::Semaphore,
+            flags: if undo { FLAG_UNDO } else { 0 },
+            data_size: 0,
+            max: grant.max,
+            slots: if undo { MAX_SLOTS } else { 0 },
+        };
+        let control = Control::open(grant.control.as_fd(), header)
             .map_err(|e| ShmError::Unavailable(e.to_string()))?;
         let token = Token::from_raw(grant.token)
             .ok_or_else(|| ShmError::Unavailable(format!("bad token {:#x}", grant.token)))?;
-        let undo = control.header().flags & FLAG_UNDO != 0;
         if let Some(i) = grant.slot {
             let mine = control
                 .slot(i)
@@ -141,8 +157,6 @@ impl SemaphoreBuilder {
                     "undo slot {i} does not hold this opener's token"
                 )));
             }
-        } else if undo {
-            return Err(ShmError::Unavailable("no undo slot was assigned".into()));
         }
         Ok(SystemSemaphore {
             conn,

@@ -64,6 +64,8 @@ pub enum Kind {
     SegRemove = 0x1e,
     /// List segments and semaphores.
     SegList = 0x1f,
+    /// Take or release a segment lock through the daemon.
+    SegLock = 0x20,
     /// Become a monitor of all traffic (or of some patterns).
     Monitor = 0x0b,
     /// List the activatable services.
@@ -94,6 +96,8 @@ pub enum Kind {
     SemOpened = 0x9a,
     /// Answer to `SegList`.
     SegListing = 0x9b,
+    /// Answer to `SegLock`.
+    SegLockState = 0xa0,
     /// A copy of routed traffic for a monitor.
     Monitored = 0x8a,
     /// Answer to `ListServices`.
@@ -136,6 +140,7 @@ impl Kind {
             0x1d => SegClose,
             0x1e => SegRemove,
             0x1f => SegList,
+            0x20 => SegLock,
             0x0b => Monitor,
             0x0c => ListServices,
             0x81 => Welcome,
@@ -151,6 +156,7 @@ impl Kind {
             0x99 => SegControlBlock,
             0x9a => SemOpened,
             0x9b => SegListing,
+            0xa0 => SegLockState,
             0x8a => Monitored,
             0x8b => Services,
             0x8c => Revoked,
@@ -808,7 +814,7 @@ pub enum Frame<'a> {
         /// How many.
         count: u64,
     },
-    /// Shared-memory segments and system semaphores (kinds 0x18-0x1f, 0x98-0x9b).
+    /// Shared-memory segments and system semaphores (kinds 0x18-0x20, 0x98-0x9b, 0xa0).
     Seg(SegFrame<'a>),
     /// Turn this connection into a monitor of the traffic on `patterns` (all if empty).
     Monitor {
@@ -1219,6 +1225,31 @@ impl<'a> Frame<'a> {
         self.encode_body(out);
         let body_len = (out.len() - start - HEADER_LEN) as u32;
         out[start..start + 4].copy_from_slice(&body_len.to_be_bytes());
+    }
+
+    /// Appends a `Message` frame whose `channel`, `message` and `payload` fields are already
+    /// encoded in `fields`: the body of a `Send`, or of a `Call` after its timeout. Gives the
+    /// bytes [`Frame::encode`] gives for the same `Message`, with one copy of `fields`.
+    pub fn encode_message_fields(
+        out: &mut Vec<u8>,
+        token: u32,
+        call: bool,
+        fields: &[u8],
+        sender: Option<Credentials>,
+    ) {
+        let creds_len = if sender.is_some() { 12 } else { 0 };
+        let mut flags = if call { FLAG_CALL } else { 0 };
+        if sender.is_some() {
+            flags |= FLAG_CREDENTIALS;
+        }
+        let len = (fields.len() + creds_len) as u32;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&[Kind::Message as u8, flags, 0, 0]);
+        out.extend_from_slice(&token.to_be_bytes());
+        out.extend_from_slice(fields);
+        if let Some(c) = sender {
+            c.encode(out);
+        }
     }
 
     /// The encoded frame as a new vector.

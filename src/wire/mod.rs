@@ -44,6 +44,8 @@ pub struct FrameReader {
     /// End of the valid bytes.
     end: usize,
     max_body: u32,
+    /// Frames returned so far.
+    frames: u64,
 }
 
 impl FrameReader {
@@ -55,6 +57,7 @@ impl FrameReader {
             start: 0,
             end: 0,
             max_body,
+            frames: 0,
         }
     }
 
@@ -116,6 +119,16 @@ impl FrameReader {
         self.end = (self.end + n).min(self.buf.len());
     }
 
+    /// Frames this reader has returned since it was made.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Bytes of buffer this reader holds (allocated and written, whether filled or not).
+    pub fn held(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Drops the buffer's capacity when it is idle and larger than `keep` bytes, so a single
     /// large message does not pin memory for the rest of a connection's life.
     pub fn shrink_idle(&mut self, keep: usize) {
@@ -148,7 +161,25 @@ impl FrameReader {
         }
         let from = self.start;
         self.start += total;
+        self.frames += 1;
         Ok(Some(&self.buf[from..from + total]))
+    }
+
+    /// Like [`FrameReader::next_frame`], with the frame's encoded body beside it (the
+    /// daemon forwards the fields of a `Send` without encoding them again).
+    pub fn next_frame_and_body(&mut self) -> Result<Option<(Frame<'_>, &[u8])>, DecodeError> {
+        let avail = &self.buf[self.start..self.end];
+        let Some(header) = frame::Header::parse(avail, self.max_body)? else {
+            return Ok(None);
+        };
+        let total = HEADER_LEN + header.len as usize;
+        if avail.len() < total {
+            return Ok(None);
+        }
+        let from = self.start;
+        self.start += total;
+        let body = &self.buf[from + HEADER_LEN..from + total];
+        Frame::decode(&header, body).map(|f| Some((f, body)))
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed.
@@ -165,6 +196,7 @@ impl FrameReader {
         }
         let from = self.start;
         self.start += total;
+        self.frames += 1;
         Frame::decode(&header, &self.buf[from + HEADER_LEN..from + total]).map(Some)
     }
 }

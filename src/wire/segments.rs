@@ -1,5 +1,5 @@
-//! Frames of the shared-memory segments and system semaphores (kinds 0x18-0x1f and
-//! 0x98-0x9b; see `docs/PROTOCOL.md`, "Shared-memory segments and semaphores").
+//! Frames of the shared-memory segments and system semaphores (kinds 0x18-0x20 and
+//! 0x98-0x9b, 0xa0; see `docs/PROTOCOL.md`, "Shared-memory segments and semaphores").
 
 use super::buf::{put_str, DecodeError, Reader};
 use super::frame::Kind;
@@ -18,13 +18,23 @@ pub const SEG_CREATED: u8 = 0x02;
 /// Flag of `SegRemove`: the name is a semaphore's.
 pub const SEG_SEMAPHORE: u8 = 0x01;
 
+/// Flag of `SegLock`: release the lock (else take it).
+pub const SEG_UNLOCK: u8 = 0x01;
+/// Flag of `SegLock`: the attacher slept on the lock word since its last attempt; if the
+/// lock is busy, set its waiters bit.
+pub const SEG_WAITED: u8 = 0x02;
+
+/// Flag of `SegLock`: change nothing, only have the daemon check the control block against
+/// its records (a waiting read-write attacher asks this between sleeps).
+pub const SEG_CHECK: u8 = 0x04;
+
 /// `gid` value meaning "the creator's own group".
 pub const GID_CREATOR: u32 = u32::MAX;
 /// `slot` value meaning "no undo slot".
 pub const NO_SLOT: u32 = u32::MAX;
 
 /// Frame kinds of this family, as `(kind byte, allowed flag bits)`.
-pub(crate) const KINDS: [(u8, u8); 12] = [
+pub(crate) const KINDS: [(u8, u8); 14] = [
     (0x18, SEG_OPEN_EXISTING | SEG_PERSISTENT),
     (0x19, SEG_READ_ONLY),
     (0x1a, 0),
@@ -33,15 +43,52 @@ pub(crate) const KINDS: [(u8, u8); 12] = [
     (0x1d, 0),
     (0x1e, SEG_SEMAPHORE),
     (0x1f, 0),
+    (0x20, SEG_UNLOCK | SEG_WAITED | SEG_CHECK),
     (0x98, SEG_READ_ONLY | SEG_CREATED),
     (0x99, 0),
     (0x9a, SEG_CREATED),
     (0x9b, 0),
+    (0xa0, 0),
 ];
 
 /// Whether frames of kind `k` carry a file descriptor.
 pub(crate) fn carries_fd(k: u8) -> bool {
     matches!(k, 0x98..=0x9a)
+}
+
+/// The outcome of a `SegLock`, in `SegLockState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockState {
+    /// 0: the attacher now holds the lock.
+    Locked = 0,
+    /// 1: it holds the lock, which the previous holder died holding.
+    LockedOwnerDied = 1,
+    /// 2: someone else holds it; `word` is the lock word to sleep on.
+    Busy = 2,
+    /// 3: the attacher already holds it.
+    Recursive = 3,
+    /// 4: released.
+    Unlocked = 4,
+    /// 5: not released: the attacher does not hold it (`word` tells who does).
+    NotOwner = 5,
+    /// 6: the block was checked (and repaired if it had to be); nothing else changed.
+    Checked = 6,
+}
+
+impl LockState {
+    fn from_u8(v: u8) -> Option<LockState> {
+        use LockState::*;
+        Some(match v {
+            0 => Locked,
+            1 => LockedOwnerDied,
+            2 => Busy,
+            3 => Recursive,
+            4 => Unlocked,
+            5 => NotOwner,
+            6 => Checked,
+            _ => return None,
+        })
+    }
 }
 
 /// One segment or semaphore in a `SegListing`.
@@ -181,6 +228,31 @@ pub enum SegFrame<'a> {
         /// Request number.
         seq: u32,
     },
+    /// 0x20: take or release the lock of an attached segment through the daemon (how a
+    /// read-only attacher, which cannot write the lock word, locks).
+    Lock {
+        /// Request number.
+        seq: u32,
+        /// Release instead of take.
+        unlock: bool,
+        /// The attacher slept on the word since its last attempt.
+        waited: bool,
+        /// Only check the block.
+        check: bool,
+        /// Handle from `Attached`.
+        handle: u32,
+    },
+    /// 0xa0: answer to `Lock`.
+    LockState {
+        /// Request number.
+        seq: u32,
+        /// The handle asked about.
+        handle: u32,
+        /// What happened.
+        state: LockState,
+        /// The lock word after the operation.
+        word: u32,
+    },
     /// 0x98 (carries the data memfd): answer to `Create` / `Attach`.
     Attached {
         /// Request number.
@@ -215,6 +287,8 @@ pub enum SegFrame<'a> {
         token: u32,
         /// Undo slot index, or [`NO_SLOT`].
         slot: u32,
+        /// The largest value (the block's own copy is not to be trusted).
+        max: u32,
     },
     /// 0x9b: answer to `List`.
     Listing {
@@ -290,6 +364,19 @@ impl<'a> SegFrame<'a> {
                 name: r.str()?,
             },
             0x1f => SegFrame::List { seq },
+            0x20 => SegFrame::Lock {
+                seq,
+                unlock: has(SEG_UNLOCK),
+                waited: has(SEG_WAITED),
+                check: has(SEG_CHECK),
+                handle: r.u32()?,
+            },
+            0xa0 => SegFrame::LockState {
+                seq,
+                handle: r.u32()?,
+                state: LockState::from_u8(r.u8()?).ok_or(DecodeError::Reserved)?,
+                word: r.u32()?,
+            },
             0x98 => SegFrame::Attached {
                 seq,
                 read_only: has(SEG_READ_ONLY),
@@ -308,6 +395,7 @@ impl<'a> SegFrame<'a> {
                 handle: r.u32()?,
                 token: r.u32()?,
                 slot: r.u32()?,
+                max: r.u32()?,
             },
             0x9b => SegFrame::Listing {
                 seq,
@@ -346,6 +434,7 @@ impl<'a> SegFrame<'a> {
                 handle,
                 token,
                 slot,
+                max,
             } => (
                 seq,
                 SegFrame::SemOpened {
@@ -354,6 +443,21 @@ impl<'a> SegFrame<'a> {
                     handle,
                     token,
                     slot,
+                    max,
+                },
+            ),
+            SegFrame::LockState {
+                seq,
+                handle,
+                state,
+                word,
+            } => (
+                seq,
+                SegFrame::LockState {
+                    seq,
+                    handle,
+                    state,
+                    word,
                 },
             ),
             SegFrame::Listing { seq, entries } => (seq, SegFrame::Listing { seq, entries }),
@@ -372,6 +476,8 @@ impl<'a> SegFrame<'a> {
             SegFrame::Close { .. } => Kind::SegClose,
             SegFrame::Remove { .. } => Kind::SegRemove,
             SegFrame::List { .. } => Kind::SegList,
+            SegFrame::Lock { .. } => Kind::SegLock,
+            SegFrame::LockState { .. } => Kind::SegLockState,
             SegFrame::Attached { .. } => Kind::SegAttached,
             SegFrame::ControlBlock { .. } => Kind::SegControlBlock,
             SegFrame::SemOpened { .. } => Kind::SemOpened,
@@ -415,11 +521,22 @@ impl<'a> SegFrame<'a> {
                 seq,
             ),
             SegFrame::SemOpened { seq, created, .. } => (flag(created, SEG_CREATED), seq),
+            SegFrame::Lock {
+                seq,
+                unlock,
+                waited,
+                check,
+                ..
+            } => (
+                flag(unlock, SEG_UNLOCK) | flag(waited, SEG_WAITED) | flag(check, SEG_CHECK),
+                seq,
+            ),
             SegFrame::Control { seq, .. }
             | SegFrame::SemOpen { seq, .. }
             | SegFrame::Close { seq, .. }
             | SegFrame::List { seq }
             | SegFrame::ControlBlock { seq, .. }
+            | SegFrame::LockState { seq, .. }
             | SegFrame::Listing { seq, .. } => (0, seq),
         }
     }
@@ -450,7 +567,18 @@ impl<'a> SegFrame<'a> {
             }
             SegFrame::Control { handle, .. }
             | SegFrame::Close { handle, .. }
+            | SegFrame::Lock { handle, .. }
             | SegFrame::ControlBlock { handle, .. } => u32(out, *handle),
+            SegFrame::LockState {
+                handle,
+                state,
+                word,
+                ..
+            } => {
+                u32(out, *handle);
+                out.push(*state as u8);
+                u32(out, *word);
+            }
             SegFrame::SemCreate {
                 name,
                 initial,
@@ -483,11 +611,13 @@ impl<'a> SegFrame<'a> {
                 handle,
                 token,
                 slot,
+                max,
                 ..
             } => {
                 u32(out, *handle);
                 u32(out, *token);
                 u32(out, *slot);
+                u32(out, *max);
             }
             SegFrame::Listing { entries, .. } => {
                 u32(out, entries.len() as u32);
@@ -666,7 +796,38 @@ mod tests {
             handle: 2,
             token: 5,
             slot: NO_SLOT,
+            max: 1,
         });
+        for (unlock, waited, check) in [
+            (false, false, false),
+            (false, true, false),
+            (true, false, false),
+            (false, false, true),
+        ] {
+            roundtrip(SegFrame::Lock {
+                seq: 13,
+                unlock,
+                waited,
+                check,
+                handle: 3,
+            });
+        }
+        for state in [
+            LockState::Locked,
+            LockState::LockedOwnerDied,
+            LockState::Busy,
+            LockState::Recursive,
+            LockState::Unlocked,
+            LockState::NotOwner,
+            LockState::Checked,
+        ] {
+            roundtrip(SegFrame::LockState {
+                seq: 14,
+                handle: 3,
+                state,
+                word: 0xc000_0001,
+            });
+        }
         roundtrip(SegFrame::Listing {
             seq: 12,
             entries: vec![entry(), SegEntry::default()],
@@ -726,6 +887,16 @@ mod tests {
         })
         .to_vec();
         bytes[HEADER_LEN + 4] = 3;
+        assert!(Frame::decode_exact(&bytes, 1 << 20).is_err());
+        // A lock state outside 0..=6.
+        let mut bytes = Frame::Seg(SegFrame::LockState {
+            seq: 1,
+            handle: 2,
+            state: LockState::Busy,
+            word: 0,
+        })
+        .to_vec();
+        bytes[HEADER_LEN + 4] = 7;
         assert!(Frame::decode_exact(&bytes, 1 << 20).is_err());
     }
 }

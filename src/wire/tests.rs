@@ -438,3 +438,37 @@ proptest! {
         let _ = Frame::decode_exact(&bytes, MAX);
     }
 }
+
+proptest::proptest! {
+    /// A `Message` built from a `Send`'s (or a `Call`'s) encoded fields is the `Message`
+    /// `encode` makes, and a reader gets its body back with it.
+    #[test]
+    fn a_message_from_send_fields_is_the_encoded_message(
+        channel in "\\PC{1,12}",
+        message in "\\PC{1,12}",
+        payload in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+        token in 0u32..3,
+        creds in proptest::option::of((0u32..9, 0u32..9, 0u32..9)),
+    ) {
+        let send = Frame::Send { seq: 7, ack: true, channel: &channel, message: &message, payload: &payload };
+        let bytes = send.to_vec();
+        let mut r = FrameReader::new(1 << 16);
+        r.buffer_mut(bytes.len())[..bytes.len()].copy_from_slice(&bytes);
+        r.filled(bytes.len());
+        let (_, body) = r.next_frame_and_body().unwrap().unwrap();
+        proptest::prop_assert_eq!(body, &bytes[HEADER_LEN..]);
+        let sender = creds.map(|(pid, uid, gid)| Credentials { pid, uid, gid });
+        let mut out = Vec::new();
+        Frame::encode_message_fields(&mut out, token, token != 0, body, sender);
+        let want = Frame::Message {
+            token,
+            call: token != 0,
+            channel: &channel,
+            message: &message,
+            payload: &payload,
+            sender,
+        }
+        .to_vec();
+        proptest::prop_assert_eq!(out, want);
+    }
+}

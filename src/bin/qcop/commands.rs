@@ -1,7 +1,7 @@
 //! Running a chain of commands on one connection.
 
-use crate::args::{self, Command, Global, Step, Timeout};
-use crate::output::{self, Align, Out};
+use crate::args::{self, Command, Format, Global, Msg, Step, Timeout};
+use crate::output::{self, Align, Out, View};
 use crate::Failure;
 use qcop::client::ServiceState;
 use qcop::datastream::{self, Signature};
@@ -19,9 +19,19 @@ const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(5000);
 const MAX_HELD: usize = 1024;
 /// Longest a receive waits before checking for subscriptions the daemon revoked.
 const REVOCATION_CHECK: Duration = Duration::from_millis(500);
+/// How long `query` collects answers without a `timeout` modifier, as the original.
+const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_millis(1000);
+/// The introspection request of Qt Extended adaptors: (prefix, reply channel).
+const QUERY_MESSAGE: &str = "__query_qcop_messages(QString,QString)";
+/// Each answer to [`QUERY_MESSAGE`]: one supported message.
+const QUERY_RESPONSE: &str = "queryResponse(QString)";
 
 /// Connects and runs `steps` in order, stopping at the first failure.
 pub fn run(global: &Global, steps: &[Step], out: &mut Out) -> Result<(), Failure> {
+    if steps.is_empty() {
+        // Only modifiers, `enum`s or empty commands: nothing to do, as in the original.
+        return Ok(());
+    }
     let mut opts = ConnectOptions::new();
     if let Some(path) = &global.socket {
         opts = opts.socket(path);
@@ -29,8 +39,10 @@ pub fn run(global: &Global, steps: &[Step], out: &mut Out) -> Result<(), Failure
     if let Some(t) = global.connect_timeout {
         opts = opts.timeout(t);
     }
-    let conn = Connection::connect(&opts)?;
-    let mut session = Session::start(conn, steps, out)?;
+    let mut conn = Connection::connect(&opts)?;
+    let steps = resolve_services(&mut conn, steps)?;
+    let steps = &steps[..];
+    let mut session = Session::start(conn, steps, out, &global.enums)?;
     for (index, step) in steps.iter().enumerate() {
         session.run_step(index, step)?;
     }
@@ -49,8 +61,43 @@ enum ChannelMatch {
     Pattern(Pattern),
 }
 
+/// With the `service` modifier, channel names are service names: each becomes the channel
+/// of that service (as `qcop services` lists them).
+fn resolve_services(conn: &mut Connection, steps: &[Step]) -> Result<Vec<Step>, Failure> {
+    let mut steps = steps.to_vec();
+    if !steps.iter().any(|s| s.service) {
+        return Ok(steps);
+    }
+    let services = conn.services()?;
+    let channel_of = |name: &str| {
+        services
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.channel.clone())
+            .ok_or_else(|| {
+                Failure::Error(format!(
+                    "no service named {name:?} (see qcop services or qcop list)"
+                ))
+            })
+    };
+    for step in steps.iter_mut().filter(|s| s.service) {
+        match &mut step.command {
+            Command::Send { channel, .. }
+            | Command::Wait { channel, .. }
+            | Command::Query { channel, .. } => *channel = channel_of(channel)?,
+            Command::Watch { channels, .. } => {
+                for c in channels.iter_mut() {
+                    *c = channel_of(c)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(steps)
+}
+
 impl Matcher {
-    fn new(channel: &str, message: Option<&Signature>) -> Matcher {
+    fn new(channel: &str, message: Option<&str>) -> Matcher {
         let channel = match pattern::is_pattern(channel).then(|| Pattern::new(channel)) {
             Some(Ok(p)) => ChannelMatch::Pattern(p),
             // The parser has refused patterns that do not compile.
@@ -58,7 +105,7 @@ impl Matcher {
         };
         Matcher {
             channel,
-            message: message.map(Signature::normalized),
+            message: message.map(str::to_owned),
         }
     }
 
@@ -87,17 +134,24 @@ struct Session<'o> {
     held: VecDeque<Message>,
     /// `conn.lost()` already reported.
     lost_reported: u64,
+    /// Type names declared with `enum`.
+    enums: &'o [String],
 }
 
 impl<'o> Session<'o> {
     /// Prepares to run `steps`, subscribing the channel of every wait before anything is
     /// sent, so that a reply to an earlier send cannot arrive before anyone listens for it.
-    fn start(conn: Connection, steps: &[Step], out: &'o mut Out) -> Result<Session<'o>, Failure> {
+    fn start(
+        conn: Connection,
+        steps: &[Step],
+        out: &'o mut Out,
+        enums: &'o [String],
+    ) -> Result<Session<'o>, Failure> {
         let mut waits = Vec::new();
         let mut channels = BTreeSet::new();
         for (i, step) in steps.iter().enumerate() {
             if let Command::Wait { channel, message } = &step.command {
-                waits.push((i, Matcher::new(channel, Some(message))));
+                waits.push((i, Matcher::new(channel, Some(&message.text))));
                 channels.insert(channel.as_str());
             }
         }
@@ -107,6 +161,7 @@ impl<'o> Session<'o> {
             out,
             waits,
             held: VecDeque::new(),
+            enums,
         };
         for channel in channels {
             session.conn.subscribe(channel)?;
@@ -114,20 +169,32 @@ impl<'o> Session<'o> {
         Ok(session)
     }
 
+    fn view(&self, step: &Step) -> View<'o> {
+        View {
+            format: step.format,
+            hex: step.hex,
+            enums: self.enums,
+        }
+    }
+
     fn run_step(&mut self, index: usize, step: &Step) -> Result<(), Failure> {
+        let view = self.view(step);
         match &step.command {
+            Command::Query { channel, prefix } => self.query(index, channel, prefix, step.timeout),
+            Command::List => self.list(),
             Command::Send {
                 channel,
                 message,
                 payload,
             } => {
-                self.conn.send(channel, &message.normalized(), payload)?;
+                self.conn.send(channel, &message.text, payload)?;
                 // Surfaces the daemon's refusal, if any, before reporting success.
                 self.conn.flush()?;
                 Ok(())
             }
             Command::Watch {
                 channels,
+                idle,
                 count,
                 credentials,
                 shm: false,
@@ -136,15 +203,21 @@ impl<'o> Session<'o> {
                 channels,
                 *count,
                 *credentials,
-                time_limit(step.timeout),
-                step.hex,
+                (time_limit(step.timeout), *idle),
+                view,
             ),
             Command::Watch {
                 channels,
+                idle,
                 count,
                 shm: true,
                 ..
-            } => self.watch_shm(&channels[0], *count, time_limit(step.timeout), step.hex),
+            } => self.watch_shm(
+                &channels[0],
+                *count,
+                idle.or(time_limit(step.timeout)),
+                view,
+            ),
             Command::ShmSend {
                 channel,
                 message,
@@ -173,11 +246,11 @@ impl<'o> Session<'o> {
                 self.shm_send(&send, stream, time_limit(step.timeout))
             }
             Command::Monitor { patterns, count } => {
-                self.monitor(patterns, *count, time_limit(step.timeout), step.hex)
+                self.monitor(patterns, *count, time_limit(step.timeout), view)
             }
             Command::Services => self.services(),
             Command::Wait { channel, message } => {
-                self.wait(index, channel, message, time_limit(step.timeout), step.hex)
+                self.wait(index, channel, message, time_limit(step.timeout), view)
             }
             Command::Registered { channel } => self.registered(channel),
             Command::Channels => self.channels(),
@@ -186,14 +259,14 @@ impl<'o> Session<'o> {
                 channel,
                 message,
                 payload,
-            } => self.call(channel, message, payload, step.timeout, step.hex),
+            } => self.call(channel, message, payload, step.timeout, view),
             Command::Serve {
                 channel,
                 message,
                 reply,
                 payload,
                 count,
-            } => self.serve(index, channel, message, reply, payload, *count, step.hex),
+            } => self.serve(index, channel, message, reply, payload, *count, view),
             Command::ShmList => self.shm_list(),
             Command::ShmWrite {
                 name,
@@ -333,8 +406,8 @@ impl<'o> Session<'o> {
         channels: &[String],
         count: Option<u64>,
         credentials: bool,
-        idle: Option<Duration>,
-        hex: bool,
+        (limit, idle): (Option<Duration>, Option<Duration>),
+        view: View<'_>,
     ) -> Result<(), Failure> {
         let matchers: Vec<Matcher> = channels.iter().map(|c| Matcher::new(c, None)).collect();
         for channel in channels {
@@ -345,19 +418,26 @@ impl<'o> Session<'o> {
             }
         }
         let mut printed = 0u64;
-        let mut deadline = idle.and_then(deadline_after);
+        // The `timeout` modifier counts from the start, however busy the channels are;
+        // --timeout counts from the last message.
+        let end = limit.and_then(deadline_after);
+        let mut quiet = idle.and_then(deadline_after);
         while count.map_or(true, |n| printed < n) {
+            let deadline = match (end, quiet) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let Some(msg) = self.receive(deadline)? else {
-                return Ok(()); // idle for --timeout: done
+                return Ok(()); // a time limit is over: done
             };
             if !matchers.iter().any(|m| m.matches(&msg)) {
                 // Subscribed for a later wait of the chain.
                 self.hold(index, msg);
                 continue;
             }
-            self.out.line(&output::message_line(&msg, hex))?;
+            self.out.line(&output::message_line(&msg, view))?;
             printed += 1;
-            deadline = idle.and_then(deadline_after);
+            quiet = idle.and_then(deadline_after);
         }
         Ok(())
     }
@@ -366,11 +446,11 @@ impl<'o> Session<'o> {
         &mut self,
         index: usize,
         channel: &str,
-        message: &Signature,
+        message: &Msg,
         limit: Option<Duration>,
-        hex: bool,
+        view: View<'_>,
     ) -> Result<(), Failure> {
-        let target = Matcher::new(channel, Some(message));
+        let target = Matcher::new(channel, Some(&message.text));
         let early = self.held.iter().position(|m| target.matches(m));
         let msg = match early.and_then(|pos| self.held.remove(pos)) {
             Some(msg) => msg,
@@ -390,7 +470,63 @@ impl<'o> Session<'o> {
             }
         };
         self.out
-            .line(&output::arguments(&msg.message, &msg.data, hex))
+            .text(&output::wait_text(&msg.message, &msg.data, view))
+    }
+
+    /// `query`: asks the channel's adaptor for its messages on a private reply channel and
+    /// prints each answer once, until the time limit (1 s unless a modifier says otherwise).
+    fn query(
+        &mut self,
+        index: usize,
+        channel: &str,
+        prefix: &str,
+        timeout: Timeout,
+    ) -> Result<(), Failure> {
+        let reply = format!("QPE/Query/{}", datastream::uuid_text(&random_uuid()));
+        self.conn.subscribe(&reply)?;
+        let mut payload = Vec::new();
+        datastream::Value::QString(Some(prefix.to_owned())).encode(&mut payload);
+        datastream::Value::QString(Some(reply.clone())).encode(&mut payload);
+        self.conn.send(channel, QUERY_MESSAGE, &payload)?;
+        self.conn.flush()?;
+        let deadline = match timeout {
+            Timeout::Default => deadline_after(DEFAULT_QUERY_TIMEOUT),
+            Timeout::Never => None,
+            Timeout::After(d) => deadline_after(d),
+        };
+        let mut seen = BTreeSet::new();
+        while let Some(msg) = self.receive(deadline)? {
+            if msg.channel != reply || msg.message != QUERY_RESPONSE {
+                self.hold(index, msg);
+                continue;
+            }
+            let text = match datastream::decode_message(&[datastream::ArgType::QString], &msg.data)
+                .values
+                .first()
+            {
+                Some(datastream::Value::QString(Some(s))) => s.clone(),
+                _ => continue,
+            };
+            if seen.insert(text.clone()) {
+                self.out.line(&text)?;
+            }
+        }
+        self.conn.unsubscribe(&reply)?;
+        Ok(())
+    }
+
+    /// `list`: every service and its channel, tab-separated, as the original listed them.
+    fn list(&mut self) -> Result<(), Failure> {
+        let mut text = String::new();
+        for s in self.conn.services()? {
+            let channel = if s.channel.is_empty() {
+                "no mapping"
+            } else {
+                &s.channel
+            };
+            text.push_str(&format!("{}\t{channel}\n", s.name));
+        }
+        self.out.text(&text)
     }
 
     fn registered(&mut self, channel: &str) -> Result<(), Failure> {
@@ -559,7 +695,7 @@ impl<'o> Session<'o> {
         patterns: &[String],
         count: Option<u64>,
         idle: Option<Duration>,
-        hex: bool,
+        view: View<'_>,
     ) -> Result<(), Failure> {
         let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
         self.conn.monitor(&patterns)?;
@@ -581,7 +717,7 @@ impl<'o> Session<'o> {
                 output::warn(&format!("# lost {} events", lost - self.lost_reported));
                 self.lost_reported = lost;
             }
-            self.out.line(&output::monitor_line(&m, hex))?;
+            self.out.line(&output::monitor_line(&m, view))?;
             printed += 1;
             deadline = idle.and_then(deadline_after);
         }
@@ -642,7 +778,7 @@ impl<'o> Session<'o> {
         message: &Signature,
         payload: &[u8],
         timeout: Timeout,
-        hex: bool,
+        view: View<'_>,
     ) -> Result<(), Failure> {
         let limit = match timeout {
             Timeout::Default => DEFAULT_CALL_TIMEOUT,
@@ -665,7 +801,12 @@ impl<'o> Session<'o> {
                 };
                 Failure::Error(format!("call {channel} {message}: {why}"))
             })?;
-        let args = output::arguments(&reply.message, &reply.data, hex);
+        if view.format == Format::Classic {
+            return self
+                .out
+                .text(&output::wait_text(&reply.message, &reply.data, view));
+        }
+        let args = output::arguments(&reply.message, &reply.data, view);
         self.out.line(&output::joined(&[&reply.message], &args))
     }
 
@@ -678,9 +819,9 @@ impl<'o> Session<'o> {
         reply: &Signature,
         payload: &[u8],
         count: Option<u64>,
-        hex: bool,
+        view: View<'_>,
     ) -> Result<(), Failure> {
-        let target = Matcher::new(channel, Some(message));
+        let target = Matcher::new(channel, Some(&message.normalized()));
         let reply = reply.normalized();
         self.conn.subscribe(channel)?;
         let mut answered = 0u64;
@@ -694,7 +835,7 @@ impl<'o> Session<'o> {
             }
             self.conn.reply(&msg, &reply, payload)?;
             answered += 1;
-            self.out.line(&output::message_line(&msg, hex))?;
+            self.out.line(&output::message_line(&msg, view))?;
         }
         // Returns once the daemon has taken the last reply, so exiting cannot lose it.
         self.conn.flush()?;
@@ -733,7 +874,7 @@ impl Session<'_> {
         channel: &str,
         count: Option<u64>,
         idle: Option<Duration>,
-        hex: bool,
+        view: View<'_>,
     ) -> Result<(), Failure> {
         let opts = self.conn.options().clone();
         let mut sub = match Subscriber::open_wait(&opts, channel, idle.unwrap_or(SHM_NO_LIMIT)) {
@@ -767,7 +908,7 @@ impl Session<'_> {
                 output::warn(&format!("# lost {} messages", sub.lost() - lost_reported));
                 lost_reported = sub.lost();
             }
-            self.out.line(&output::message_line(&msg, hex))?;
+            self.out.line(&output::message_line(&msg, view))?;
             printed += 1;
         }
         Ok(())
@@ -815,6 +956,24 @@ impl Session<'_> {
         }
         Ok(())
     }
+}
+
+/// A random (version 4) UUID for a private reply channel.
+fn random_uuid() -> [u8; 16] {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        // Unique enough for a reply channel: the process and the time.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes[..4].copy_from_slice(&std::process::id().to_be_bytes());
+        bytes[4..].copy_from_slice(&nanos.to_be_bytes()[4..]);
+    }
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    bytes
 }
 
 /// `now + d`, or `None` (no limit) if that is beyond what an `Instant` can hold.

@@ -18,6 +18,9 @@ pub fn text(topic: Option<Topic>) -> &'static str {
         Some(Topic::Monitor) => MONITOR,
         Some(Topic::Services) => SERVICES,
         Some(Topic::ShmSend) => SHM_SEND,
+        Some(Topic::Query) => QUERY,
+        Some(Topic::List) => LIST,
+        Some(Topic::Enum) => ENUM,
         Some(Topic::OldForm) => OLD_FORM,
         Some(Topic::Types) => TYPES,
         Some(Topic::Chain) => CHAIN,
@@ -27,8 +30,8 @@ pub fn text(topic: Option<Topic>) -> &'static str {
 /// Shown with a usage error when no command was given.
 pub const SHORT: &str = "\
 Usage: qcop [OPTIONS] COMMAND ARGS... [-- COMMAND ARGS...]...
-Commands: send, watch, wait, registered, channels, stats, call, serve, monitor, services,
-          shm, shm-send, help
+Commands: send, watch, wait, query, list, enum, registered, channels, stats, call, serve,
+          monitor, services, shm, shm-send, help
 Run 'qcop --help' for the full description.
 ";
 
@@ -39,6 +42,10 @@ Usage:
   qcop [OPTIONS] [MODIFIERS] COMMAND ARGS... [-- [MODIFIERS] COMMAND ARGS...]...
   qcop [OPTIONS] CHANNEL 'message(types)' [ARGS...] [-w CHANNEL 'message(types)' [TIMEOUT_MS]]
 
+The commands, modifiers and old form of the Qt Extended / Qtopia qcop tool print and exit
+as it did; the options --strict and --format rich give qcop's stricter checks and richer
+output, which are the default for the commands only qcop has.
+
 Commands:
   send CHANNEL 'msg(types)' [ARGS...]
                        Broadcast a message to every subscriber of CHANNEL
@@ -47,6 +54,9 @@ Commands:
                        --shm maps a channel's shared-memory stream directly
   wait CHANNEL 'msg(types)' [--timeout MS]
                        Wait for one message, print its arguments (exit 1 on timeout)
+  query CHANNEL        List the messages CHANNEL's adaptor supports
+  list                 List the services and their channels
+  enum NAME            Send and print type NAME as an int (then '--')
   registered CHANNEL   Tell whether CHANNEL has subscribers (exit 1 if not)
   channels             List channels and patterns with their subscriber counts
   stats [--clients]    Show the daemon's counters (and its clients)
@@ -72,6 +82,12 @@ Options (before the command):
                            /tmp/qcop-$UID/qcopd.sock for other users)
       --connect-timeout MS Time allowed to connect and for each answer of the daemon
                            (default 5000)
+      --strict             Refuse argument values that do not fit their type and wrong
+                           argument counts instead of guessing; usage errors exit 2
+      --format classic|rich
+                           How watch, wait and call print messages (default: classic,
+                           the original tool's, for watch and wait; rich for the rest)
+  -l, --user USER          Run as USER (supplementary groups, group, user), as root may
   -h, --help               Show this help ('qcop COMMAND --help' for one command)
   -V, --version            Show the version
 
@@ -87,17 +103,22 @@ Message signatures and arguments:
     QString        the text as given
     QByteArray     hex digits, optional 0x prefix: 0a0b or 0x0a0b
     QStringList    comma-separated elements: a,b,c (empty: no elements)
-  Received arguments print the same way; strings are double-quoted and escaped, string
-  lists as [\"a\", \"b\"]. A payload that does not decode (unknown types such as QVariant)
-  prints as 0x followed by hex.
+    QDateTime      2024-05-01T12:30:00 (Z: UTC)
+    QUuid          {67c8770b-44f1-410a-ab9a-f9b5446f13ee}
+    QUniqueId      UUID:INDEX
+    QContentIdList DB:ID,DB:ID
+    QVariant       the text, as a variant holding a QString
+  A value that does not fit is sent as 0 or null with a warning, as the original did (a
+  usage error with --strict). See 'qcop help types', 'qcop help watch', 'qcop help wait'
+  for how received values print.
 
-Modifiers (Qt Extended style, before a command; they stay in effect for the rest of the
-chain):
-  timeout MS     Time limit for wait and call, idle time limit for watch
+Modifiers (Qt Extended style, before a command; in effect until the next '--'):
+  timeout MS     Time limit for wait, call and query; total run time of watch
   notimeout      No time limit (the default for wait and watch; call: the daemon's
                  maximum call time instead of 5000 ms)
-  hex            Print payloads as hex instead of decoding them
-  nohex          Decode payloads again
+  hex            Print byte arrays as hex (the default)
+  nohex          Print byte arrays as Latin-1 text
+  service        Channel names are service names
 
 Chains: '--' separates commands that run in order on one connection; the chain stops at
 the first failure. The channels of every wait in the chain are subscribed before the first
@@ -109,22 +130,71 @@ sends; '-w CHANNEL msg() [TIMEOUT_MS]' then waits for a reply (see 'qcop help ol
 Exit status:
   0  success
   1  failure: timeout, not registered, no responder, refused by the daemon (including
-     'access denied' by its policy, with the rule that denied it), qcopd not running
-  2  usage error (unknown command or option, bad signature or argument)
+     'access denied' by its policy, with the rule that denied it), qcopd not running;
+     a usage error of the original's commands and forms, as the original exited
+  2  usage error with --strict, or of a command only qcop has (registered, channels,
+     stats, call, serve, monitor, services, shm, shm-send)
 
 Examples:
   qcop send QPE/Audio 'setVolume(int)' 42
   qcop watch 'QPE/*'
-  qcop watch --count 1 --timeout 2000 QPE/System
+  qcop timeout 2000 watch QPE/System
+  qcop --format rich watch --count 1 QPE/System
   qcop wait QPE/pppd 'dialResult(bool)' --timeout 30000
   qcop send QPE/pppd 'dial()' -- timeout 30000 wait QPE/pppd 'dialResult(bool)'
   qcop registered QPE/Application/clock && echo clock is running
   qcop call QPE/Calc 'add(int,int)' 2 3
   qcop QPE/System 'ping()' -w QPE/System 'pong()' 1000
+  qcop query QPE/Application/clock
+  qcop -l user QPE/System 'linkChanged(QString)' /home/user/Documents
   qcop stats --clients
   qcop monitor 'QPE/*'
   qcop services
   qcop shm-send --count 1000 sensors/imu 'sample(int)' %n
+";
+
+const QUERY: &str = "\
+qcop query - list the messages a channel's adaptor supports
+
+Usage:
+  qcop [MODIFIERS] query CHANNEL
+  qcop [MODIFIERS] service query SERVICE
+
+Sends '__query_qcop_messages(QString,QString)' (a prefix and a private reply channel
+QPE/Query/{UUID}) to CHANNEL, the introspection request of Qt Extended adaptors, and prints
+each message named in a 'queryResponse(QString)' answer once, one a line, as the answers
+come. It collects answers for 1000 ms ('timeout MS' changes that, 'notimeout' waits until
+interrupted) and exits 0, also when nothing answered. With the 'service' modifier, SERVICE
+is a service name (see 'qcop services'): its channel is asked, for the messages of that
+service only (prefix 'SERVICE::').
+
+Example:
+  qcop query QPE/Application/clock
+";
+
+const LIST: &str = "\
+qcop list - the services and their channels
+
+Usage:
+  qcop list
+
+Prints one line per service qcopd knows (its configuration's [service.NAME] sections): the
+name, a tab, and the channel its messages go to ('no mapping' if it has none), as the
+original tool listed Qt Extended services. 'qcop services' shows more: state, queues,
+starts and failures.
+";
+
+const ENUM: &str = "\
+qcop enum - declare an enumerated type
+
+Usage:
+  qcop enum NAME [-- COMMAND ...]
+
+Makes NAME an argument type for the rest of the command line: sent and printed as an int,
+as Qt sends an enum. 'enum' is a command of its own, so '--' follows it.
+
+Example:
+  qcop enum QPhone::Mode -- send QPE/Phone 'setMode(QPhone::Mode)' 2
 ";
 
 const SHM: &str = "\
@@ -174,42 +244,56 @@ Examples:
 const SEND: &str = "\
 qcop send - broadcast a message
 
-Usage: qcop send CHANNEL 'message(types)' [ARGS...]
+Usage: qcop [MODIFIERS] send CHANNEL 'message(types)' [ARGS...]
 
 Sends the message to every subscriber of CHANNEL (a plain name, not a pattern) and waits
 until the daemon has routed it, so a refusal (message too large, name too long) is
 reported. A channel without subscribers drops the message, as QCOP always did: check with
 'qcop registered' first if that matters; a channel of a service qcopd starts on demand
-queues it instead ('qcop help services'). Each ARG must fit its type ('qcop help types').
+queues it instead ('qcop help services'). There must be one ARG per type. As in the
+original tool, a value that does not fit its type is guessed (a number that does not parse
+is 0, non-hex characters of a QByteArray are skipped; 'qcop help types') and a warning says
+so on stderr; a bool must be true, false, 1 or 0. With --strict (before the command) such
+values are usage errors. With the 'service' modifier CHANNEL is a service name and the
+message gets its scope: 'service send Time editTime()' sends 'Time::editTime()' to the
+Time service's channel ('::editTime()' sends no scope).
 If the daemon's access policy does not let this user send there, qcop prints
 'qcop: qcopd: access denied: send to \"CHANNEL\" denied by rule N (...)' and exits 1.
 
-Exit status: 0 sent, 1 refused (denied, queue full, service failed) or qcopd not running,
-2 usage error.
+Exit status: 0 sent; 1 refused (denied, queue full, service failed), qcopd not running, or
+a usage error (2 with --strict).
 
 Examples:
   qcop send QPE/Audio 'setVolume(int)' 42
   qcop send QPE/System 'notify(QString,bool)' 'Battery low' true
   qcop send sensors/cam0 'frame(QByteArray)' 0xdeadbeef
   qcop send QPE/Launcher 'open(QStringList)' clock,alarm
+  qcop service send Time 'editTime()'
 ";
 
 const WATCH: &str = "\
 qcop watch - print messages as they arrive
 
-Usage: qcop watch [--count N] [--timeout MS] [--credentials] [--shm] CHANNEL...
+Usage: qcop [MODIFIERS] watch [--count N] [--timeout MS] [--credentials] [--shm] CHANNEL...
 
 Subscribes to each CHANNEL (wildcard patterns such as 'QPE/*', 'cam?' or 'cam[0-3]'
-allowed) and prints one line per message, flushed at once so it can be piped:
+allowed) and prints one line per message, flushed at once so it can be piped. As the
+original tool prints it (--format classic, the default):
+  CHANNEL: name( 42, \"text\", true, \"0A0B\", [\"a\",\"b\"] )
+  CHANNEL: ping()
+Strings, byte arrays (upper-case hex; Latin-1 text after 'nohex') and dates are quoted,
+with '\"', '\\' and control characters written as \\ and two hex digits (\\22, \\0A);
+a type qcop cannot decode shows as '? TYPE'. With --format rich (before the command):
   CHANNEL MESSAGE ARG1 ARG2 ...
-CHANNEL is the channel the message was sent to, also when it matched a pattern. The
-arguments are decoded with the types of the message signature; when a type is unknown or
-the payload does not match, the payload is printed as 0x hex. Calls (requests waiting for
-a reply) end with ' [call]'. Messages the daemon dropped because this reader was too slow
-are reported on stderr as '# lost N messages'. With --credentials each line ends with the
-sender as the daemon saw it: ' [from pid=P uid=U gid=G]' (it cannot be forged by the
-sender). A subscription the daemon's access policy refuses, or revokes after a reload, is
-reported on stderr; watch fails once none is left.
+values as in 'qcop help types', a payload that does not decode as 0x hex, and calls
+(requests waiting for a reply) end with ' [call]'. CHANNEL is the channel the message was
+sent to, also when it matched a pattern. Bytes after the last argument are ignored, as Qt
+ignores them; bools of old senders (4 bytes) are read as such. Messages the daemon
+dropped because this reader was too slow are reported on stderr as '# lost N messages'.
+With --credentials each line ends with the sender as the daemon saw it:
+' [from pid=P uid=U gid=G]' (it cannot be forged by the sender). A subscription the
+daemon's access policy refuses, or revokes after a reload, is reported on stderr; watch
+fails once none is left.
 
 With --shm, CHANNEL (one plain channel) carries a shared-memory stream (see 'qcop help
 shm-send'): the ring is mapped and read directly instead of subscribing, waiting for the
@@ -219,17 +303,19 @@ works too: qcopd forwards the stream's messages to ordinary subscribers.
 
 Options:
   --count N        Exit after N messages
-  --timeout MS     Exit when no message came for MS milliseconds (default: never)
+  --timeout MS     Exit when no message came for MS milliseconds (default: never); the
+                   'timeout MS' modifier instead ends the watch MS ms after it started
   --credentials    Show who sent each message
   --shm            Map CHANNEL's shared-memory stream; exit when the stream ends
 
-Exit status: 0 when --count or --timeout ends it, when stdout is closed, or (--shm) when
-the stream ends; 1 if the connection to qcopd fails or a subscription is denied.
+Exit status: 0 when --count or a time limit ends it, when stdout is closed, or (--shm)
+when the stream ends; 1 if the connection to qcopd fails or a subscription is denied.
 
 Examples:
   qcop watch 'QPE/*'
   qcop watch QPE/Audio QPE/System | grep setVolume
-  qcop hex watch sensors/imu
+  qcop timeout 5000 watch QPE/System
+  qcop --format rich watch sensors/imu
   qcop watch --count 1 --timeout 5000 QPE/System
   qcop watch --credentials QPE/Power
   qcop watch --shm sensors/imu
@@ -272,15 +358,18 @@ Examples:
 const WAIT: &str = "\
 qcop wait - wait for one message and print its arguments
 
-Usage: qcop wait CHANNEL 'message(types)' [--timeout MS]
+Usage: qcop [MODIFIERS] wait CHANNEL 'message(types)' [--timeout MS]
 
 Subscribes to CHANNEL (or a pattern) and waits for a message with that signature
-(compared after normalization). Prints its decoded arguments on one line, separated by
-spaces (an empty line for a message without arguments). Other messages are ignored.
+(compared after normalization). Prints its arguments as the original tool did, one a line
+and unquoted: numbers, true/false, strings as they are, byte arrays as upper-case hex
+(Latin-1 text after 'nohex'), string lists as a,b, dates as 2024-05-01T12:30:00. A message
+without arguments prints nothing. With --format rich (before the command) the values are
+printed on one line as 'qcop watch --format rich' shows them. Other messages are ignored.
 Without --timeout (or a 'timeout MS' modifier) it waits forever.
 
 Exit status: 0 received; 1 on timeout ('qcop: timed out waiting for CHANNEL MESSAGE' on
-stderr) or if qcopd is not running; 2 usage error.
+stderr), if qcopd is not running, or a usage error (2 with --strict).
 
 Examples:
   qcop wait QPE/pppd 'dialResult(bool)' --timeout 30000
@@ -439,14 +528,23 @@ qcop CHANNEL ... - the Qt Extended form
 Usage: qcop CHANNEL 'message(types)' [ARGS...] [-w CHANNEL 'message(types)' [TIMEOUT_MS]]
 
 When the first word (after options and modifiers) is not a command name, it is the channel
-of a send, as in Qtopia's qcop. With -w, qcop then waits for a message on the second
-channel and prints its arguments like 'qcop wait'; the -w channel is subscribed before
-sending, so an immediate reply is not missed. Without TIMEOUT_MS it waits forever (or for
-a 'timeout MS' modifier).
+of a send, as in Qtopia's qcop; the rest of the line belongs to it ('--' included). As in
+the original, the words after the signature are taken one per argument type: a missing
+argument is sent as a null QString, 0, an empty list (a bool cannot be missing), extra
+words are ignored, and -w counts only right after the arguments; each guess is reported
+on stderr. With -w, qcop then waits for a message on the second channel and prints its
+arguments like 'qcop wait'; the -w channel is subscribed before sending, so an immediate
+reply is not missed. Without TIMEOUT_MS (or with a negative one) it waits forever (or for
+a 'timeout MS' modifier); a TIMEOUT_MS that is not a number is 0. With --strict the
+arguments must match the signature and -w may follow any of them.
+
+Exit status: 0 sent (and the reply came); 1 timeout, failure or usage error (2 with
+--strict).
 
 Examples:
   qcop QPE/System 'setBacklight(int)' 255
   qcop QPE/System 'ping()' -w QPE/System 'pong()' 1000
+  r=$(qcop QPE/Modem 'query()' -w QPE/Modem 'reply(int,QString)' 2000)
 ";
 
 const TYPES: &str = "\
@@ -456,24 +554,39 @@ Signatures name their argument types: 'setVolume(int)', 'notify(QString,bool)'. 
 normalized as Qt normalizes them: 'unsigned int' is uint, 'const QString &' is QString.
 Qt's typedef names keep their spelling, as in Qt: 'f(qint64)' is sent as 'f(qint64)' and
 encoded like qlonglong (quint64 like qulonglong, qint32 like int, quint32 like uint).
-Values are written as:
+Message names may carry a scope: 'Time::editTime()'. Types declared with 'qcop enum NAME'
+are sent and printed as int. Values are written as:
 
   int, uint, long, ulong, qlonglong, qulonglong
-                 decimal or 0x hex, optionally negative: 42, -7, 0x1f; out-of-range
-                 values are refused, never wrapped (long/ulong are 64-bit on the wire)
-  bool           true, false, 1 or 0 (any case)
+                 decimal or 0x hex, optionally negative: 42, -7, 0x1f; out of range is
+                 refused with --strict, else sent as 0 (long/ulong are 64-bit on the wire)
+  bool           true, false, 1 or 0 (any case); sent as Qt's 1-byte bool
   double         1.5, -2e-3, inf, NaN
   QString        the text as given (quote it for the shell)
-  QByteArray     hex digits with an optional 0x prefix: 0a0b, 0x0a0b ('0x' is empty)
+  QByteArray     hex digits with an optional 0x prefix: 0a0b, 0x0a0b ('0x' is empty);
+                 other characters are skipped (refused with --strict)
   QStringList    comma-separated elements: a,b,c (an empty word is an empty list)
+  QDateTime      ISO: 2024-05-01T12:30:00, optionally .mmm and Z (UTC; else local time)
+  QUuid          {xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx} (braces optional)
+  QUniqueId      UUID:INDEX
+  QContentIdList DB:ID pairs separated by commas: 1:42,1:43
+  QVariant       the text, sent as a variant holding a QString
+Without --strict, a value that does not parse is sent as 0 or null, with a warning.
 
-Received values print as: numbers plainly, doubles with a decimal point (1.0), strings
-double-quoted with \\ escapes, byte arrays as 0x hex, string lists as [\"a\", \"b\"], null
-strings as null. Messages with other types (QVariant, QDateTime, ...) can be watched but
-print as 0x hex; they cannot be sent from the command line.
+Received values print as the original tool printed them ('qcop help watch', 'qcop help
+wait'), or with --format rich: numbers plainly, doubles with a decimal point (1.0), strings
+double-quoted with \\ escapes (an unpaired surrogate as \\u{d800}), byte arrays as 0x hex,
+string lists as [\"a\", \"b\"], null strings and dates as null, a QVariant as the value it
+holds. A QVariant is decoded when it holds one of the core types of Qt 4's QDataStream
+format: bool, int, uint, qlonglong, qulonglong, double, QChar, QString, QStringList,
+QByteArray, QDate, QTime, QDateTime, or lists and maps of them; another one prints as 0x
+hex (rich) or 'invalid' (classic). Types other than these print as 0x hex (rich) or
+'? TYPE' (classic).
 
 Examples:
   qcop send t 'all(int,bool,double,QString,QByteArray,QStringList)' -1 true 0.5 hi 0xff a,b
+  qcop send t 'at(QDateTime)' 2024-05-01T12:30:00Z
+  qcop send t 'id(QUuid)' 67c8770b-44f1-410a-ab9a-f9b5446f13ee
 ";
 
 const CHAIN: &str = "\
@@ -485,20 +598,23 @@ Usage: qcop [MODIFIERS] COMMAND ARGS... -- [MODIFIERS] COMMAND ARGS... -- ...
 failing command and qcop exits with its status (0 if all succeed). The channels of every
 wait (and -w) in the chain are subscribed before the first command runs, so a reply sent
 right after a 'send' is not missed; a message that an earlier command received but a
-later wait asks for is kept for it.
+later wait asks for is kept for it. Empty commands ('-- --', a trailing '--', modifiers
+alone) do nothing, as in the original (usage errors with --strict).
 
-Modifiers come before a command and stay in effect for the rest of the chain:
-  timeout MS     Time limit for wait and call, idle time limit for watch
+Modifiers come before a command and stay in effect until the next '--', which resets
+them all:
+  timeout MS     Time limit for wait, call and query, and the total run time of watch
   notimeout      No time limit (for call: the daemon's maximum call time)
-Without either, wait and watch have no time limit and call waits 5000 ms.
-  hex            Print payloads as 0x hex instead of decoding them
-  nohex          Decode payloads again
+Without either, wait and watch have no time limit, call waits 5000 ms, query 1000 ms.
+  hex            Print byte arrays as hex (the default)
+  nohex          Print byte arrays as Latin-1 text
+  service        Channel names are service names (see 'qcop services', 'qcop list')
 A command's own --timeout option overrides the modifier for that command.
 
 Examples:
   qcop send QPE/pppd 'dial()' -- timeout 30000 wait QPE/pppd 'dialResult(bool)'
   qcop registered QPE/Audio -- send QPE/Audio 'setVolume(int)' 42
-  qcop hex watch --count 1 sensors/imu
+  qcop nohex watch sensors/names
 ";
 
 #[cfg(test)]

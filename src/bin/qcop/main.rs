@@ -18,8 +18,6 @@ use std::process::ExitCode;
 
 /// Exit status of a failed command (timeout, not registered, daemon error or not running).
 const EXIT_FAILURE: u8 = 1;
-/// Exit status of a usage error.
-const EXIT_USAGE: u8 = 2;
 
 /// Why a command did not succeed (usage errors are [`UsageError`]s, found before running).
 #[derive(Debug)]
@@ -34,11 +32,25 @@ pub enum Failure {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
-    let invocation =
+    let mut invocation =
         match args::utf8_args(std::env::args_os().skip(1)).and_then(|a| args::parse(&a)) {
             Ok(inv) => inv,
             Err(e) => return usage_error(&e),
         };
+    for warning in &invocation.global.warnings {
+        output::warn(warning);
+    }
+    if let Some(user) = invocation.global.user.clone() {
+        // The daemon of the caller, not the one the user would find by default.
+        let global = &mut invocation.global;
+        global
+            .socket
+            .get_or_insert_with(qcop::paths::default_socket_path);
+        if let Err(text) = become_user(&user) {
+            output::warn(&format!("qcop: {text}"));
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
     let mut out = Out::new();
     let result = match &invocation.action {
         Action::Help(topic) => out.text(help::text(*topic)),
@@ -65,5 +77,28 @@ fn usage_error(e: &UsageError) -> ExitCode {
         None if e.message == args::NO_COMMAND => output::warn(help::SHORT.trim_end()),
         None => output::warn("Run 'qcop --help' for the syntax and examples."),
     }
-    ExitCode::from(EXIT_USAGE)
+    ExitCode::from(e.status())
+}
+
+/// `-l USER`: takes on the user's identity (supplementary groups, group, user, and
+/// `LOGNAME`) before connecting, so the daemon sees that user as the sender. Needs root,
+/// unless USER is the caller.
+fn become_user(name: &str) -> Result<(), String> {
+    use nix::unistd::{self, User};
+    let user = match User::from_name(name) {
+        Ok(Some(user)) => user,
+        Ok(None) => return Err(format!("unknown user {name:?}")),
+        Err(e) => return Err(format!("cannot look up user {name:?}: {e}")),
+    };
+    if unistd::getuid() == user.uid && unistd::geteuid() == user.uid {
+        std::env::set_var("LOGNAME", name);
+        return Ok(());
+    }
+    let cname = std::ffi::CString::new(name).map_err(|_| format!("bad user name {name:?}"))?;
+    unistd::initgroups(&cname, user.gid)
+        .and_then(|()| unistd::setgid(user.gid))
+        .map_err(|e| format!("cannot take the groups of user {name:?}: {e}"))?;
+    unistd::setuid(user.uid).map_err(|e| format!("cannot run as user {name:?}: {e}"))?;
+    std::env::set_var("LOGNAME", name);
+    Ok(())
 }

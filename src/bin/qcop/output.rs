@@ -1,8 +1,9 @@
 //! What `qcop` prints: message lines, tables, and a stdout that tolerates being closed.
 
+use crate::args::{self, Format};
 use crate::Failure;
 use qcop::client::MonitorEvent;
-use qcop::datastream::{self, ArgType, Value};
+use qcop::datastream::{self, ArgType, Value, Variant};
 use qcop::wire::LinkInfo;
 use qcop::{Credentials, Message, Monitored};
 use std::fmt::Write as _;
@@ -52,19 +53,63 @@ pub fn warn(text: &str) {
     let _ = writeln!(io::stderr().lock(), "{text}");
 }
 
-/// The arguments of a message as printed by `watch`, `wait` and `call`: each value decoded
-/// with the types of `signature`, separated by spaces (empty for none); or, with `hex`, or
-/// when a type is unknown or the payload does not decode, `0x` and the payload in hex.
-pub fn arguments(signature: &str, payload: &[u8], hex: bool) -> String {
-    match decode(signature, payload).filter(|_| !hex) {
+/// How to print the values of messages: the format, the `hex`/`nohex` modifier, and the
+/// type names declared with `enum`.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub format: Format,
+    /// Byte arrays as hex (the default) rather than as Latin-1 text.
+    pub hex: bool,
+    pub enums: &'a [String],
+}
+
+/// A message's signature read for printing: its name, and each argument's type (`None`
+/// for a type qcop cannot decode) with its name.
+struct Read<'s> {
+    name: &'s str,
+    types: Vec<(Option<ArgType>, &'s str)>,
+}
+
+fn read_signature<'s>(normalized: &'s str, enums: &[String]) -> Option<Read<'s>> {
+    let (name, rest) = normalized.split_once('(')?;
+    let inner = rest.strip_suffix(')')?;
+    let names = if inner.is_empty() {
+        Vec::new()
+    } else {
+        args::split_types(inner)
+    };
+    let types = names
+        .into_iter()
+        .map(|n| {
+            let ty =
+                ArgType::parse(n).or_else(|| enums.iter().any(|e| e == n).then_some(ArgType::Int));
+            (ty, n)
+        })
+        .collect();
+    Some(Read { name, types })
+}
+
+/// The arguments of a message in the rich format, as `watch`, `wait` and `call` print them:
+/// each value decoded with the types of `signature`, separated by spaces (empty for none);
+/// or, when a type is unknown or the payload is too short for the types, `0x` and the
+/// payload in hex. Bytes after the last argument are ignored, as Qt ignores them.
+pub fn arguments(signature: &str, payload: &[u8], view: View<'_>) -> String {
+    match decode_all(signature, payload, view.enums) {
         Some(values) => {
             let mut text = String::new();
             for (i, value) in values.iter().enumerate() {
                 if i > 0 {
                     text.push(' ');
                 }
-                // Writing to a String cannot fail.
-                let _ = write!(text, "{value}");
+                match value {
+                    Value::QByteArray(Some(bytes)) if !view.hex => {
+                        let _ = write!(text, "{}", Value::QString(Some(latin1(bytes))));
+                    }
+                    // Writing to a String cannot fail.
+                    v => {
+                        let _ = write!(text, "{v}");
+                    }
+                }
             }
             text
         }
@@ -72,37 +117,169 @@ pub fn arguments(signature: &str, payload: &[u8], hex: bool) -> String {
     }
 }
 
-fn decode(signature: &str, payload: &[u8]) -> Option<Vec<Value>> {
-    let (_, types) = datastream::parse_signature_lenient(signature).ok()?;
-    let types: Vec<ArgType> = types.into_iter().collect::<Option<_>>()?;
-    datastream::decode_args(&types, payload).ok()
+/// Every argument decoded, or `None` if a type is unknown or the payload too short.
+fn decode_all(signature: &str, payload: &[u8], enums: &[String]) -> Option<Vec<Value>> {
+    let (normalized, _) = datastream::parse_signature_lenient(signature).ok()?;
+    let read = read_signature(&normalized, enums)?;
+    let types: Vec<ArgType> = read.types.iter().map(|(t, _)| *t).collect::<Option<_>>()?;
+    let decoded = datastream::decode_message(&types, payload);
+    decoded.short_at.is_none().then_some(decoded.values)
 }
 
-/// The line `watch` prints for a message: `CHANNEL MESSAGE ARGS...`, plus ` [call]` for a
-/// call and ` [from pid=P uid=U gid=G]` when the sender's credentials came with it.
-pub fn message_line(msg: &Message, hex: bool) -> String {
-    let mut line = joined(
-        &[&msg.channel, &msg.message],
-        &arguments(&msg.message, &msg.data, hex),
-    );
-    if msg.is_call() {
-        line.push_str(" [call]");
-    }
+/// The line `watch` prints for a message. Classic, as the original tool:
+/// `CHANNEL: name( 1, "text", true )`, or `CHANNEL: name()` for a message without
+/// arguments. Rich: `CHANNEL MESSAGE ARGS...`, plus ` [call]` for a call. Both add
+/// ` [from pid=P uid=U gid=G]` when the sender's credentials came with it.
+pub fn message_line(msg: &Message, view: View<'_>) -> String {
+    let mut line = match view.format {
+        Format::Classic => format!(
+            "{}: {}",
+            msg.channel,
+            classic_call(&msg.message, &msg.data, view)
+        ),
+        Format::Rich => {
+            let mut line = joined(
+                &[&msg.channel, &msg.message],
+                &arguments(&msg.message, &msg.data, view),
+            );
+            if msg.is_call() {
+                line.push_str(" [call]");
+            }
+            line
+        }
+    };
     if let Some(sender) = msg.sender() {
         push_sender(&mut line, sender);
     }
     line
 }
 
+/// `name( v1, v2 )` as the original tool printed a message: values quoted by type, a type
+/// it cannot decode as `? TYPE` and the types after it by name only.
+fn classic_call(message: &str, payload: &[u8], view: View<'_>) -> String {
+    let normalized = datastream::parse_signature_lenient(message).map(|(n, _)| n);
+    let read = normalized
+        .as_deref()
+        .ok()
+        .and_then(|n| read_signature(n, view.enums));
+    let Some(read) = read.filter(|r| !r.types.is_empty() && !message.ends_with("_fragment_"))
+    else {
+        return message.to_owned();
+    };
+    let known: Vec<ArgType> = read.types.iter().map_while(|(t, _)| *t).collect();
+    let decoded = datastream::decode_message(&known, payload);
+    let mut parts = Vec::with_capacity(read.types.len());
+    for (i, (_, name)) in read.types.iter().enumerate() {
+        parts.push(match decoded.values.get(i) {
+            Some(v) => classic_value(v, view.hex, true),
+            None if i == known.len() => format!("? {name}"),
+            None => (*name).to_owned(),
+        });
+    }
+    format!("{}( {} )", read.name, parts.join(", "))
+}
+
+/// What `wait` (and `-w`) print for a message's arguments. Classic: one line per argument,
+/// unquoted, as the original tool (nothing for a message without arguments). Rich: the
+/// values on one line, as [`arguments`].
+pub fn wait_text(message: &str, payload: &[u8], view: View<'_>) -> String {
+    match view.format {
+        Format::Rich => {
+            let mut line = arguments(message, payload, view);
+            line.push('\n');
+            line
+        }
+        Format::Classic => {
+            let normalized = datastream::parse_signature_lenient(message).map(|(n, _)| n);
+            let Some(read) = normalized
+                .as_deref()
+                .ok()
+                .and_then(|n| read_signature(n, view.enums))
+            else {
+                return String::new();
+            };
+            let known: Vec<ArgType> = read.types.iter().map_while(|(t, _)| *t).collect();
+            let decoded = datastream::decode_message(&known, payload);
+            let mut text = String::new();
+            for i in 0..read.types.len() {
+                if let Some(v) = decoded.values.get(i) {
+                    text.push_str(&classic_value(v, view.hex, false));
+                }
+                text.push('\n');
+            }
+            text
+        }
+    }
+}
+
+/// A value as the original tool printed it: numbers and `true`/`false` plainly; strings,
+/// byte arrays (upper-case hex, or Latin-1 with `nohex`) and dates quoted when `quote`;
+/// string lists as `["a","b"]` (quoted) or `a,b`; UUIDs and ids plainly.
+pub fn classic_value(value: &Value, hex: bool, quote: bool) -> String {
+    let text = |s: &str| {
+        if quote {
+            classic_quoted(s)
+        } else {
+            s.to_owned()
+        }
+    };
+    match value {
+        Value::QString(s) => text(s.as_deref().unwrap_or("")),
+        Value::QStringUtf16(units) => text(&String::from_utf16_lossy(units)),
+        Value::QByteArray(bytes) => {
+            let bytes = bytes.as_deref().unwrap_or(&[]);
+            if hex {
+                text(&datastream::hex(bytes).to_ascii_uppercase())
+            } else {
+                text(&latin1(bytes))
+            }
+        }
+        Value::QDateTime(dt) => text(&dt.iso()),
+        Value::QStringList(list) => {
+            let items = list.iter().map(|s| s.as_deref().unwrap_or(""));
+            if quote {
+                let items: Vec<String> = items.map(classic_quoted).collect();
+                format!("[{}]", items.join(","))
+            } else {
+                items.collect::<Vec<_>>().join(",")
+            }
+        }
+        Value::QVariant(Variant::Value(inner)) => classic_value(inner, hex, quote),
+        Value::Double(v) => format!("{v}"),
+        other => other.to_string(),
+    }
+}
+
+/// `s` in double quotes, with `"`, `\`, and control characters written as `\` and two
+/// upper-case hex digits (`\22`, `\5C`, `\0A`), as the original tool quoted strings.
+fn classic_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' || c.is_ascii_control() {
+            let _ = write!(out, "\\{:02X}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Bytes as Latin-1 text (each byte the character of the same code).
+fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
 /// The line `monitor` prints: like `watch`, with ` [call T]`, ` [reply T]` or
 /// ` [error reply T]` linking calls and replies by token, and always the sender. An error
 /// reply's text is quoted.
-pub fn monitor_line(m: &Monitored, hex: bool) -> String {
+pub fn monitor_line(m: &Monitored, view: View<'_>) -> String {
     let mut line = match m.event {
         MonitorEvent::ErrorReply => format!("{} {:?}", m.channel, m.message),
         _ => joined(
             &[&m.channel, &m.message],
-            &arguments(&m.message, &m.data, hex),
+            &arguments(&m.message, &m.data, view),
         ),
     };
     // Writing to a String cannot fail.
@@ -247,24 +424,108 @@ mod tests {
         }
     }
 
+    const RICH: View<'static> = View {
+        format: Format::Rich,
+        hex: true,
+        enums: &[],
+    };
+    const CLASSIC: View<'static> = View {
+        format: Format::Classic,
+        hex: true,
+        enums: &[],
+    };
+
     #[test]
     fn decoded_arguments() {
         let mut data = 42i32.to_be_bytes().to_vec();
         data.extend_from_slice(&[0, 0, 0, 4, 0, b'h', 0, b'i', 1]);
         assert_eq!(
-            arguments("f(int,QString,bool)", &data, false),
+            arguments("f(int,QString,bool)", &data, RICH),
             "42 \"hi\" true"
         );
-        assert_eq!(arguments("ping()", &[], false), "");
+        assert_eq!(arguments("ping()", &[], RICH), "");
     }
 
     #[test]
-    fn hex_when_asked_unknown_or_undecodable() {
-        assert_eq!(arguments("f(int)", &[0, 0, 0, 1], true), "0x00000001");
-        assert_eq!(arguments("f(QVariant)", &[1, 2], false), "0x0102");
-        assert_eq!(arguments("f(int)", &[1, 2], false), "0x0102");
-        assert_eq!(arguments("f()", &[9], false), "0x09");
-        assert_eq!(arguments("not a signature", &[9], false), "0x09");
+    fn hex_for_unknown_types_and_short_payloads_only() {
+        assert_eq!(arguments("f(QPoint)", &[1, 2], RICH), "0x0102");
+        assert_eq!(arguments("f(int)", &[1, 2], RICH), "0x0102");
+        assert_eq!(arguments("not a signature", &[9], RICH), "0x09");
+        // Qt ignores bytes after the last argument.
+        assert_eq!(arguments("f()", &[9], RICH), "");
+        assert_eq!(arguments("f(int)", &[0, 0, 0, 1, 7], RICH), "1");
+        // hex and nohex change only how byte arrays print.
+        let data = [0, 0, 0, 2, b'h', b'i'];
+        assert_eq!(arguments("f(QByteArray)", &data, RICH), "0x6869");
+        let nohex = View { hex: false, ..RICH };
+        assert_eq!(arguments("f(QByteArray)", &data, nohex), "\"hi\"");
+        assert_eq!(arguments("f(int)", &[0, 0, 0, 1], nohex), "1");
+    }
+
+    fn classic(channel: &str, message: &str, data: &[u8], view: View<'_>) -> String {
+        message_line(&msg(channel, message, data.to_vec(), false), view)
+    }
+
+    #[test]
+    fn classic_watch_lines() {
+        let mut data = 42i32.to_be_bytes().to_vec();
+        data.extend_from_slice(&[0, 0, 0, 6, 0, b'a', 0, b'"', 0, b'\n', 1]);
+        data.extend_from_slice(&[0, 0, 0, 2, 0x0a, 0xff]);
+        data.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 2, 0, b'a', 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            classic(
+                "QPE/A",
+                "f(int,QString,bool,QByteArray,QStringList)",
+                &data,
+                CLASSIC
+            ),
+            "QPE/A: f( 42, \"a\\22\\0A\", true, \"0AFF\", [\"a\",\"\"] )"
+        );
+        assert_eq!(classic("QPE/A", "ping()", &[], CLASSIC), "QPE/A: ping()");
+        // A type qcop cannot decode, and the ones after it, by name.
+        assert_eq!(
+            classic("c", "f(int,QPoint,int)", &[0, 0, 0, 1], CLASSIC),
+            "c: f( 1, ? QPoint, int )"
+        );
+        // Too short: what Qt reads from an exhausted stream.
+        assert_eq!(
+            classic("c", "f(int,QString)", &[0, 0], CLASSIC),
+            "c: f( 0, \"\" )"
+        );
+        // The 4-byte bool of old senders.
+        assert_eq!(
+            classic("c", "f(bool,int)", &[0, 0, 0, 1, 0, 0, 0, 7], CLASSIC),
+            "c: f( true, 7 )"
+        );
+        let enums = ["Mode".to_owned()];
+        let view = View {
+            enums: &enums,
+            ..CLASSIC
+        };
+        assert_eq!(
+            classic("c", "set(Mode)", &[0, 0, 0, 3], view),
+            "c: set( 3 )"
+        );
+        assert_eq!(
+            classic("c", "Time::editTime()", &[], CLASSIC),
+            "c: Time::editTime()"
+        );
+    }
+
+    #[test]
+    fn classic_wait_lines() {
+        let mut data = 42i32.to_be_bytes().to_vec();
+        data.extend_from_slice(&[0, 0, 0, 4, 0, b'h', 0, b'i']);
+        data.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 2, 0, b'a', 0, 0, 0, 2, 0, b'b']);
+        assert_eq!(
+            wait_text("r(int,QString,QStringList)", &data, CLASSIC),
+            "42\nhi\na,b\n"
+        );
+        assert_eq!(wait_text("r()", &[], CLASSIC), "");
+        assert_eq!(
+            wait_text("r(int,QString)", &data[..8], RICH),
+            "0x0000002a00000004\n"
+        );
     }
 
     #[test]
@@ -275,9 +536,9 @@ mod tests {
             5i32.to_be_bytes().to_vec(),
             false,
         );
-        assert_eq!(message_line(&m, false), "QPE/Audio setVolume(int) 5");
+        assert_eq!(message_line(&m, RICH), "QPE/Audio setVolume(int) 5");
         let m = msg("a", "ping()", Vec::new(), true);
-        assert_eq!(message_line(&m, false), "a ping() [call]");
+        assert_eq!(message_line(&m, RICH), "a ping() [call]");
         let mut m = msg("a", "n(int)", 1i32.to_be_bytes().to_vec(), false);
         m.sender = Some(Credentials {
             pid: 12,
@@ -285,7 +546,7 @@ mod tests {
             gid: 100,
         });
         assert_eq!(
-            message_line(&m, false),
+            message_line(&m, RICH),
             "a n(int) 1 [from pid=12 uid=1000 gid=100]"
         );
     }
@@ -307,24 +568,24 @@ mod tests {
         };
         let two = [2i32.to_be_bytes(), 3i32.to_be_bytes()].concat();
         assert_eq!(
-            monitor_line(&m(MonitorEvent::Call, "add(int,int)", two), false),
+            monitor_line(&m(MonitorEvent::Call, "add(int,int)", two), RICH),
             "calc add(int,int) 2 3 [call 9] [from pid=1 uid=0 gid=0]"
         );
         assert_eq!(
             monitor_line(
                 &m(MonitorEvent::Reply, "r(int)", 5i32.to_be_bytes().to_vec()),
-                false
+                RICH
             ),
             "calc r(int) 5 [reply 9] [from pid=1 uid=0 gid=0]"
         );
         assert_eq!(
-            monitor_line(&m(MonitorEvent::ErrorReply, "no way", vec![]), false),
+            monitor_line(&m(MonitorEvent::ErrorReply, "no way", vec![]), RICH),
             "calc \"no way\" [error reply 9] [from pid=1 uid=0 gid=0]"
         );
         let mut send = m(MonitorEvent::Send, "ping()", vec![]);
         send.token = 0;
         assert_eq!(
-            monitor_line(&send, false),
+            monitor_line(&send, RICH),
             "calc ping() [from pid=1 uid=0 gid=0]"
         );
     }

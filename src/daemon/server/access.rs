@@ -20,10 +20,8 @@ use super::{Client, Server, Slot};
 use crate::daemon::config::{Config, ConfigError};
 use crate::daemon::names::SystemNames;
 use crate::daemon::policy::{Action, ClientView, Denial, LogLimiter, Policy, PolicyCounters};
-use crate::daemon::router::Unsubscribed;
 use crate::pattern::{check_name, is_pattern, Pattern};
 use crate::wire::{Credentials, ErrorCode, Frame, MonitorEvent};
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Denials logged per window before the rest are only counted.
@@ -154,17 +152,28 @@ pub(super) struct Delivery<'a> {
     pub channel: &'a str,
     pub message: &'a str,
     pub payload: &'a [u8],
+    /// `channel`, `message` and `payload` as the sender encoded them (a `Send` body), when
+    /// the message came from a client: the `Message` frame reuses them.
+    pub fields: Option<&'a [u8]>,
 }
 
 impl<'a> Delivery<'a> {
-    fn frame(&self, with_credentials: bool) -> Frame<'a> {
-        Frame::Message {
-            token: self.token,
-            call: self.token != 0,
-            channel: self.channel,
-            message: self.message,
-            payload: self.payload,
-            sender: with_credentials.then_some(self.sender),
+    /// Appends the `Message` frame, with or without the sender's credentials.
+    fn encode(&self, out: &mut Vec<u8>, with_credentials: bool) {
+        let sender = with_credentials.then_some(self.sender);
+        match self.fields {
+            Some(fields) => {
+                Frame::encode_message_fields(out, self.token, self.token != 0, fields, sender)
+            }
+            None => Frame::Message {
+                token: self.token,
+                call: self.token != 0,
+                channel: self.channel,
+                message: self.message,
+                payload: self.payload,
+                sender,
+            }
+            .encode(out),
         }
     }
 }
@@ -242,8 +251,6 @@ impl Server {
         }
     }
 
-    /// Queues `m` for each recipient the policy lets receive it, with credentials for
-    /// those that asked; returns how many got it and adds their ids to `reached`.
     /// Whether the policy lets client `c` be delivered `message` on `channel`.
     pub(super) fn receives(&self, c: &Client, channel: &str, message: &str) -> bool {
         let policy = &self.access.policy;
@@ -253,33 +260,40 @@ impl Server {
                 .is_ok()
     }
 
+    /// Queues `m` for each recipient the policy lets receive it, with credentials for
+    /// those that asked; returns how many got it and adds their ids to `reached`.
     pub(super) fn deliver(
         &mut self,
         recipients: &[Slot],
         m: &Delivery<'_>,
         mut reached: Option<&mut Vec<u32>>,
     ) -> u32 {
-        let mut plain: Option<Rc<[u8]>> = None;
-        let mut signed: Option<Rc<[u8]>> = None;
+        // Each flavour is encoded once, on first use, and copied into each receiver's queue.
+        let mut plain = std::mem::take(&mut self.enc);
+        let mut signed = std::mem::take(&mut self.enc_signed);
+        plain.clear();
+        signed.clear();
+        // Without a policy nobody's deliveries are filtered: no test per recipient.
+        let filtering = self.access.policy.is_configured();
         let mut n = 0;
         for &r in recipients {
             let Some(c) = self.clients.get(r).and_then(Option::as_ref) else {
                 continue;
             };
-            if !self.receives(c, m.channel, m.message) {
+            if filtering && !self.receives(c, m.channel, m.message) {
                 self.access.counters.filtered += 1;
                 continue;
             }
             let with_credentials = c.access.wants_credentials(m.channel);
             let id = c.id;
-            let cached = if with_credentials {
+            let frame = if with_credentials {
                 &mut signed
             } else {
                 &mut plain
             };
-            let enc = &mut self.enc;
-            let frame =
-                cached.get_or_insert_with(|| super::encode_shared(enc, &m.frame(with_credentials)));
+            if frame.is_empty() {
+                m.encode(frame, with_credentials);
+            }
             if self.enqueue(r, frame) {
                 n += 1;
                 if let Some(ids) = reached.as_deref_mut() {
@@ -287,6 +301,8 @@ impl Server {
                 }
             }
         }
+        self.enc = plain;
+        self.enc_signed = signed;
         n
     }
 
@@ -374,7 +390,8 @@ impl Server {
         message: &str,
         payload: &[u8],
     ) {
-        let mut frame: Option<Rc<[u8]>> = None;
+        let mut frame = std::mem::take(&mut self.enc);
+        frame.clear();
         for i in 0..self.access.monitors.len() {
             let slot = self.access.monitors[i];
             let Some(c) = self.clients.get(slot).and_then(Option::as_ref) else {
@@ -392,28 +409,25 @@ impl Server {
             {
                 continue;
             }
-            let enc = &mut self.enc;
-            let f = frame.get_or_insert_with(|| {
-                super::encode_shared(
-                    enc,
-                    &Frame::Monitored {
-                        token,
-                        event,
-                        sender,
-                        channel,
-                        message,
-                        payload,
-                    },
-                )
-            });
-            let f = Rc::clone(f);
-            self.enqueue_monitor(slot, f);
+            if frame.is_empty() {
+                Frame::Monitored {
+                    token,
+                    event,
+                    sender,
+                    channel,
+                    message,
+                    payload,
+                }
+                .encode(&mut frame);
+            }
+            self.enqueue_monitor(slot, &frame);
         }
+        self.enc = frame;
     }
 
     /// A monitor's queue drops its own oldest frames when full, whatever `slow_consumer`
     /// says, and is not charged to the daemon-wide budget.
-    fn enqueue_monitor(&mut self, slot: Slot, frame: Rc<[u8]>) {
+    fn enqueue_monitor(&mut self, slot: Slot, frame: &[u8]) {
         let limit = self.cfg.max_queue_bytes as usize;
         let near_full = self
             .clients
@@ -498,19 +512,15 @@ impl Server {
                 })
                 .collect();
             for (name, text) in revoked {
-                self.revoke(slot, &name, &text);
+                let why = super::Removal::Revoked { text: &text };
+                self.remove_subscriptions(slot, &[name], why);
             }
         }
     }
 
-    /// Drops one subscription the policy no longer allows and tells the client.
-    fn revoke(&mut self, slot: Slot, name: &str, text: &str) {
-        let removed = self.router.unsubscribe(slot, name);
-        if let Some(c) = self.clients[slot].as_mut() {
-            c.subscriptions.retain(|s| &**s != name);
-            c.access.forget_credentials(name);
-        }
-        self.links_subscriptions_changed();
+    /// Tells a client that a subscription the policy no longer allows was dropped (by
+    /// `Server::remove_subscriptions`).
+    pub(super) fn tell_revoked(&mut self, slot: Slot, name: &str, text: &str) {
         self.access.counters.revoked += 1;
         let reason = format!("subscription to {name:?} revoked: {text}");
         self.log_denial(slot, &reason);
@@ -521,12 +531,6 @@ impl Server {
                 reason: &reason,
             },
         );
-        if let Unsubscribed::Removed {
-            removed_channel: true,
-        } = removed
-        {
-            self.announce("removedChannel(QString)", name);
-        }
     }
 
     /// Appends the policy and monitor counters to a stats report.

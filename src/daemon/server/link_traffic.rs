@@ -10,7 +10,6 @@ use crate::daemon::link::{LinkId, State};
 use crate::pattern::{check_message_name, check_name, is_pattern};
 use crate::wire::{ChannelInfo, Credentials, LinkInfo, MonitorEvent, HEADER_LEN};
 use std::borrow::Cow;
-use std::cmp::Reverse;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -325,7 +324,7 @@ impl Server {
             message,
             payload,
         );
-        self.deliver_local(REMOTE_SENDER, channel, message, payload);
+        self.deliver_local(REMOTE_SENDER, channel, message, payload, None);
         if self.link_targets(channel, message, payload.len(), origin, Some(id)) {
             let frame: Rc<[u8]> = raw.into();
             self.link_push_targets(&frame);
@@ -500,6 +499,7 @@ impl Server {
             channel,
             message,
             payload,
+            fields: None,
         };
         let mut reached = Vec::with_capacity(recipients.len());
         self.deliver(&recipients, &m, Some(&mut reached));
@@ -536,7 +536,7 @@ impl Server {
             l.calls_in_flight += 1;
         }
         let deadline = Instant::now() + Duration::from_millis(timeout as u64) + CALL_GRACE;
-        self.timers.push(Reverse((deadline, Timer::Call(token))));
+        self.timers.add(deadline, Timer::Call(token));
     }
 
     /// The local token of a call that came over a link, by its origin and id.

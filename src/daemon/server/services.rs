@@ -90,6 +90,7 @@ impl Server {
                         &item.channel,
                         &item.message,
                         &item.payload,
+                        None,
                     );
                 }
                 // The caller left while the service started: nobody to answer.

@@ -142,6 +142,14 @@ impl ShmStreams {
             ("shm_forwarded", self.counters.forwarded),
             ("shm_overruns", self.counters.overruns),
             ("shm_corrupt", self.counters.corrupt),
+            (
+                "shm_streams_forwarded",
+                self.streams
+                    .iter()
+                    .flatten()
+                    .filter(|s| s.forwarding && s.is_open())
+                    .count() as u64,
+            ),
         ];
         rows.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
     }
@@ -434,15 +442,22 @@ impl Server {
     /// Whether the next turn of the loop must not wait: a stream has messages left over,
     /// or a held-back lossless stream's subscribers now have room. (A subscriber whose
     /// queue is still full has a full socket too, and its EPOLLOUT ends the wait.)
-    pub(super) fn shm_has_work(&self) -> bool {
-        self.shm.has_backlog()
-            || self.shm.streams.iter().flatten().any(|s| {
-                s.blocked && {
-                    let mut recipients = Vec::new();
-                    self.router.recipients(&s.channel, &mut recipients);
-                    self.shm_queues_have_room(s, &recipients)
-                }
-            })
+    pub(super) fn shm_has_work(&mut self) -> bool {
+        if self.shm.has_backlog() {
+            return true;
+        }
+        let mut recipients = Vec::new();
+        for index in 0..self.shm.streams.len() {
+            let Some(s) = self.shm.streams[index].as_ref().filter(|s| s.blocked) else {
+                continue;
+            };
+            self.router.recipients(&s.channel, &mut recipients);
+            let s = self.shm.streams[index].as_ref().expect("checked above");
+            if self.shm_queues_have_room(s, &recipients) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Whether every ordinary subscriber that would receive a message of `s` has room for
