@@ -379,6 +379,128 @@ fn names_over_the_length_limit_are_refused_clearly() {
 }
 
 #[test]
+fn is_registered_checks_names_like_subscribe_and_send() {
+    let d = Daemon::start();
+    let long = "c".repeat(256);
+    let mut raw = RawClient::greeted(&d.socket);
+    let bad = ["", "a\u{1}b", "tab\there", long.as_str()];
+    for (seq, channel) in (1..).zip(bad) {
+        raw.send(&Frame::IsRegistered { seq, channel });
+        match raw.next() {
+            Some(Got::Error {
+                seq: s,
+                fatal: false,
+                code: ErrorCode::BadName,
+                ..
+            }) if s == seq => {}
+            other => panic!("IsRegistered {channel:?}: expected BadName, got {other:?}"),
+        }
+    }
+    // A valid name is still answered, and the connection is kept.
+    raw.send(&Frame::IsRegistered {
+        seq: 10,
+        channel: &long[..255],
+    });
+    assert_eq!(raw.next(), Some(Got::Other(qcop::wire::Kind::Registered)));
+    assert!(raw.sync(11).is_empty());
+}
+
+#[test]
+fn documented_corner_cases_of_requests() {
+    let d = Daemon::start();
+    let mut a = RawClient::greeted(&d.socket);
+    // seq 0 is a request number like any other.
+    a.send(&Frame::Subscribe {
+        seq: 0,
+        credentials: false,
+        channel: "corner/a",
+    });
+    assert_eq!(a.next(), Some(Got::Ok { seq: 0, value: 0 }));
+    a.send(&Frame::Subscribe {
+        seq: 1,
+        credentials: false,
+        channel: "corner/*",
+    });
+    assert_eq!(a.next(), Some(Got::Ok { seq: 1, value: 0 }));
+    // The ack counts local connections, each once (exact and pattern subscription here).
+    a.send(&Frame::Send {
+        seq: 0,
+        ack: true,
+        channel: "corner/a",
+        message: "m()",
+        payload: b"",
+    });
+    assert!(matches!(a.next(), Some(Got::Message { channel, .. }) if channel == "corner/a"));
+    assert_eq!(a.next(), Some(Got::Ok { seq: 0, value: 1 }));
+    // A reply with token 0 matches no call: dropped, the connection kept.
+    a.send(&Frame::Respond {
+        token: 0,
+        error: false,
+        message: "r()",
+        payload: b"",
+    });
+    assert!(a.sync(2).is_empty());
+    // ShmOpen's policy byte is checked by the daemon: non-fatal RingSize.
+    a.send(&Frame::ShmOpen {
+        seq: 3,
+        policy: 7,
+        slot_size: 64,
+        slot_count: 8,
+        channel: "corner/shm",
+        message: "m()",
+    });
+    match a.next() {
+        Some(Got::Error {
+            seq: 3,
+            fatal: false,
+            code: ErrorCode::RingSize,
+            text,
+        }) => assert!(text.contains("unknown overflow policy 7"), "{text}"),
+        other => panic!("expected RingSize, got {other:?}"),
+    }
+    assert!(a.sync(4).is_empty());
+
+    // A second Monitor replaces the first one's patterns; a refused one changes nothing.
+    let mut m = RawClient::greeted(&d.socket);
+    let monitored = |a: &mut RawClient, m: &mut RawClient, channel: &str, seq: u32| {
+        a.send(&Frame::Send {
+            seq,
+            ack: false,
+            channel,
+            message: "m()",
+            payload: b"",
+        });
+        assert!(a.sync(seq + 1).is_empty());
+        m.sync(seq + 2).len()
+    };
+    for (seq, pattern) in [(1, "mon/a"), (2, "mon/b")] {
+        m.send(&Frame::Monitor {
+            seq,
+            patterns: vec![pattern],
+        });
+        assert_eq!(m.next(), Some(Got::Ok { seq, value: 0 }));
+    }
+    assert_eq!(monitored(&mut a, &mut m, "mon/a", 10), 0);
+    assert_eq!(monitored(&mut a, &mut m, "mon/b", 20), 1);
+    m.send(&Frame::Monitor {
+        seq: 3,
+        patterns: vec![""],
+    });
+    assert!(matches!(
+        m.next(),
+        Some(Got::Error {
+            seq: 3,
+            fatal: false,
+            code: ErrorCode::BadName,
+            ..
+        })
+    ));
+    assert_eq!(monitored(&mut a, &mut m, "mon/b", 30), 1);
+    assert_eq!(monitored(&mut a, &mut m, "mon/a", 40), 0);
+    assert_eq!(counter(&mut d.connect(), "monitors"), 1);
+}
+
+#[test]
 fn configured_name_limits_are_announced_and_enforced() {
     let d = Daemon::start_with("max_channel_len = 16\nmax_message_len = 8\n");
     let mut c = d.connect();
@@ -632,12 +754,6 @@ fn slow_consumer_is_disconnected_under_the_disconnect_policy() {
         tx.flush().unwrap();
     }
     assert_eq!(counter(&mut tx, "dropped_slow_consumer"), 0);
-    common::eventually("the slow consumer to be dropped", || {
-        counter(&mut tx, "clients") == 1
-    });
-    // The sender carries on; the channel lost its only subscriber.
-    assert!(!tx.is_registered("flood").unwrap());
-    assert_eq!(tx.send_acked("flood", "tick(QByteArray)", b"").unwrap(), 0);
 
     // The slow client reads what reached its socket, in order, then learns it was dropped.
     let mut last = None;
@@ -658,11 +774,82 @@ fn slow_consumer_is_disconnected_under_the_disconnect_policy() {
             Error::Refused {
                 code: ErrorCode::SlowConsumer,
                 ..
-            } | Error::Disconnected
+            }
         ),
         "unexpected error {err:?}"
     );
     assert!(err.is_disconnect());
+    common::eventually("the slow consumer to be dropped", || {
+        counter(&mut tx, "clients") == 1
+    });
+    assert!(counter(&mut tx, "dropped_disconnected") > 0);
+    // The sender carries on; the channel lost its only subscriber.
+    assert!(!tx.is_registered("flood").unwrap());
+    assert_eq!(tx.send_acked("flood", "tick(QByteArray)", b"").unwrap(), 0);
+}
+
+/// A subscriber speaking the protocol directly stops reading under `disconnect`, with
+/// messages of `size` bytes: once it reads again it gets whole frames, in order, and then
+/// the fatal `SlowConsumer` error before the connection closes. Never a frame cut short.
+fn slow_raw_subscriber_sees_whole_frames_then_the_error(size: usize) {
+    let d = Daemon::start_with("slow_consumer = \"disconnect\"\n");
+    let mut slow = RawClient::greeted(&d.socket);
+    slow.send(&Frame::Subscribe {
+        seq: 1,
+        credentials: false,
+        channel: "flood",
+    });
+    assert_eq!(slow.next(), Some(Got::Ok { seq: 1, value: 0 }));
+    let mut tx = d.connect();
+    let mut payload = vec![0x5a; size];
+    let mut sent = 0u64;
+    while counter(&mut tx, "slow_consumer_disconnects") == 0 {
+        assert!(
+            sent < 100_000,
+            "still connected after {sent} unread messages"
+        );
+        for _ in 0..16 {
+            payload[..8].copy_from_slice(&sent.to_be_bytes());
+            tx.send("flood", "blob(QByteArray)", &payload).unwrap();
+            sent += 1;
+        }
+        tx.flush().unwrap();
+    }
+    let got = slow.until_closed();
+    let (last, messages) = got.split_last().expect("nothing arrived");
+    match last {
+        Got::Error {
+            seq: 0,
+            fatal: true,
+            code: ErrorCode::SlowConsumer,
+            ..
+        } => {}
+        other => panic!("{size}-byte frames: expected a fatal SlowConsumer, got {other:?}"),
+    }
+    for (n, got) in messages.iter().enumerate() {
+        match got {
+            Got::Message { payload, .. } => {
+                assert_eq!(payload.len(), size);
+                assert_eq!(payload[..8], (n as u64).to_be_bytes(), "message {n}");
+                assert!(payload[8..].iter().all(|&b| b == 0x5a), "message {n}");
+            }
+            other => panic!("{size}-byte frames: after {n} messages: {other:?}"),
+        }
+    }
+    assert!((messages.len() as u64) < sent);
+    common::eventually("the slow consumer to be dropped", || {
+        counter(&mut tx, "clients") == 1
+    });
+}
+
+#[test]
+fn a_slow_raw_subscriber_gets_the_error_after_whole_1k_frames() {
+    slow_raw_subscriber_sees_whole_frames_then_the_error(1024);
+}
+
+#[test]
+fn a_slow_raw_subscriber_gets_the_error_after_whole_60k_frames() {
+    slow_raw_subscriber_sees_whole_frames_then_the_error(60 * 1024);
 }
 
 // ----- clients that die ---------------------------------------------------------------------

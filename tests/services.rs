@@ -9,9 +9,9 @@
 mod common;
 
 use common::users::{runnable_copy, users};
-use common::{counter, eventually, recv, Daemon, WAIT};
+use common::{counter, eventually, recv, Daemon, Got, RawClient, WAIT};
 use qcop::client::{MonitorEvent, ServiceInfo, ServiceState};
-use qcop::wire::ErrorCode;
+use qcop::wire::{ErrorCode, Frame};
 use qcop::{Connection, Error};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -210,10 +210,10 @@ fn a_program_that_never_subscribes_times_out_and_its_queue_is_dropped() {
     // A caller waiting for the program is told it did not come.
     let o = run(&d, &["call", "QPE/Application/slow", "c()"]);
     assert_eq!(o.status.code(), Some(1));
+    // Queued and dropped with the others, or (had they timed out already) refused.
     assert!(
-        stderr(&o).contains(
-            "application activation failed: service slow did not subscribe within 300 ms"
-        ),
+        stderr(&o).contains("application activation failed: service slow")
+            && stderr(&o).contains("did not subscribe within 300 ms"),
         "{}",
         stderr(&o)
     );
@@ -233,6 +233,60 @@ fn a_program_that_never_subscribes_times_out_and_its_queue_is_dropped() {
     // Two sends and the call, whether they timed out together or in turn.
     assert_eq!(counter(&mut c, "activation_dropped"), 3);
     assert_eq!(counter(&mut c, "activation_starts"), 1);
+    kill_services(&mut c);
+}
+
+#[test]
+fn after_a_timeout_messages_are_refused_for_the_restart_delay() {
+    let config = format!(
+        "activation_restart_delay_ms = 60000\n{}",
+        service(
+            "late",
+            "QPE/Application/late",
+            "sleep 30",
+            "timeout_ms = 200"
+        )
+    );
+    let d = Daemon::start_with(&config);
+    let mut c = d.connect();
+    assert_eq!(c.send_acked("QPE/Application/late", "a()", b"").unwrap(), 0);
+    eventually("the service to time out", || {
+        service_info(&mut c, "late").state == ServiceState::Failed
+    });
+    // The program still runs, but the daemon no longer waits for it: a client speaking the
+    // protocol directly gets a non-fatal ActivationFailed for each message, acked or not,
+    // and nothing is queued.
+    let mut raw = RawClient::greeted(&d.socket);
+    for (seq, ack) in [(1, true), (2, false)] {
+        raw.send(&Frame::Send {
+            seq,
+            ack,
+            channel: "QPE/Application/late",
+            message: "b()",
+            payload: b"",
+        });
+        match raw.next() {
+            Some(Got::Error {
+                seq: s,
+                fatal: false,
+                code: ErrorCode::ActivationFailed,
+                text,
+            }) if s == seq => assert!(
+                text.contains("did not subscribe within 200 ms")
+                    && text.contains("next start attempt in"),
+                "{text}"
+            ),
+            other => panic!("send {seq}: expected ActivationFailed, got {other:?}"),
+        }
+    }
+    assert!(raw.sync(3).is_empty());
+    let info = service_info(&mut c, "late");
+    assert_ne!(info.pid, 0);
+    assert_eq!(
+        (info.state, info.queued, info.starts),
+        (ServiceState::Failed, 0, 1)
+    );
+    assert_eq!(counter(&mut c, "activation_dropped"), 3);
     kill_services(&mut c);
 }
 

@@ -532,18 +532,18 @@ impl Activation {
             });
         };
         let name = s.spec.name.clone();
-        if s.child.is_none() {
-            if let Some(at) = s.retry_at.filter(|at| *at > now) {
-                self.counters.dropped += 1;
-                let why = s.failure.as_deref().unwrap_or("it failed");
-                return Err(Refusal {
-                    code: ErrorCode::ActivationFailed,
-                    text: format!(
-                        "service {name} failed ({why}); next start attempt in {} ms",
-                        at.duration_since(now).as_millis() as u64
-                    ),
-                });
-            }
+        // After a failure nothing is queued until the restart delay has passed, also while a
+        // program that timed out still runs (it may subscribe late, but is not waited for).
+        if let Some(at) = s.retry_at.filter(|at| *at > now) {
+            self.counters.dropped += 1;
+            let why = s.failure.as_deref().unwrap_or("it failed");
+            return Err(Refusal {
+                code: ErrorCode::ActivationFailed,
+                text: format!(
+                    "service {name} failed ({why}); next start attempt in {} ms",
+                    at.duration_since(now).as_millis() as u64
+                ),
+            });
         }
         let limit_n = self.cfg.max_queued_messages as usize;
         let limit_b = self.cfg.max_queued_bytes as usize;
@@ -1122,7 +1122,23 @@ mod tests {
             (ServiceState::Failed, 0, 1)
         );
         assert_eq!((a.counters.timeouts, a.counters.dropped), (1, 2));
-        // The program still runs: the next message waits for it again, without a new start.
+        // Within the restart delay (1000 ms after the timeout) messages are refused, although
+        // the program still runs.
+        let refused = a
+            .offer(
+                0,
+                msg("QPE/Application/t", 2),
+                now + Duration::from_millis(1500),
+            )
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::ActivationFailed);
+        assert!(
+            refused.text.contains("next start attempt in 500 ms"),
+            "{}",
+            refused.text
+        );
+        assert_eq!(a.list()[0].queued, 0);
+        // After it, the next message waits for the program again, without a new start.
         a.offer(0, msg("QPE/Application/t", 2), now + Duration::from_secs(2))
             .unwrap();
         assert_eq!(a.list()[0].starts, 1);

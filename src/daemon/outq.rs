@@ -308,6 +308,26 @@ impl OutQueue {
         released
     }
 
+    /// Gives up on the queue before a disconnect: drops everything unsent except a frame
+    /// already partly written (cutting it would leave the receiver a torn frame), then
+    /// appends `last` (the fatal error that says why). Returns the change in queued bytes and
+    /// the delivered messages dropped.
+    pub fn abandon(&mut self, last: &[u8]) -> (i64, u64) {
+        let before = self.bytes as i64;
+        let (keep, end) = match self.items.front() {
+            Some(front) if self.head_written > 0 => (1, self.pos + front.len - self.head_written),
+            _ => (0, self.pos),
+        };
+        let mut dropped = 0u64;
+        for item in self.items.drain(keep..) {
+            self.bytes -= item.len;
+            dropped += u64::from(matches!(item.kind, Kind::Frame));
+        }
+        self.data.truncate(end);
+        self.append(last, Kind::Answer);
+        (self.bytes as i64 - before, dropped)
+    }
+
     /// Moves the unsent bytes to the front once most of the buffer is spent (amortised:
     /// only after at least as many bytes went as stay).
     fn compact(&mut self) {
@@ -525,6 +545,43 @@ mod tests {
         q.write_with(|slices, _fd| Ok(len - 3).map(|n| n.min(slices[0].len())))
             .unwrap();
         assert_eq!(drain(&mut q), ["lost3", "m4"]);
+    }
+
+    #[test]
+    fn abandoning_finishes_the_partly_written_frame_then_says_why() {
+        let bye = Frame::Error {
+            seq: 0,
+            fatal: true,
+            code: crate::wire::ErrorCode::SlowConsumer,
+            text: "bye",
+        }
+        .to_vec();
+        let len = msg(0).len();
+        let mut q = OutQueue::default();
+        for i in 0..4 {
+            assert!(q.try_push(&msg(i), 1000));
+        }
+        q.advance(len + 3);
+        let (delta, dropped) = q.abandon(&bye);
+        assert_eq!(dropped, 2);
+        assert_eq!(delta, bye.len() as i64 - 2 * len as i64);
+        assert_eq!(q.bytes(), len + bye.len());
+        // The rest of the head, then the error, and nothing else.
+        q.write_with(|slices, _fd| {
+            assert_eq!(slices[0].len(), len - 3 + bye.len());
+            Ok(len - 3)
+        })
+        .unwrap();
+        let rest = drain(&mut q);
+        assert_eq!(rest.len(), 1);
+        assert!(rest[0].contains("SlowConsumer"), "{rest:?}");
+
+        // At a frame boundary, only the error is left.
+        let mut q = OutQueue::default();
+        assert!(q.try_push(&msg(0), 1000));
+        assert_eq!(q.abandon(&bye).1, 1);
+        assert_eq!(q.bytes(), bye.len());
+        assert!(drain(&mut q)[0].contains("SlowConsumer"));
     }
 
     #[test]

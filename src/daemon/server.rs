@@ -70,6 +70,9 @@ struct Client {
     /// Set once a fatal error was queued: nothing more is read, the queue is flushed once
     /// and the connection closed.
     closing: bool,
+    /// Disconnected as a slow consumer: the rest of a partly written frame and the fatal
+    /// error are still being written (for at most [`SLOW_CONSUMER_GRACE`]).
+    lingering: bool,
     subscriptions: Vec<Box<str>>,
     out: OutQueue,
     /// EPOLLOUT is registered (the queue could not be written completely).
@@ -112,6 +115,11 @@ enum Timer {
         slot: Slot,
         id: u32,
     },
+    /// End of a slow consumer's [`SLOW_CONSUMER_GRACE`].
+    Linger {
+        slot: Slot,
+        id: u32,
+    },
     /// The client's read buffer held a partial frame when its reader had returned `frames`.
     PartialFrame {
         slot: Slot,
@@ -130,6 +138,10 @@ enum Removal<'a> {
     /// The connection closed.
     Closed,
 }
+
+/// How long a client disconnected as a slow consumer is given to read the rest of a partly
+/// written frame and the fatal error before its connection is closed regardless.
+const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a client is being closed; drives logging and counters.
 enum CloseReason {
@@ -466,6 +478,7 @@ impl Server {
             name: String::new(),
             greeted: false,
             closing: false,
+            lingering: false,
             subscriptions: Vec::new(),
             out: OutQueue::default(),
             want_write: false,
@@ -490,6 +503,11 @@ impl Server {
             return;
         };
         if client.closing {
+            // A lingering client is polled for EPOLLOUT only: this is a hang-up or an error,
+            // so nothing more can reach it.
+            if std::mem::take(&mut client.lingering) {
+                self.to_close.push((slot, CloseReason::SlowConsumer));
+            }
             return;
         }
         // A client with no partial frame buffered reads into the shared buffer, so idle
@@ -695,6 +713,9 @@ impl Server {
                 payload,
             } => self.respond(slot, token, error, message, payload),
             Frame::IsRegistered { seq, channel } => {
+                if let Err(e) = check_name(channel, self.cfg.max_channel_len as usize) {
+                    return self.reject(slot, seq, ErrorCode::BadName, &e.to_string());
+                }
                 let count = self.router.exact_count(channel) as u32;
                 let remote = self.links_registered(channel);
                 self.reply(slot, &Frame::Registered { seq, count, remote });
@@ -1276,6 +1297,8 @@ impl Server {
             return false;
         };
         if c.closing || !c.greeted {
+            // A slow consumer still writing its goodbye gets nothing more.
+            self.counters.dropped_disconnected += u64::from(c.lingering);
             return false;
         }
         let (queued, delta) = if budget_full {
@@ -1299,9 +1322,7 @@ impl Server {
                     if c.out.try_push(frame, limit) {
                         (true, frame.len() as i64)
                     } else {
-                        self.counters.slow_consumer_disconnects += 1;
-                        self.to_close.push((slot, CloseReason::SlowConsumer));
-                        c.closing = true;
+                        self.disconnect_slow(slot);
                         return false;
                     }
                 }
@@ -1332,10 +1353,8 @@ impl Server {
             let monitor = c.access.is_monitor();
             self.adjust_queued(monitor, len);
             self.mark_dirty(slot);
-        } else if !c.closing {
-            c.closing = true;
-            self.counters.slow_consumer_disconnects += 1;
-            self.to_close.push((slot, CloseReason::SlowConsumer));
+        } else {
+            self.disconnect_slow(slot);
         }
     }
 
@@ -1361,10 +1380,8 @@ impl Server {
             let monitor = c.access.is_monitor();
             self.adjust_queued(monitor, len);
             self.mark_dirty(slot);
-        } else if !c.closing {
-            c.closing = true;
-            self.counters.slow_consumer_disconnects += 1;
-            self.to_close.push((slot, CloseReason::SlowConsumer));
+        } else {
+            self.disconnect_slow(slot);
         }
     }
 
@@ -1389,6 +1406,42 @@ impl Server {
             text,
         };
         self.reply(slot, &frame);
+    }
+
+    /// Disconnects a slow consumer: its unsent messages are dropped, except a frame already
+    /// partly written, and the fatal `SlowConsumer` error is queued after it. The connection
+    /// is polled for writing only, and closed once both are written, or when the client hangs
+    /// up or [`SLOW_CONSUMER_GRACE`] has passed.
+    fn disconnect_slow(&mut self, slot: Slot) {
+        let bye = Frame::Error {
+            seq: 0,
+            fatal: true,
+            code: ErrorCode::SlowConsumer,
+            text: "outgoing queue limit exceeded",
+        }
+        .to_vec();
+        let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        c.closing = true;
+        c.lingering = true;
+        c.want_write = true;
+        let (delta, dropped) = c.out.abandon(&bye);
+        let monitor = c.access.is_monitor();
+        let id = c.id;
+        let mut ev = EpollEvent::new(EpollFlags::EPOLLOUT, slot as u64 + FIRST_CLIENT_TOKEN);
+        if let Err(e) = self.epoll.modify(&c.stream, &mut ev) {
+            log::error!("epoll_ctl(MOD) failed: {e}");
+        }
+        self.counters.slow_consumer_disconnects += 1;
+        self.counters.dropped_disconnected += dropped;
+        self.adjust_queued(monitor, delta);
+        let deadline = Instant::now() + SLOW_CONSUMER_GRACE;
+        self.timers.add(deadline, Timer::Linger { slot, id });
+        self.mark_dirty(slot);
     }
 
     /// Queues a fatal error, writes what can be written now, and schedules the close.
@@ -1466,6 +1519,10 @@ impl Server {
         }
         let want_write = !c.out.is_empty() && failure.is_none();
         let monitor = c.access.is_monitor();
+        if c.lingering && c.out.is_empty() && failure.is_none() {
+            c.lingering = false;
+            self.to_close.push((slot, CloseReason::SlowConsumer));
+        }
         if want_write != c.want_write {
             c.want_write = want_write;
             let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
@@ -1495,6 +1552,13 @@ impl Server {
                     if let Some(call) = self.take_call(token).filter(|c| c.remote.is_none()) {
                         self.counters.calls_timed_out += 1;
                         self.call_error(&call, ErrorCode::Timeout, "no reply before the timeout");
+                    }
+                }
+                Timer::Linger { slot, id } => {
+                    if let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) {
+                        if c.id == id && std::mem::take(&mut c.lingering) {
+                            self.to_close.push((slot, CloseReason::SlowConsumer));
+                        }
                     }
                 }
                 Timer::Handshake { slot, id } => {
@@ -1530,6 +1594,10 @@ impl Server {
                 .get(slot)
                 .and_then(Option::as_ref)
                 .is_some_and(|c| c.id == id && !c.greeted),
+            Timer::Linger { slot, id } => clients
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.id == id && c.lingering),
             Timer::PartialFrame { slot, id, .. } => clients
                 .get(slot)
                 .and_then(Option::as_ref)
@@ -1554,22 +1622,13 @@ impl Server {
             CloseReason::Protocol => log::info!("client {} closed after a protocol error", c.id),
             CloseReason::HandshakeTimeout => log::info!("client {} never said Hello", c.id),
             CloseReason::SlowConsumer => {
+                // The fatal error was queued by `disconnect_slow`; what is still queued
+                // here the client did not read within the grace time.
                 log::warn!(
                     "client {} (pid {}) disconnected as a slow consumer",
                     c.id,
                     c.pid
                 );
-                // Best effort, and only at a frame boundary: a frame cut in half would
-                // turn the goodbye into garbage.
-                if !c.out.mid_frame() {
-                    let frame = Frame::Error {
-                        seq: 0,
-                        fatal: true,
-                        code: ErrorCode::SlowConsumer,
-                        text: "outgoing queue limit exceeded",
-                    };
-                    let _ = send_nosignal(&c.stream, &[IoSlice::new(&frame.to_vec())], None);
-                }
             }
         }
         let _ = self.epoll.delete(&c.stream);

@@ -7,9 +7,10 @@
 //! by the origin that holds the subscribers, so a withdrawal (a new version without the
 //! name) takes effect everywhere, also around cycles.
 //!
-//! An edge counts only when both ends list each other. When a daemon dies or is cut off,
-//! its neighbours' next adverts drop it, so it becomes unreachable for everyone and its
-//! stale subscriptions stop attracting traffic, without waiting for it to say anything.
+//! The far end of a link that is up always counts; any other edge counts only when both
+//! ends list each other. When a daemon dies or is cut off, its neighbours' next adverts
+//! drop it, so it becomes unreachable for everyone and its stale subscriptions stop
+//! attracting traffic, without waiting for it to say anything.
 //! Unreachable adverts are forgotten after [`FORGET_AFTER`].
 
 use crate::pattern::{is_pattern, Pattern};
@@ -359,6 +360,23 @@ mod tests {
         assert_eq!(t.known(), 2);
         t.forget_unreachable(now + FORGET_AFTER);
         assert_eq!(t.known(), 1);
+    }
+
+    /// The far end of a link that is up counts whatever its advert lists (the link is
+    /// first-hand knowledge); daemons behind it need edges confirmed by both ends.
+    #[test]
+    fn a_direct_peer_counts_without_listing_neighbours() {
+        let mut t = Topology::new(1);
+        learn(&mut t, 2, 1, &[], &["near"]);
+        learn(&mut t, 3, 1, &[2], &["far"]);
+        t.recompute(&[(0, 2)], Instant::now());
+        assert!(t.is_reachable(2));
+        assert!(t.link_wants(0, "near", 0));
+        assert!(!t.is_reachable(3));
+        assert!(!t.link_wants(0, "far", 0));
+        learn(&mut t, 2, 2, &[3], &["near"]);
+        t.recompute(&[(0, 2)], Instant::now());
+        assert!(t.link_wants(0, "far", 0));
     }
 
     #[test]
