@@ -53,8 +53,8 @@ CARGO_BUILD_FLAGS:append = " --no-default-features ${@bb.utils.contains('PACKAGE
 QCOP_FILESDIR = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}"
 
 # Two packages: qcop-daemon (qcopd, its configuration, init script, systemd units and the
-# qcop group) and qcop (the CLI, which pulls in the daemon). qcop-dev holds only the Rust
-# library (.rlib) for now; the C API's header and library go there once it exists.
+# qcop group) and qcop (the CLI, which pulls in the daemon). qcop-dev is empty for now;
+# the C API's header and library go there once it exists.
 PACKAGE_BEFORE_PN = "${PN}-daemon"
 
 USERADD_PACKAGES = "${PN}-daemon"
@@ -67,7 +67,28 @@ INITSCRIPT_PACKAGES = "${PN}-daemon"
 INITSCRIPT_NAME:${PN}-daemon = "qcopd"
 INITSCRIPT_PARAMS:${PN}-daemon = "defaults 15 85"
 
-do_install:append() {
+# The programs, installed from the copies do_compile made (see there), as cargo_do_install
+# would (it takes whatever is in target/ at do_install time). The Rust library (.rlib) is
+# not installed: nothing links it from the sysroot. Add programs (or, with the C API, a
+# library and its header) here.
+QCOP_PROGRAMS = "qcopd qcop"
+do_compile:append() {
+    # ptest-cargo's cargo build --tests, which runs after do_compile, builds qcopd and qcop
+    # again in the same place, with the test dependencies' features unified in: keep the
+    # programs of the real build, so that images with and without ptest ship the same ones.
+    rm -rf ${B}/qcop-programs
+    install -d ${B}/qcop-programs
+    for prog in ${QCOP_PROGRAMS}; do
+        install -m 0755 ${B}/target/${CARGO_TARGET_SUBDIR}/$prog ${B}/qcop-programs/$prog
+    done
+}
+
+do_install() {
+    install -d ${D}${bindir}
+    for prog in ${QCOP_PROGRAMS}; do
+        install -m 0755 ${B}/qcop-programs/$prog ${D}${bindir}/$prog
+    done
+
     install -d ${D}${sysconfdir}/qcop
     install -m 0644 ${QCOP_FILESDIR}/qcopd.toml ${D}${sysconfdir}/qcop/qcopd.toml
     install -d ${D}${docdir}/${BPN}
@@ -89,15 +110,17 @@ do_install:append() {
 }
 
 # ptest-cargo builds the test binaries (cargo build --tests) and installs them to
-# PTEST_PATH with a run-ptest that reports only an overall exit status. Ours replaces it:
-# it prints PASS:/FAIL:/SKIP: per test, and links the installed programs where the
-# integration tests look for them (the build directory, CARGO_BIN_EXE_*; see run-ptest).
-# Because of those compiled-in paths qcop-ptest draws a "buildpaths" QA warning.
+# PTEST_PATH, with copies of qcopd and qcop, and a run-ptest that would run all of them.
+# Ours replaces it: it runs only the test binaries, each with a time limit, and prints
+# PASS:/FAIL:/SKIP: per test. The integration tests run the installed programs (run-ptest
+# sets QCOP_BIN_DIR to ${bindir}): no build path is compiled into them.
 do_install_ptest_cargo[postfuncs] += "qcop_install_run_ptest"
 qcop_install_run_ptest() {
+    for prog in ${QCOP_PROGRAMS}; do
+        rm -f ${D}${PTEST_PATH}/$prog
+    done
     install -m 0755 ${QCOP_FILESDIR}/run-ptest ${D}${PTEST_PATH}/run-ptest
-    sed -i -e 's,@BINDIR@,${bindir},g' \
-        -e 's,@CARGO_BINDIR@,${B}/target/${CARGO_TARGET_SUBDIR},g' ${D}${PTEST_PATH}/run-ptest
+    sed -i -e 's,@BINDIR@,${bindir},g' ${D}${PTEST_PATH}/run-ptest
 }
 
 FILES:${PN}-daemon += "${bindir}/qcopd \
