@@ -13,13 +13,11 @@ LIC_FILES_CHKSUM = "file://LICENSE-MIT;md5=c015bfa6bd9970ab7fb3725cb29e2792 \
 
 PV = "0.1.0+git"
 
-# Where qcop comes from. The upstream URL is a placeholder until the project publishes
-# one: point it at your server with PREMIRRORS, or edit it. Pin SRCREV:pn-qcop (local.conf
-# or distro configuration) to the commit of the qcop checkout this layer comes from:
-# qcop-crates.inc lists that commit's Cargo.lock (a CI check keeps the two in step). Or
-# build the checkout itself with externalsrc (yocto/README.md). destsuffix=${BP} puts the
-# sources where S defaults to on every supported release (${WORKDIR}/${BP} on scarthgap,
-# ${UNPACKDIR}/${BP} from whinlatter on).
+# Where qcop comes from. The upstream URL is a placeholder: the project has not published
+# a public repository yet. Point it at your server with PREMIRRORS (yocto/README.md), or
+# build the checkout the layer is in with externalsrc. destsuffix=${BP} puts the sources
+# where S defaults to on scarthgap (${WORKDIR}/${BP}) and on later releases
+# (${UNPACKDIR}/${BP}).
 SRC_URI = "git://github.com/qcop-project/qcop.git;protocol=https;branch=main;destsuffix=${BP} \
            file://qcopd.service \
            file://qcopd.socket \
@@ -29,7 +27,16 @@ SRC_URI = "git://github.com/qcop-project/qcop.git;protocol=https;branch=main;des
            file://run-ptest \
            "
 
-SRCREV = "4f26acc4778f54023c5693707e26406d1b640468"
+# The default revision: a commit of this repository's main branch with the Cargo.lock that
+# qcop-crates.inc lists and the licence files of LIC_FILES_CHKSUM. CI (.ci/yocto, check
+# srcrev) fails when it is not an ancestor of HEAD or either differs from HEAD's, so after
+# a change to Cargo.lock (and gen-crates-inc.py) point SRCREV at that commit. To build
+# another commit, set SRCREV:pn-qcop and regenerate qcop-crates.inc from its Cargo.lock.
+SRCREV = "9405ccdcfdc689c685ec09a3191b1cddcd425140"
+
+# No release tags yet. When the project tags releases vX.Y.Z, upstream-version checks
+# (devtool latest-version, devtool check-upgrade-status) read them with this pattern.
+UPSTREAM_CHECK_GITTAGREGEX = "v(?P<pver>\d+(\.\d+)+)"
 
 require ${BPN}-crates.inc
 
