@@ -78,7 +78,7 @@ fn wait_pattern(conn: &mut Connection, pattern: &str) {
 /// for the daemon not running).
 fn qcop_without_daemon(args: &[&str]) -> Output {
     let dir = common::temp_dir("nodaemon");
-    let child = Command::new(env!("CARGO_BIN_EXE_qcop"))
+    let child = Command::new(common::program("qcop"))
         .args(args)
         .env("QCOP_SOCKET", dir.join("missing.sock"))
         .stdin(std::process::Stdio::null())

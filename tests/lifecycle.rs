@@ -70,7 +70,7 @@ fn a_second_daemon_on_a_live_socket_exits_with_status_1() {
     let d = Daemon::start();
     let mut c = d.connect();
     c.subscribe("still/here").unwrap();
-    let mut second = Command::new(env!("CARGO_BIN_EXE_qcopd"))
+    let mut second = Command::new(common::program("qcopd"))
         .arg("--socket")
         .arg(&d.socket)
         .env_remove("QCOP_SOCKET")
@@ -187,7 +187,7 @@ fn readiness_and_shutdown_are_reported_to_notify_socket() {
     let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
     notify.set_read_timeout(Some(WAIT)).unwrap();
     let socket = dir.join("qcopd.sock");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qcopd"))
+    let mut child = Command::new(common::program("qcopd"))
         .arg("--socket")
         .arg(&socket)
         .env_remove("QCOP_SOCKET")

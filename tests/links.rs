@@ -822,7 +822,7 @@ fn non_loopback_listen_needs_a_key_or_insecure() {
     let dir = temp_dir("insecure");
     let cfg = dir.join("qcopd.toml");
     std::fs::write(&cfg, "[links]\nlisten = \"0.0.0.0:0\"\n").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_qcopd"))
+    let o = Command::new(common::program("qcopd"))
         .args(["--check-config", "--config"])
         .arg(&cfg)
         .output()
@@ -837,7 +837,7 @@ fn non_loopback_listen_needs_a_key_or_insecure() {
         format!("[links]\nkey = \"{KEY}\"\nlisten = \"0.0.0.0:0\"\n"),
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_qcopd"))
+    let o = Command::new(common::program("qcopd"))
         .args(["--check-config", "--config"])
         .arg(&cfg)
         .output()
@@ -848,7 +848,7 @@ fn non_loopback_listen_needs_a_key_or_insecure() {
 
     // With insecure = true it starts, and says what that means.
     std::fs::write(&cfg, "[links]\nlisten = \"0.0.0.0:0\"\ninsecure = true\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qcopd"))
+    let mut child = Command::new(common::program("qcopd"))
         .arg("--socket")
         .arg(dir.join("qcopd.sock"))
         .arg("--config")

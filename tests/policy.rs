@@ -12,7 +12,7 @@ use qcop::client::MonitorEvent;
 use qcop::wire::{ErrorCode, Frame};
 use qcop::{Connection, Error};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output};
 use std::sync::mpsc;
 use std::thread;
@@ -36,7 +36,7 @@ impl Bus {
         let users = users(test)?;
         let d = Daemon::start_with(&format!("{OPEN_SOCKET}{config}"));
         std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let qcop = runnable_copy(Path::new(env!("CARGO_BIN_EXE_qcop")), &d.dir);
+        let qcop = runnable_copy(&common::program("qcop"), &d.dir);
         Some(Bus { d, users, qcop })
     }
 

@@ -17,8 +17,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-fn qcop_path() -> &'static str {
-    env!("CARGO_BIN_EXE_qcop")
+fn qcop_path() -> String {
+    common::program("qcop").display().to_string()
 }
 
 /// A `[[service]]` entry running `script` with `/bin/sh -c`.
@@ -485,7 +485,7 @@ fn a_service_runs_as_its_configured_user() {
     };
     let dir = common::temp_dir("who");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let qcop = runnable_copy(Path::new(qcop_path()), &dir);
+    let qcop = runnable_copy(&common::program("qcop"), &dir);
     // The program checks what it was given before answering.
     let script = format!(
         "[ \"$QCOP_TEST\" = 1 ] && [ \"$QCOP_SERVICE\" = who ] && [ \"$(pwd)\" = /tmp ] && \
@@ -531,7 +531,7 @@ fn a_service_gets_the_supplementary_groups_of_its_user() {
     let dir = common::temp_dir("groups");
     // The program (qcoptest-b) writes its groups here.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let qcop = runnable_copy(Path::new(qcop_path()), &dir);
+    let qcop = runnable_copy(&common::program("qcop"), &dir);
     let groups_file = dir.join("groups");
     let script = format!(
         "id -G > '{}' && exec '{}' serve QPE/Application/groups 'groups()' 'listed()' --count 1",

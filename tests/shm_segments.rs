@@ -1120,7 +1120,7 @@ fn permissions_are_checked_against_the_real_users() {
     // Root may attach anything; `qcop shm list` shows B only what B may read.
     segment(&d, "private").attach().unwrap();
     let out = setpriv(b.0, b.1)
-        .arg(env!("CARGO_BIN_EXE_qcop"))
+        .arg(common::program("qcop"))
         .args(["shm", "list"])
         .env("QCOP_SOCKET", &d.socket)
         .output()

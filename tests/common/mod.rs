@@ -162,7 +162,7 @@ impl Daemon {
 
     /// A `qcop` CLI command pointed at this daemon.
     pub fn cli(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_qcop"));
+        let mut c = Command::new(program("qcop"));
         c.env("QCOP_SOCKET", &self.socket)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -179,12 +179,30 @@ impl Drop for Daemon {
     }
 }
 
+/// The program `name` (`qcopd` or `qcop`) that the tests run. `QCOP_BIN_DIR`, read at run
+/// time, names the directory of installed programs (the ptest on a target sets it);
+/// otherwise it is the one cargo built for this test binary, `<profile>/NAME` next to
+/// `<profile>/deps/TEST-HASH`. No path is compiled in (`env!("CARGO_BIN_EXE_qcopd")`
+/// would put the build directory into every test binary).
+pub fn program(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("QCOP_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    let exe = std::env::current_exe().expect("the test binary's own path");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|profile| profile.join(name))
+        .unwrap_or_else(|| {
+            panic!("{name}: no cargo build directory above {exe:?}; set QCOP_BIN_DIR")
+        })
+}
+
 fn spawn_daemon(socket: &Path, config: Option<&Path>) -> Child {
     spawn_wrapped(&[], socket, config)
 }
 
 fn spawn_wrapped(wrapper: &[&str], socket: &Path, config: Option<&Path>) -> Child {
-    let qcopd = env!("CARGO_BIN_EXE_qcopd");
+    let qcopd = program("qcopd");
     let mut cmd = match wrapper.split_first() {
         Some((prog, args)) => {
             let mut c = Command::new(prog);

@@ -13,13 +13,11 @@ LIC_FILES_CHKSUM = "file://LICENSE-MIT;md5=c015bfa6bd9970ab7fb3725cb29e2792 \
 
 PV = "0.1.0+git"
 
-# Where qcop comes from. The upstream URL is a placeholder until the project publishes
-# one: point it at your server with PREMIRRORS, or edit it. Pin SRCREV:pn-qcop (local.conf
-# or distro configuration) to the commit of the qcop checkout this layer comes from:
-# qcop-crates.inc lists that commit's Cargo.lock (a CI check keeps the two in step). Or
-# build the checkout itself with externalsrc (yocto/README.md). destsuffix=${BP} puts the
-# sources where S defaults to on every supported release (${WORKDIR}/${BP} on scarthgap,
-# ${UNPACKDIR}/${BP} from whinlatter on).
+# Where qcop comes from. The upstream URL is a placeholder: the project has not published
+# a public repository yet. Point it at your server with PREMIRRORS (yocto/README.md), or
+# build the checkout the layer is in with externalsrc. destsuffix=${BP} puts the sources
+# where S defaults to on scarthgap (${WORKDIR}/${BP}) and on later releases
+# (${UNPACKDIR}/${BP}).
 SRC_URI = "git://github.com/qcop-project/qcop.git;protocol=https;branch=main;destsuffix=${BP} \
            file://qcopd.service \
            file://qcopd.socket \
@@ -29,7 +27,16 @@ SRC_URI = "git://github.com/qcop-project/qcop.git;protocol=https;branch=main;des
            file://run-ptest \
            "
 
-SRCREV = "4f26acc4778f54023c5693707e26406d1b640468"
+# The default revision: a commit of this repository's main branch with the Cargo.lock that
+# qcop-crates.inc lists and the licence files of LIC_FILES_CHKSUM. CI (.ci/yocto, check
+# srcrev) fails when it is not an ancestor of HEAD or either differs from HEAD's, so after
+# a change to Cargo.lock (and gen-crates-inc.py) point SRCREV at that commit. To build
+# another commit, set SRCREV:pn-qcop and regenerate qcop-crates.inc from its Cargo.lock.
+SRCREV = "9405ccdcfdc689c685ec09a3191b1cddcd425140"
+
+# No release tags yet. When the project tags releases vX.Y.Z, upstream-version checks
+# (devtool latest-version, devtool check-upgrade-status) read them with this pattern.
+UPSTREAM_CHECK_GITTAGREGEX = "v(?P<pver>\d+(\.\d+)+)"
 
 require ${BPN}-crates.inc
 
@@ -53,8 +60,8 @@ CARGO_BUILD_FLAGS:append = " --no-default-features ${@bb.utils.contains('PACKAGE
 QCOP_FILESDIR = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}"
 
 # Two packages: qcop-daemon (qcopd, its configuration, init script, systemd units and the
-# qcop group) and qcop (the CLI, which pulls in the daemon). qcop-dev holds only the Rust
-# library (.rlib) for now; the C API's header and library go there once it exists.
+# qcop group) and qcop (the CLI, which pulls in the daemon). qcop-dev is empty for now;
+# the C API's header and library go there once it exists.
 PACKAGE_BEFORE_PN = "${PN}-daemon"
 
 USERADD_PACKAGES = "${PN}-daemon"
@@ -67,7 +74,28 @@ INITSCRIPT_PACKAGES = "${PN}-daemon"
 INITSCRIPT_NAME:${PN}-daemon = "qcopd"
 INITSCRIPT_PARAMS:${PN}-daemon = "defaults 15 85"
 
-do_install:append() {
+# The programs, installed from the copies do_compile made (see there), as cargo_do_install
+# would (it takes whatever is in target/ at do_install time). The Rust library (.rlib) is
+# not installed: nothing links it from the sysroot. Add programs (or, with the C API, a
+# library and its header) here.
+QCOP_PROGRAMS = "qcopd qcop"
+do_compile:append() {
+    # ptest-cargo's cargo build --tests, which runs after do_compile, builds qcopd and qcop
+    # again in the same place, with the test dependencies' features unified in: keep the
+    # programs of the real build, so that images with and without ptest ship the same ones.
+    rm -rf ${B}/qcop-programs
+    install -d ${B}/qcop-programs
+    for prog in ${QCOP_PROGRAMS}; do
+        install -m 0755 ${B}/target/${CARGO_TARGET_SUBDIR}/$prog ${B}/qcop-programs/$prog
+    done
+}
+
+do_install() {
+    install -d ${D}${bindir}
+    for prog in ${QCOP_PROGRAMS}; do
+        install -m 0755 ${B}/qcop-programs/$prog ${D}${bindir}/$prog
+    done
+
     install -d ${D}${sysconfdir}/qcop
     install -m 0644 ${QCOP_FILESDIR}/qcopd.toml ${D}${sysconfdir}/qcop/qcopd.toml
     install -d ${D}${docdir}/${BPN}
@@ -89,15 +117,17 @@ do_install:append() {
 }
 
 # ptest-cargo builds the test binaries (cargo build --tests) and installs them to
-# PTEST_PATH with a run-ptest that reports only an overall exit status. Ours replaces it:
-# it prints PASS:/FAIL:/SKIP: per test, and links the installed programs where the
-# integration tests look for them (the build directory, CARGO_BIN_EXE_*; see run-ptest).
-# Because of those compiled-in paths qcop-ptest draws a "buildpaths" QA warning.
+# PTEST_PATH, with copies of qcopd and qcop, and a run-ptest that would run all of them.
+# Ours replaces it: it runs only the test binaries, each with a time limit, and prints
+# PASS:/FAIL:/SKIP: per test. The integration tests run the installed programs (run-ptest
+# sets QCOP_BIN_DIR to ${bindir}): no build path is compiled into them.
 do_install_ptest_cargo[postfuncs] += "qcop_install_run_ptest"
 qcop_install_run_ptest() {
+    for prog in ${QCOP_PROGRAMS}; do
+        rm -f ${D}${PTEST_PATH}/$prog
+    done
     install -m 0755 ${QCOP_FILESDIR}/run-ptest ${D}${PTEST_PATH}/run-ptest
-    sed -i -e 's,@BINDIR@,${bindir},g' \
-        -e 's,@CARGO_BINDIR@,${B}/target/${CARGO_TARGET_SUBDIR},g' ${D}${PTEST_PATH}/run-ptest
+    sed -i -e 's,@BINDIR@,${bindir},g' ${D}${PTEST_PATH}/run-ptest
 }
 
 FILES:${PN}-daemon += "${bindir}/qcopd \
