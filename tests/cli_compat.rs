@@ -317,7 +317,7 @@ fn empty_commands_do_nothing_and_succeed() {
         &["enum", "Mode"],
     ] {
         let o = finish(
-            std::process::Command::new(env!("CARGO_BIN_EXE_qcop"))
+            std::process::Command::new(common::program("qcop"))
                 .args(args)
                 .env("QCOP_SOCKET", dir.join("missing.sock"))
                 .stdout(std::process::Stdio::piped())
@@ -419,7 +419,7 @@ fn list_prints_services_and_channels_and_fails_without_the_daemon() {
     // `qcop list >/dev/null 2>&1` is how start-up scripts wait for the daemon.
     let dir = common::temp_dir("nolist");
     let o = finish(
-        std::process::Command::new(env!("CARGO_BIN_EXE_qcop"))
+        std::process::Command::new(common::program("qcop"))
             .arg("list")
             .env("QCOP_SOCKET", dir.join("missing.sock"))
             .stdout(std::process::Stdio::piped())

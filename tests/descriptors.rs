@@ -43,7 +43,7 @@ fn start_logged(config: &str, wrapper: &[&str]) -> (Daemon, PathBuf) {
     let (prog, args) = wrapper.split_first().expect("a wrapper");
     let child = Command::new(prog)
         .args(args)
-        .arg(env!("CARGO_BIN_EXE_qcopd"))
+        .arg(common::program("qcopd"))
         .arg("--socket")
         .arg(&socket)
         .arg("--config")

@@ -100,7 +100,7 @@ fn a_started_service_gets_the_queued_message_normalised() {
     let out = dir.join("out");
     let script = format!(
         "exec '{}' --format rich watch --count 1 QPE/Application/norm > '{}'",
-        env!("CARGO_BIN_EXE_qcop"),
+        common::program("qcop").display(),
         out.display()
     );
     // Started programs get a cleared environment; under qemu-user ARM programs need this.

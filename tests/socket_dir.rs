@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn qcopd(socket: &Path, config: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_qcopd"));
+    let mut c = Command::new(common::program("qcopd"));
     c.arg("--socket").arg(socket);
     if !config.is_empty() {
         let p = socket.with_extension("toml");

@@ -52,7 +52,7 @@ CARGO_BUILD_FLAGS:append = " --config profile.release.strip=false"
 # section. The cargo class does not pass PACKAGECONFIG options to cargo: the flags below do.
 PACKAGECONFIG ??= "links"
 PACKAGECONFIG[links] = ",,"
-CARGO_BUILD_FLAGS:append = " --no-default-features ${@bb.utils.contains('PACKAGECONFIG', 'links', '--features links', '', d)}"
+CARGO_BUILD_FLAGS:append = " --no-default-features --features daemon${@bb.utils.contains('PACKAGECONFIG', 'links', ',links', '', d)}"
 
 # Where the file:// entries are unpacked: UNPACKDIR from styhead on, WORKDIR on scarthgap,
 # which has no UNPACKDIR. (Not a weak default for UNPACKDIR itself: that could override
