@@ -240,7 +240,9 @@ fn old_form_w_counts_only_right_after_the_arguments() {
 fn watch_prints_what_the_original_printed() {
     let d = Daemon::start();
     let mut conn = d.connect();
-    let child = spawn(&d, &["watch", "--count", "6", "QPE/W", "QPE/P/*"]);
+    // The pattern first: qcopd handles the watcher's subscriptions in order, so once
+    // QPE/W is registered the pattern is in place too.
+    let child = spawn(&d, &["watch", "--count", "6", "QPE/P/*", "QPE/W"]);
     wait_registered(&mut conn, "QPE/W");
     let mut args = 5i32.to_be_bytes().to_vec();
     args.extend_from_slice(&qstring("say \"hi\"\n"));
