@@ -87,6 +87,9 @@ struct Client {
     input_charged: u64,
     /// A `Timer::PartialFrame` is pending for this client.
     partial_timer: bool,
+    /// Frames this client has sent, whichever read buffer they arrived in (the
+    /// partial-frame timeout asks whether it completed one).
+    frames_in: u64,
     /// Policy view, subscriptions with credentials, monitor state.
     access: access::ClientAccess,
 }
@@ -489,6 +492,7 @@ impl Server {
             max_payload: self.cfg.max_payload,
             input_charged: 0,
             partial_timer: false,
+            frames_in: 0,
             access: self.access.client(uid, gid),
         });
         self.client_count += 1;
@@ -595,6 +599,9 @@ impl Server {
 
     fn process_frames(&mut self, slot: Slot, reader: &mut FrameReader) -> Result<(), DecodeError> {
         while let Some((frame, body)) = reader.next_frame_and_body()? {
+            if let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) {
+                c.frames_in += 1;
+            }
             self.handle(slot, frame, body);
             self.close_pending();
             match self.clients.get(slot).and_then(Option::as_ref) {

@@ -43,8 +43,9 @@ impl Server {
         self.fatal(slot, ErrorCode::TooLarge, &refusal.to_string());
     }
 
-    /// The partial-frame timeout of client `id` in `slot` armed when its reader had returned
-    /// `frames` frames: the client is dropped if it still holds a partial frame and has
+    /// The partial-frame timeout of client `id` in `slot` armed when it had sent `frames`
+    /// frames (counted whichever read buffer they arrived in: an idle client reads into the
+    /// shared buffer): the client is dropped if it still holds a partial frame and has
     /// completed none since; if it completed one, the timeout starts again.
     pub(super) fn partial_frame_due(&mut self, slot: Slot, id: u32, frames: u64, now: Instant) {
         let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
@@ -57,7 +58,7 @@ impl Server {
         if c.closing || c.input_charged == 0 {
             return;
         }
-        if c.reader.frames() != frames {
+        if c.frames_in != frames {
             // Frames keep arriving: the timeout applies to the one in progress now.
             self.arm_partial_timer(slot, now);
             return;
@@ -82,7 +83,7 @@ impl Server {
         let timer = Timer::PartialFrame {
             slot,
             id: c.id,
-            frames: c.reader.frames(),
+            frames: c.frames_in,
         };
         let timeout = Duration::from_millis(self.cfg.partial_frame_timeout_ms as u64);
         self.timers.add(now + timeout, timer);
