@@ -173,6 +173,7 @@ impl Pattern {
     }
 
     /// The compiled tokens (for the daemon's pattern index).
+    #[cfg_attr(not(feature = "daemon"), allow(dead_code))]
     pub(crate) fn tokens(&self) -> &[Token] {
         &self.tokens
     }

@@ -400,7 +400,7 @@ static void test_cli_interop(void) {
     qcop_message_free(m);
 
     /* C sender -> qcop watch; the tool decodes it exactly as the tool's own send. */
-    FILE *w = qcop_background("watch --count 2 capi/out");
+    FILE *w = qcop_background("--format rich watch --count 2 capi/out");
     CHECK(w != NULL);
     wait_registered(c, "capi/out");
     CHECK_RC(qcop_send(c, "capi/out", "set(int,QString,bool,QStringList,qulonglong,QByteArray)",
@@ -582,7 +582,7 @@ static void test_shm_streams(void) {
     CHECK_RC(qcop_publisher_open(&pub, NULL, "capi/shm", "sample(int)", 64, 16, 0), QCOP_OK);
     qcop_publisher *twice;
     CHECK(qcop_publisher_open(&twice, NULL, "capi/shm", "sample(int)", 64, 16, 0) < 0);
-    FILE *w = qcop_background("watch --shm --count 3 capi/shm");
+    FILE *w = qcop_background("--format rich watch --shm --count 3 capi/shm");
     CHECK(w != NULL);
     while (qcop_publisher_subscribers(pub) < 1) usleep(10000);
     for (int32_t i = 0; i < 2; i++) {
