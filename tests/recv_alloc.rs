@@ -1,6 +1,7 @@
 //! The borrowing receive makes no heap allocation per message once the connection's
 //! buffers have grown to their working size. A counting global allocator (this binary
-//! only) counts what the receiving thread allocates while it takes messages.
+//! only) counts what the receiving thread allocates while it takes messages; the count is
+//! per thread, so tests running side by side do not see each other's allocations.
 
 mod common;
 
@@ -8,25 +9,24 @@ use common::{Daemon, WAIT};
 use qcop::Connection;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// Set on the thread whose allocations are counted.
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// Allocations this thread made while counting.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
 }
 
 fn note() {
     if COUNTING.with(Cell::get) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
     }
 }
 
 // SAFETY: every call is forwarded unchanged to the system allocator; counting touches
-// only an atomic and a const-initialised thread-local, neither of which allocates.
+// only const-initialised thread-locals, which do not allocate.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note();
@@ -50,11 +50,11 @@ static GLOBAL: Counting = Counting;
 
 /// Allocations made by this thread while `f` runs.
 fn allocations_in<T>(f: impl FnOnce() -> T) -> (u64, T) {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = ALLOCATIONS.with(Cell::get);
     COUNTING.with(|c| c.set(true));
     let out = f();
     COUNTING.with(|c| c.set(false));
-    (ALLOCATIONS.load(Ordering::Relaxed) - before, out)
+    (ALLOCATIONS.with(Cell::get) - before, out)
 }
 
 const CHANNEL: &str = "alloc/ticks";
