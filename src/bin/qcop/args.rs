@@ -1396,25 +1396,7 @@ fn msg(text: &str, topic: Topic, global: &Global) -> Result<Msg, UsageError> {
     })
 }
 
-/// The argument type names of a normalized argument list (commas inside `<...>` do not
-/// split).
-pub fn split_types(inner: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut depth, mut start) = (0usize, 0);
-    for (i, c) in inner.char_indices() {
-        match c {
-            '<' => depth += 1,
-            '>' => depth = depth.saturating_sub(1),
-            ',' if depth == 0 => {
-                parts.push(&inner[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&inner[start..]);
-    parts
-}
+use qcop::datastream::split_types;
 
 /// Encodes `args` for `message`: strictly with `--strict`, else leniently as the original
 /// tool did (a missing argument is null or 0), with a warning for every guess.

@@ -76,7 +76,7 @@ fn read_signature<'s>(normalized: &'s str, enums: &[String]) -> Option<Read<'s>>
     let names = if inner.is_empty() {
         Vec::new()
     } else {
-        args::split_types(inner)
+        qcop::datastream::split_types(inner)
     };
     let types = names
         .into_iter()
