@@ -1,6 +1,6 @@
 //! What `qcop` prints: message lines, tables, and a stdout that tolerates being closed.
 
-use crate::args::{self, Format};
+use crate::args::Format;
 use crate::Failure;
 use qcop::client::MonitorEvent;
 use qcop::datastream::{self, ArgType, Value, Variant};
