@@ -1280,23 +1280,30 @@ impl Server {
 
     // ----- output ------------------------------------------------------------------------
 
-    /// Queues a delivered message under the slow-consumer policy; true if it was queued.
-    fn enqueue(&mut self, slot: Slot, frame: &[u8]) -> bool {
+    /// Writes the queue of `slot` to its socket now if `extra` more bytes would bring it near
+    /// `max_queue_bytes`. A receiver is slow only if its socket cannot take the backlog
+    /// either: queues are written once per loop turn, so a burst read in one turn would
+    /// otherwise overflow the queue of a receiver whose socket is empty. `want_write`: the
+    /// socket was full at the last attempt and EPOLLOUT will say when it drains. (64 covers a
+    /// Lost notice.)
+    fn flush_if_near_full(&mut self, slot: Slot, extra: usize) {
         let limit = self.cfg.max_queue_bytes as usize;
-        // A receiver is slow only if its socket cannot take the backlog either: queues are
-        // written once per loop turn, so a burst read in one turn would otherwise overflow
-        // the queue of a receiver whose socket is empty. `want_write`: the socket was full
-        // at the last attempt and EPOLLOUT will say when it drains. (64 covers a Lost notice.)
         let near_full = self
             .clients
             .get(slot)
             .and_then(Option::as_ref)
             .is_some_and(|c| {
-                !c.want_write && !c.out.is_empty() && c.out.bytes() + frame.len() + 64 > limit
+                !c.want_write && !c.out.is_empty() && c.out.bytes() + extra + 64 > limit
             });
         if near_full {
             self.flush(slot);
         }
+    }
+
+    /// Queues a delivered message under the slow-consumer policy; true if it was queued.
+    fn enqueue(&mut self, slot: Slot, frame: &[u8]) -> bool {
+        let limit = self.cfg.max_queue_bytes as usize;
+        self.flush_if_near_full(slot, frame.len());
         let held = self.queued_total + self.quota.input_bytes();
         let budget_full = held + frame.len() as u64 > self.cfg.max_total_queue_bytes;
         let policy = self.cfg.slow_consumer;
