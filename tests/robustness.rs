@@ -754,6 +754,12 @@ fn slow_consumer_is_disconnected_under_the_disconnect_policy() {
         tx.flush().unwrap();
     }
     assert_eq!(counter(&mut tx, "dropped_slow_consumer"), 0);
+    // The dropped subscriber stops counting as a receiver at once, although its connection
+    // lingers until its goodbye is written.
+    assert!(
+        !tx.is_registered("flood").unwrap(),
+        "a disconnected slow consumer still counts as a subscriber"
+    );
 
     // The slow client reads what reached its socket, in order, then learns it was dropped.
     let mut last = None;

@@ -1422,8 +1422,9 @@ impl Server {
         self.reply(slot, &frame);
     }
 
-    /// Disconnects a slow consumer: its unsent messages are dropped, except a frame already
-    /// partly written, and the fatal `SlowConsumer` error is queued after it. The connection
+    /// Disconnects a slow consumer: its subscriptions end, its unsent messages are dropped,
+    /// except a frame already partly written, and the fatal `SlowConsumer` error is queued
+    /// after it. The connection
     /// is polled for writing only, and closed once both are written, or when the client hangs
     /// up or [`SLOW_CONSUMER_GRACE`] has passed.
     fn disconnect_slow(&mut self, slot: Slot) {
@@ -1443,6 +1444,9 @@ impl Server {
         c.closing = true;
         c.lingering = true;
         c.want_write = true;
+        // Its subscriptions end now, not when the goodbye is written: senders, isRegistered
+        // and the links stop counting a receiver that gets nothing more.
+        let names = c.subscriptions.clone();
         let (delta, dropped) = c.out.abandon(&bye);
         let monitor = c.access.is_monitor();
         let id = c.id;
@@ -1456,6 +1460,7 @@ impl Server {
         let deadline = Instant::now() + SLOW_CONSUMER_GRACE;
         self.timers.add(deadline, Timer::Linger { slot, id });
         self.mark_dirty(slot);
+        self.remove_subscriptions(slot, &names, Removal::Closed);
     }
 
     /// Queues a fatal error, writes what can be written now, and schedules the close.
