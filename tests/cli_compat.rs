@@ -52,6 +52,29 @@ fn old_form_sends_a_null_string_for_a_missing_argument() {
     assert_eq!(m.data, [0, 0, 0, 7, 0, 0, 0, 0]);
 }
 
+/// Only `*` makes a pattern, as in the original: scripts send to `cam?` and `QPE/cam[1]`,
+/// and watch them, as plain channels.
+#[test]
+fn question_marks_and_brackets_name_plain_channels() {
+    let d = Daemon::start();
+    let mut rx = listener(&d, "QPE/cam[1]");
+    let o = qcop(&d, &["QPE/cam[1]", "shoot(int)", "3"]);
+    assert_run(&o, 0, "");
+    let m = next(&mut rx);
+    assert_eq!(
+        (m.channel.as_str(), m.data.as_slice()),
+        ("QPE/cam[1]", &[0, 0, 0, 3][..])
+    );
+
+    let watch = spawn(&d, &["watch", "--count", "2", "cam?"]);
+    let mut probe = d.connect();
+    wait_registered(&mut probe, "cam?");
+    for (ch, n) in [("cam1", "7"), ("cam?", "8"), ("camX", "9"), ("cam?", "10")] {
+        assert_run(&qcop(&d, &["send", ch, "frame(int)", n]), 0, "");
+    }
+    assert_run(&finish(watch), 0, "cam?: frame( 8 )\ncam?: frame( 10 )\n");
+}
+
 #[test]
 fn old_form_guesses_values_and_ignores_extra_arguments() {
     let d = Daemon::start();

@@ -723,7 +723,7 @@ impl Server {
                 if let Err(e) = check_name(channel, self.cfg.max_channel_len as usize) {
                     return self.reject(slot, seq, ErrorCode::BadName, &e.to_string());
                 }
-                let count = self.router.exact_count(channel) as u32;
+                let count = self.router.registered_count(channel) as u32;
                 let remote = self.links_registered(channel);
                 self.reply(slot, &Frame::Registered { seq, count, remote });
             }

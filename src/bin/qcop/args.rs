@@ -1672,7 +1672,7 @@ mod tests {
         assert_eq!(s[0].timeout, ms(10));
         assert_eq!(steps(&["services"])[0].command, Command::Services);
         assert_eq!(usage(&["services", "x"]).topic, Some(Topic::Services));
-        assert_eq!(usage(&["monitor", "a[b"]).topic, Some(Topic::Monitor));
+        assert_eq!(usage(&["monitor", "a[b*"]).topic, Some(Topic::Monitor));
         assert_eq!(
             usage(&["monitor", "--credentials"]).topic,
             Some(Topic::Monitor)
@@ -2038,7 +2038,7 @@ mod tests {
             (&["send", "QPE/*", "f()"], "\"QPE/*\" is a pattern"),
             (&["send", "", "f()"], "invalid channel name \"\""),
             (&["watch"], "watch needs at least one CHANNEL"),
-            (&["watch", "cam[0-"], "invalid pattern"),
+            (&["watch", "cam[0-*"], "invalid pattern"),
             (&["watch", "--count", "0", "a"], "at least 1"),
             (&["watch", "--count"], "--count needs a value"),
             (&["wait", "a"], "wait needs CHANNEL"),
