@@ -373,7 +373,7 @@ fn split_signature(sig: &str) -> Result<(String, Vec<String>), SignatureError> {
     let tokens = if inner.is_empty() {
         Vec::new()
     } else {
-        split_top_level_commas(inner)
+        split_types(inner)
             .into_iter()
             .map(|t| {
                 if t.is_empty() {
@@ -407,7 +407,7 @@ fn is_identifier(name: &str) -> bool {
 
 /// Splits an argument list on commas that are not inside `<…>`, so that a
 /// peer's `QMap<QString,int>` stays one (unsupported) type.
-fn split_top_level_commas(inner: &str) -> Vec<&str> {
+pub fn split_types(inner: &str) -> Vec<&str> {
     let mut parts = Vec::new();
     let mut depth = 0usize;
     let mut start = 0;

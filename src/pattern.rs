@@ -84,9 +84,11 @@ pub fn check_message_name(name: &str, max: usize) -> Result<Cow<'_, str>, NameEr
     Ok(normalized)
 }
 
-/// True if `name` is a pattern rather than a plain channel name.
+/// True if `name` is a pattern rather than a plain channel name: it contains a `*`, as in
+/// Qt's QCOP. Within a pattern `?` and `[...]` are wildcards too; in a name without a `*`
+/// they are ordinary characters (`cam?` and `QPE/cam[1]` are plain channels).
 pub fn is_pattern(name: &str) -> bool {
-    name.contains(['*', '?', '['])
+    name.contains('*')
 }
 
 /// One element of a compiled pattern.
@@ -287,8 +289,8 @@ mod tests {
         );
         assert_eq!(check_name("a\nb", 10), Err(NameError::ControlChar));
         assert_eq!(check_name("QPE/System", 255), Ok(()));
-        assert!(is_pattern("a*") && is_pattern("a?") && is_pattern("[a]"));
-        assert!(!is_pattern("QPE/System"));
+        assert!(is_pattern("a*") && is_pattern("a?*") && is_pattern("[a]*"));
+        assert!(!is_pattern("QPE/System") && !is_pattern("cam?") && !is_pattern("QPE/cam[1]"));
     }
 
     /// A plainly recursive reference matcher for `*` and `?`, to check the iterative one.

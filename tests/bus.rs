@@ -117,9 +117,9 @@ fn patterns_match_shell_globs_and_deliver_the_original_channel() {
     let cases: [(&str, &[&str]); 6] = [
         ("sens*", &["sens", "sensors/imu/accel"]),
         ("QPE/*", &["QPE/System", "QPE/Application/clock"]),
-        ("cam?", &["cam0", "cam3", "cam4", "camX"]),
-        ("cam[0-3]", &["cam0", "cam3"]),
-        ("cam[!0-3]", &["cam4", "camX"]),
+        ("*cam?", &["cam0", "cam3", "cam4", "camX"]),
+        ("*cam[0-3]", &["cam0", "cam3"]),
+        ("*cam[!0-3]", &["cam4", "camX"]),
         ("*/imu/*", &["sensors/imu/accel"]),
     ];
     let channels = [
@@ -170,7 +170,7 @@ fn patterns_match_shell_globs_and_deliver_the_original_channel() {
 fn exact_and_pattern_subscriptions_deliver_one_copy() {
     let d = Daemon::start();
     let mut both = d.connect();
-    for sub in ["QPE/System", "QPE/*", "*", "QPE/Sys?em", "[Q]PE/System"] {
+    for sub in ["QPE/System", "QPE/*", "*", "QPE/Sys?em*", "[Q]PE/System*"] {
         both.subscribe(sub).unwrap();
     }
     let mut sender = d.connect();
@@ -179,8 +179,10 @@ fn exact_and_pattern_subscriptions_deliver_one_copy() {
     sender.send("QPE/System", END, b"").unwrap();
     sender.flush().unwrap();
 
+    // `*` also matches the daemon's channel, where the patterns were announced.
     let got: Vec<(String, Vec<u8>)> = until_end(&mut both)
         .into_iter()
+        .filter(|m| m.channel != SYSTEM_CHANNEL)
         .map(|m| (m.channel, m.data))
         .collect();
     assert_eq!(
@@ -198,7 +200,7 @@ fn library_refuses_to_send_to_a_pattern() {
     let mut watcher = d.connect();
     watcher.subscribe("*").unwrap();
     let mut c = d.connect();
-    for name in ["QPE/*", "cam?", "cam[0]"] {
+    for name in ["QPE/*", "cam*?", "*cam[0]"] {
         match c.send(name, "x()", b"") {
             Err(Error::WildcardSend(n)) => assert_eq!(n, name),
             other => panic!("send to {name:?}: expected WildcardSend, got {other:?}"),
@@ -210,7 +212,43 @@ fn library_refuses_to_send_to_a_pattern() {
     }
     c.send("plain", END, b"").unwrap();
     c.flush().unwrap();
-    assert!(until_end(&mut watcher).is_empty());
+    // Only the daemon's announcement of the watcher's own pattern arrived.
+    let got = until_end(&mut watcher);
+    assert!(got.iter().all(|m| m.channel == SYSTEM_CHANNEL), "{got:?}");
+}
+
+/// As in Qt's QCOP, only `*` makes a pattern: `cam?` and `QPE/cam[1]` are ordinary channels
+/// that can be subscribed to and sent to, and a pattern counts as a channel of its own name
+/// for `isRegistered`.
+#[test]
+fn question_marks_and_brackets_without_a_star_are_plain_channels() {
+    let d = Daemon::start();
+    let mut literal = d.connect();
+    literal.subscribe("cam?").unwrap();
+    literal.subscribe("QPE/cam[1]").unwrap();
+    literal.subscribe("end").unwrap();
+    let mut glob = d.connect();
+    glob.subscribe("QPE/cam[0-9]*").unwrap();
+    glob.subscribe("end").unwrap();
+    let mut c = d.connect();
+    for ch in ["cam?", "cam1", "QPE/cam[1]", "QPE/cam1"] {
+        c.send(ch, "ping(QString)", ch.as_bytes()).unwrap();
+    }
+    c.send("end", END, b"").unwrap();
+    c.flush().unwrap();
+    let channels =
+        |got: Vec<Message>| -> Vec<String> { got.into_iter().map(|m| m.channel).collect() };
+    assert_eq!(channels(until_end(&mut literal)), ["cam?", "QPE/cam[1]"]);
+    assert_eq!(channels(until_end(&mut glob)), ["QPE/cam1"]);
+
+    assert!(c.is_registered("cam?").unwrap());
+    assert!(!c.is_registered("cam1").unwrap());
+    // The pattern is registered under its own text, and matches no other name here.
+    assert!(c.is_registered("QPE/cam[0-9]*").unwrap());
+    assert!(!c.is_registered("QPE/cam*").unwrap());
+    assert!(!c.is_registered("QPE/cam1").unwrap());
+    glob.unsubscribe("QPE/cam[0-9]*").unwrap();
+    assert!(!c.is_registered("QPE/cam[0-9]*").unwrap());
 }
 
 #[test]
@@ -334,14 +372,17 @@ fn channel_lifecycle_is_announced_on_the_system_channel() {
     a.subscribe("life/one").unwrap();
     assert_eq!(recv_notice(&mut sys), new("life/one"));
 
-    // A second subscriber, a repeated subscription and a pattern announce nothing: the
-    // next notice is the one for a marker channel subscribed afterwards.
+    // A second subscriber and a repeated subscription announce nothing. A pattern counts as
+    // a channel of its own name, as in Qt's QCOP: its first subscriber announces it.
     let mut b = d.connect();
     b.subscribe("life/one").unwrap();
     a.subscribe("life/one").unwrap();
     b.subscribe("life/*").unwrap();
+    assert_eq!(recv_notice(&mut sys), new("life/*"));
+    a.subscribe("life/*").unwrap();
     b.subscribe("marker/1").unwrap();
     assert_eq!(recv_notice(&mut sys), new("marker/1"));
+    a.unsubscribe("life/*").unwrap();
 
     // The channel stays while a subscriber is left.
     a.unsubscribe("life/one").unwrap();
@@ -360,9 +401,16 @@ fn channel_lifecycle_is_announced_on_the_system_channel() {
     assert_eq!(recv_notice(&mut sys), removed("life/two"));
 
     drop(b);
-    let mut left = vec![recv_notice(&mut sys), recv_notice(&mut sys)];
+    let mut left = vec![
+        recv_notice(&mut sys),
+        recv_notice(&mut sys),
+        recv_notice(&mut sys),
+    ];
     left.sort();
-    assert_eq!(left, [removed("marker/1"), removed("marker/2")]);
+    assert_eq!(
+        left,
+        [removed("life/*"), removed("marker/1"), removed("marker/2")]
+    );
 }
 
 // ----- ordering ----------------------------------------------------------------------------

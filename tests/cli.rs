@@ -4,68 +4,13 @@
 
 mod common;
 
+use common::cli::{assert_run, finish, qcop, qstring, spawn, stderr, stdout, wait_registered};
 use common::{eventually, Daemon, WAIT};
 use qcop::Connection;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::thread;
 use std::time::Duration;
-
-/// Upper bound for a `qcop` process to finish; only a watchdog against hangs.
-const WATCHDOG: Duration = Duration::from_secs(60);
-
-/// Runs `qcop` to completion.
-fn qcop(d: &Daemon, args: &[&str]) -> Output {
-    let child = d.cli().args(args).spawn().expect("spawn qcop");
-    finish(child)
-}
-
-/// Starts `qcop` in the background.
-fn spawn(d: &Daemon, args: &[&str]) -> Child {
-    d.cli().args(args).spawn().expect("spawn qcop")
-}
-
-/// Waits for a child to exit and collects its output, killing it if it hangs.
-fn finish(child: Child) -> Output {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(WATCHDOG) {
-        Ok(output) => output.expect("wait for qcop"),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            panic!("qcop did not exit within {WATCHDOG:?}");
-        }
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Asserts the exit status and the exact stdout.
-#[track_caller]
-fn assert_run(o: &Output, code: i32, expected_stdout: &str) {
-    assert_eq!(
-        (o.status.code(), stdout(o).as_str()),
-        (Some(code), expected_stdout),
-        "stderr: {}",
-        stderr(o)
-    );
-}
-
-fn wait_registered(conn: &mut Connection, channel: &str) {
-    eventually(&format!("{channel} is registered"), || {
-        conn.is_registered(channel).expect("is_registered")
-    });
-}
 
 fn wait_pattern(conn: &mut Connection, pattern: &str) {
     eventually(&format!("pattern {pattern} is subscribed"), || {
@@ -89,15 +34,6 @@ fn qcop_without_daemon(args: &[&str]) -> Output {
     let out = finish(child);
     let _ = std::fs::remove_dir_all(dir);
     out
-}
-
-fn qstring(s: &str) -> Vec<u8> {
-    let units: Vec<u16> = s.encode_utf16().collect();
-    let mut v = ((units.len() * 2) as u32).to_be_bytes().to_vec();
-    for u in units {
-        v.extend_from_slice(&u.to_be_bytes());
-    }
-    v
 }
 
 #[test]

@@ -6,78 +6,19 @@
 
 mod common;
 
+use common::cli::{assert_run, finish, qcop, qstring, spawn, stderr, stdout, wait_registered};
 use common::{eventually, Daemon, WAIT};
 use qcop::{Connection, Message};
-use std::process::{Child, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
-
-/// Upper bound for a `qcop` process to finish; only a watchdog against hangs.
-const WATCHDOG: Duration = Duration::from_secs(60);
-
-fn qcop(d: &Daemon, args: &[&str]) -> Output {
-    finish(spawn(d, args))
-}
-
-fn spawn(d: &Daemon, args: &[&str]) -> Child {
-    d.cli().args(args).spawn().expect("spawn qcop")
-}
-
-fn finish(child: Child) -> Output {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(WATCHDOG) {
-        Ok(output) => output.expect("wait for qcop"),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            panic!("qcop did not exit within {WATCHDOG:?}");
-        }
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_run(o: &Output, code: i32, expected_stdout: &str) {
-    assert_eq!(
-        (o.status.code(), stdout(o).as_str()),
-        (Some(code), expected_stdout),
-        "stderr: {}",
-        stderr(o)
-    );
-}
-
-fn wait_registered(conn: &mut Connection, channel: &str) {
-    eventually(&format!("{channel} is registered"), || {
-        conn.is_registered(channel).expect("is_registered")
-    });
-}
 
 /// The next message on `conn`.
 fn next(conn: &mut Connection) -> Message {
     conn.recv_timeout(WAIT)
         .expect("recv")
         .expect("a message within the wait limit")
-}
-
-fn qstring(s: &str) -> Vec<u8> {
-    let units: Vec<u16> = s.encode_utf16().collect();
-    let mut v = ((units.len() * 2) as u32).to_be_bytes().to_vec();
-    for u in units {
-        v.extend_from_slice(&u.to_be_bytes());
-    }
-    v
 }
 
 /// A subscriber on `channel`, ready before this returns.
@@ -109,6 +50,29 @@ fn old_form_sends_a_null_string_for_a_missing_argument() {
     assert_run(&o, 0, "");
     let m = next(&mut rx);
     assert_eq!(m.data, [0, 0, 0, 7, 0, 0, 0, 0]);
+}
+
+/// Only `*` makes a pattern, as in the original: scripts send to `cam?` and `QPE/cam[1]`,
+/// and watch them, as plain channels.
+#[test]
+fn question_marks_and_brackets_name_plain_channels() {
+    let d = Daemon::start();
+    let mut rx = listener(&d, "QPE/cam[1]");
+    let o = qcop(&d, &["QPE/cam[1]", "shoot(int)", "3"]);
+    assert_run(&o, 0, "");
+    let m = next(&mut rx);
+    assert_eq!(
+        (m.channel.as_str(), m.data.as_slice()),
+        ("QPE/cam[1]", &[0, 0, 0, 3][..])
+    );
+
+    let watch = spawn(&d, &["watch", "--count", "2", "cam?"]);
+    let mut probe = d.connect();
+    wait_registered(&mut probe, "cam?");
+    for (ch, n) in [("cam1", "7"), ("cam?", "8"), ("camX", "9"), ("cam?", "10")] {
+        assert_run(&qcop(&d, &["send", ch, "frame(int)", n]), 0, "");
+    }
+    assert_run(&finish(watch), 0, "cam?: frame( 8 )\ncam?: frame( 10 )\n");
 }
 
 #[test]

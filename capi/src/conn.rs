@@ -154,7 +154,8 @@ pub extern "C" fn qcop_error_name(code: c_int) -> *const c_char {
     error::code_name(code)
 }
 
-/// Subscribes to a channel (`QPE/Audio`) or a pattern (`QPE/*`, `sensor?`, `cam[0-3]`).
+/// Subscribes to a channel (`QPE/Audio`) or a pattern, a name containing `*` (`QPE/*`,
+/// `sensor?*`, `*cam[0-3]`: `?` and `[...]` are wildcards only inside a pattern).
 /// Subscriptions are counted: subscribing twice needs two `qcop_unsubscribe`. With
 /// `with_credentials` nonzero, messages of this subscription carry the sender's pid, uid
 /// and gid (`qcop_message_sender`). Waits for the daemon's answer (at most the timeout).

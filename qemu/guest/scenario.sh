@@ -123,10 +123,11 @@ QPE/Launcher open(QStringList) ["clock", "alarm"]' "watched lines"
 
 step_patterns() {
     # One connection with an exact subscription and two overlapping patterns: each message
-    # comes once, and cam12 matches nothing.
-    qcop --format rich watch --count 3 --timeout 20000 cam1 'cam?' 'cam[0-3]' >"$T/cams.out" 2>&1 &
+    # comes once, and cam12 matches nothing. (Only `*` makes a pattern; `?` and `[...]` are
+    # wildcards inside one.)
+    qcop --format rich watch --count 3 --timeout 20000 cam1 '*cam?' '*cam[0-3]' >"$T/cams.out" 2>&1 &
     w=$!
-    until_true 10 channel_listed 'cam[0-3]' || fail "the watcher did not subscribe"
+    until_true 10 channel_listed '*cam[0-3]' || fail "the watcher did not subscribe"
     for m in "cam1 1" "cam7 2" "cam12 3" "cam2 4"; do
         # shellcheck disable=SC2086
         set -- $m

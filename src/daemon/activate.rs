@@ -1032,7 +1032,7 @@ mod tests {
         .contains("spool_dir"));
         assert!(error(&format!("{TRUE}{TRUE}")).contains("declared twice"));
         assert!(
-            error("[[service]]\nname = \"a\"\nchannel = \"c[\"\ncommand = [\"/x\"]\n")
+            error("[[service]]\nname = \"a\"\nchannel = \"c[*\"\ncommand = [\"/x\"]\n")
                 .contains("channel")
         );
         let a = activation("[[service]]\nname = \"cam\"\nchannel = \"QPE/Application/cam*\"\ncommand = [\"/x\"]\nuser = \"camera\"\n");

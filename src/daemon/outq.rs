@@ -369,12 +369,6 @@ impl OutQueue {
         }
     }
 
-    /// True while the front frame is partly written: nothing else may go to the socket
-    /// before it is finished.
-    pub fn mid_frame(&self) -> bool {
-        self.head_written > 0
-    }
-
     /// Empties the queue; returns the bytes released and the delivered messages (not
     /// answers or notices) that will now never be written.
     pub fn clear(&mut self) -> (usize, u64) {

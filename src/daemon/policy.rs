@@ -853,7 +853,7 @@ mod tests {
             ("deny", "followed by actions"),
             ("deny own *", "unknown action \"own\""),
             ("deny send", "followed by a channel"),
-            ("deny send a[b", "channel: pattern"),
+            ("deny send a[b*", "channel: pattern"),
             ("deny send * message", "followed by a message name"),
             ("deny send * for", "followed by everyone"),
             ("deny send * for users x", "not \"users\""),

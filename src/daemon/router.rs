@@ -22,10 +22,10 @@ struct PatternEntry {
 /// Result of a subscribe call.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Subscribed {
-    /// The subscription was added; `new_channel` is set when an exact channel got its first
-    /// subscriber.
+    /// The subscription was added; `new_channel` is set when a channel (or a pattern, which
+    /// counts as a channel of its own name, as in Qt's QCOP) got its first subscriber.
     Added {
-        /// The channel had no exact subscriber before.
+        /// The channel or pattern had no subscriber before.
         new_channel: bool,
     },
     /// The client already had this subscription (nothing changed).
@@ -35,9 +35,10 @@ pub enum Subscribed {
 /// Result of an unsubscribe call.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Unsubscribed {
-    /// Removed; `removed_channel` is set when an exact channel lost its last subscriber.
+    /// Removed; `removed_channel` is set when a channel (or a pattern) lost its last
+    /// subscriber.
     Removed {
-        /// The channel has no exact subscriber left.
+        /// The channel or pattern has no subscriber left.
         removed_channel: bool,
     },
     /// The client had no such subscription.
@@ -71,13 +72,14 @@ impl Router {
         self.last_valid = false;
         if is_pattern(name) {
             let pattern = Pattern::new(name)?;
-            match self.by_text.get(name) {
+            let new_channel = match self.by_text.get(name) {
                 Some(&n) => {
                     let entry = self.patterns[n as usize].as_mut().expect("indexed entry");
                     if entry.subscribers.contains(&slot) {
                         return Ok(Subscribed::Already);
                     }
                     entry.subscribers.push(slot);
+                    false
                 }
                 None => {
                     let n = match self.free_patterns.pop() {
@@ -95,10 +97,11 @@ impl Router {
                     });
                     self.by_text.insert(name.into(), n);
                     self.pattern_count += 1;
+                    true
                 }
-            }
+            };
             self.subscriptions += 1;
-            return Ok(Subscribed::Added { new_channel: false });
+            return Ok(Subscribed::Added { new_channel });
         }
         let subs = match self.channels.get_mut(name) {
             Some(s) => s,
@@ -127,7 +130,8 @@ impl Router {
                 return Unsubscribed::NotSubscribed;
             };
             subs.swap_remove(j);
-            if subs.is_empty() {
+            let removed_channel = subs.is_empty();
+            if removed_channel {
                 let entry = self.patterns[n as usize].take().expect("indexed entry");
                 self.index.remove(&entry.pattern, n);
                 self.by_text.remove(name);
@@ -135,9 +139,7 @@ impl Router {
                 self.pattern_count -= 1;
             }
             self.subscriptions -= 1;
-            return Unsubscribed::Removed {
-                removed_channel: false,
-            };
+            return Unsubscribed::Removed { removed_channel };
         }
         let Some(subs) = self.channels.get_mut(name) else {
             return Unsubscribed::NotSubscribed;
@@ -201,6 +203,21 @@ impl Router {
         self.channels.get(channel).map_or(0, Vec::len)
     }
 
+    /// Subscribers registered under `name` itself, what `isRegistered` answers: the exact
+    /// subscribers of a channel, or the subscribers of a pattern of that very text (a
+    /// pattern counts as a channel of its own name, as in Qt's QCOP; it is not matched
+    /// against other patterns).
+    pub fn registered_count(&self, name: &str) -> usize {
+        if is_pattern(name) {
+            self.by_text
+                .get(name)
+                .and_then(|&n| self.patterns[n as usize].as_ref())
+                .map_or(0, |p| p.subscribers.len())
+        } else {
+            self.exact_count(name)
+        }
+    }
+
     /// Channels and patterns with their subscriber counts, sorted by name.
     pub fn list(&self) -> Vec<(String, u32, bool)> {
         let mut v: Vec<(String, u32, bool)> = self
@@ -258,8 +275,8 @@ mod tests {
         );
         r.subscribe(1, "QPE/*").unwrap();
         r.subscribe(1, "*").unwrap();
-        r.subscribe(3, "QPE/Sys?em").unwrap();
-        assert_eq!(r.subscribe(3, "QPE/Sys?em"), Ok(Subscribed::Already));
+        r.subscribe(3, "QPE/Sys?em*").unwrap();
+        assert_eq!(r.subscribe(3, "QPE/Sys?em*"), Ok(Subscribed::Already));
         assert_eq!(rcpt(&mut r, "QPE/System"), vec![1, 2, 3]);
         assert_eq!(rcpt(&mut r, "Other"), vec![1]);
         assert_eq!(r.exact_count("QPE/System"), 2);
@@ -303,10 +320,10 @@ mod tests {
         r.unsubscribe(1, "a*");
         assert_eq!(rcpt(&mut r, "abc"), vec![2]);
         // The freed entry is reused, and the list shows what is subscribed.
-        r.subscribe(3, "b?").unwrap();
+        r.subscribe(3, "b?*").unwrap();
         assert_eq!(rcpt(&mut r, "bc"), vec![3]);
         let list: Vec<(String, u32, bool)> = r.list();
-        assert_eq!(list, vec![("a**".into(), 1, true), ("b?".into(), 1, true)]);
+        assert_eq!(list, vec![("a**".into(), 1, true), ("b?*".into(), 1, true)]);
     }
 
     /// Routing work with 4,096 patterns held by another client that cannot match the
@@ -322,7 +339,7 @@ mod tests {
                     format!("noise/{i}/*"),
                     format!("*/noise{i}"),
                     format!("?oise{i}*"),
-                    format!("bench/[0-9]{i}"),
+                    format!("bench/[0-9]{i}*"),
                 ] {
                     r.subscribe(2, &p).unwrap();
                 }
@@ -370,7 +387,47 @@ mod tests {
     #[test]
     fn bad_patterns_are_refused() {
         let mut r = Router::default();
-        assert_eq!(r.subscribe(1, "a[b"), Err(NameError::UnclosedClass));
+        assert_eq!(r.subscribe(1, "a[b*"), Err(NameError::UnclosedClass));
         assert_eq!(r.subscription_count(), 0);
+    }
+
+    /// As in Qt's QCOP, only `*` makes a pattern: `cam?` and `cam[1]` are channels, and a
+    /// pattern counts as a channel of its own name for isRegistered and the lifecycle events.
+    #[test]
+    fn only_a_star_makes_a_pattern_and_patterns_count_as_channels() {
+        let mut r = Router::default();
+        r.subscribe(1, "cam?").unwrap();
+        r.subscribe(2, "QPE/cam[1]").unwrap();
+        assert_eq!(rcpt(&mut r, "cam?"), vec![1]);
+        assert_eq!(rcpt(&mut r, "cam1"), Vec::<Slot>::new());
+        assert_eq!(rcpt(&mut r, "QPE/cam[1]"), vec![2]);
+        assert_eq!(rcpt(&mut r, "QPE/cam1"), Vec::<Slot>::new());
+        assert_eq!(r.pattern_count(), 0);
+        // Within a pattern `?` and `[...]` are wildcards.
+        assert_eq!(
+            r.subscribe(3, "*cam[0-3]"),
+            Ok(Subscribed::Added { new_channel: true })
+        );
+        assert_eq!(
+            r.subscribe(4, "*cam[0-3]"),
+            Ok(Subscribed::Added { new_channel: false })
+        );
+        assert_eq!(rcpt(&mut r, "QPE/cam1"), vec![3, 4]);
+        assert_eq!(r.registered_count("*cam[0-3]"), 2);
+        assert_eq!(r.registered_count("*cam[0-9]"), 0);
+        assert_eq!(r.exact_count("*cam[0-3]"), 0);
+        assert_eq!(
+            r.unsubscribe(3, "*cam[0-3]"),
+            Unsubscribed::Removed {
+                removed_channel: false
+            }
+        );
+        assert_eq!(
+            r.unsubscribe(4, "*cam[0-3]"),
+            Unsubscribed::Removed {
+                removed_channel: true
+            }
+        );
+        assert_eq!(r.registered_count("*cam[0-3]"), 0);
     }
 }

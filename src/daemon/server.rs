@@ -723,7 +723,7 @@ impl Server {
                 if let Err(e) = check_name(channel, self.cfg.max_channel_len as usize) {
                     return self.reject(slot, seq, ErrorCode::BadName, &e.to_string());
                 }
-                let count = self.router.exact_count(channel) as u32;
+                let count = self.router.registered_count(channel) as u32;
                 let remote = self.links_registered(channel);
                 self.reply(slot, &Frame::Registered { seq, count, remote });
             }
@@ -1280,23 +1280,30 @@ impl Server {
 
     // ----- output ------------------------------------------------------------------------
 
-    /// Queues a delivered message under the slow-consumer policy; true if it was queued.
-    fn enqueue(&mut self, slot: Slot, frame: &[u8]) -> bool {
+    /// Writes the queue of `slot` to its socket now if `extra` more bytes would bring it near
+    /// `max_queue_bytes`. A receiver is slow only if its socket cannot take the backlog
+    /// either: queues are written once per loop turn, so a burst read in one turn would
+    /// otherwise overflow the queue of a receiver whose socket is empty. `want_write`: the
+    /// socket was full at the last attempt and EPOLLOUT will say when it drains. (64 covers a
+    /// Lost notice.)
+    fn flush_if_near_full(&mut self, slot: Slot, extra: usize) {
         let limit = self.cfg.max_queue_bytes as usize;
-        // A receiver is slow only if its socket cannot take the backlog either: queues are
-        // written once per loop turn, so a burst read in one turn would otherwise overflow
-        // the queue of a receiver whose socket is empty. `want_write`: the socket was full
-        // at the last attempt and EPOLLOUT will say when it drains. (64 covers a Lost notice.)
         let near_full = self
             .clients
             .get(slot)
             .and_then(Option::as_ref)
             .is_some_and(|c| {
-                !c.want_write && !c.out.is_empty() && c.out.bytes() + frame.len() + 64 > limit
+                !c.want_write && !c.out.is_empty() && c.out.bytes() + extra + 64 > limit
             });
         if near_full {
             self.flush(slot);
         }
+    }
+
+    /// Queues a delivered message under the slow-consumer policy; true if it was queued.
+    fn enqueue(&mut self, slot: Slot, frame: &[u8]) -> bool {
+        let limit = self.cfg.max_queue_bytes as usize;
+        self.flush_if_near_full(slot, frame.len());
         let held = self.queued_total + self.quota.input_bytes();
         let budget_full = held + frame.len() as u64 > self.cfg.max_total_queue_bytes;
         let policy = self.cfg.slow_consumer;
@@ -1415,8 +1422,9 @@ impl Server {
         self.reply(slot, &frame);
     }
 
-    /// Disconnects a slow consumer: its unsent messages are dropped, except a frame already
-    /// partly written, and the fatal `SlowConsumer` error is queued after it. The connection
+    /// Disconnects a slow consumer: its subscriptions end, its unsent messages are dropped,
+    /// except a frame already partly written, and the fatal `SlowConsumer` error is queued
+    /// after it. The connection
     /// is polled for writing only, and closed once both are written, or when the client hangs
     /// up or [`SLOW_CONSUMER_GRACE`] has passed.
     fn disconnect_slow(&mut self, slot: Slot) {
@@ -1436,6 +1444,9 @@ impl Server {
         c.closing = true;
         c.lingering = true;
         c.want_write = true;
+        // Its subscriptions end now, not when the goodbye is written: senders, isRegistered
+        // and the links stop counting a receiver that gets nothing more.
+        let names = c.subscriptions.clone();
         let (delta, dropped) = c.out.abandon(&bye);
         let monitor = c.access.is_monitor();
         let id = c.id;
@@ -1449,6 +1460,7 @@ impl Server {
         let deadline = Instant::now() + SLOW_CONSUMER_GRACE;
         self.timers.add(deadline, Timer::Linger { slot, id });
         self.mark_dirty(slot);
+        self.remove_subscriptions(slot, &names, Removal::Closed);
     }
 
     /// Queues a fatal error, writes what can be written now, and schedules the close.

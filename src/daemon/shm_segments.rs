@@ -443,17 +443,8 @@ impl Segments {
         seq: u32,
         handle: u32,
     ) -> Result<SegAnswer, Refusal> {
-        let (id, read_only) = self
-            .handles
-            .get(&handle)
-            .filter(|h| h.client_id == peer.client_id)
-            .map(|h| (h.object, h.read_only))
-            .ok_or_else(|| (ErrorCode::SegNotFound, format!("no handle {handle}")))?;
-        self.audit(id);
-        let obj = self
-            .objects
-            .get(&id)
-            .ok_or_else(|| (ErrorCode::SegNotFound, format!("no handle {handle}")))?;
+        let (attachment, obj) = self.own_handle(peer, handle)?;
+        let read_only = attachment.read_only;
         // A read-only attacher may read the lock word and sleep on it, never change it.
         let fd = if read_only {
             reopen_read_only(&obj.control_fd)
@@ -737,17 +728,8 @@ impl Segments {
         handle: u32,
         (unlock, waited, check): (bool, bool, bool),
     ) -> Result<SegAnswer, Refusal> {
-        let (id, token) = self
-            .handles
-            .get(&handle)
-            .filter(|h| h.client_id == peer.client_id)
-            .map(|h| (h.object, h.token))
-            .ok_or_else(|| (ErrorCode::SegNotFound, format!("no handle {handle}")))?;
-        self.audit(id);
-        let obj = self
-            .objects
-            .get(&id)
-            .ok_or_else(|| (ErrorCode::SegNotFound, format!("no handle {handle}")))?;
+        let (attachment, obj) = self.own_handle(peer, handle)?;
+        let token = attachment.token;
         if obj.is_semaphore() {
             return Err((
                 ErrorCode::SegInvalid,
@@ -788,6 +770,23 @@ impl Segments {
     /// does not match: the header it wrote, a lock word naming no attachment of the object
     /// (marked owner-died: the data may be damaged too), a semaphore value above the
     /// maximum, undo slots whose token is not the one it assigned. Counts a damaged block.
+    /// The peer's own attachment `handle` and its object, audited first (a handle of
+    /// another client is as unknown as one that never existed).
+    fn own_handle(&mut self, peer: &Peer<'_>, handle: u32) -> Result<(&Handle, &Object), Refusal> {
+        let not_found = || (ErrorCode::SegNotFound, format!("no handle {handle}"));
+        let id = self
+            .handles
+            .get(&handle)
+            .filter(|h| h.client_id == peer.client_id)
+            .map(|h| h.object)
+            .ok_or_else(not_found)?;
+        self.audit(id);
+        match (self.handles.get(&handle), self.objects.get(&id)) {
+            (Some(h), Some(obj)) => Ok((h, obj)),
+            _ => Err(not_found()),
+        }
+    }
+
     fn audit(&mut self, id: ObjectId) {
         use std::sync::atomic::Ordering;
         let Some(obj) = self.objects.get(&id) else {

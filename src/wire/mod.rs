@@ -178,6 +178,7 @@ impl FrameReader {
         }
         let from = self.start;
         self.start += total;
+        self.frames += 1;
         let body = &self.buf[from + HEADER_LEN..from + total];
         Frame::decode(&header, body).map(|f| Some((f, body)))
     }
@@ -186,18 +187,7 @@ impl FrameReader {
     ///
     /// After an error the stream is out of sync and the connection must be closed.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, DecodeError> {
-        let avail = &self.buf[self.start..self.end];
-        let Some(header) = frame::Header::parse(avail, self.max_body)? else {
-            return Ok(None);
-        };
-        let total = HEADER_LEN + header.len as usize;
-        if avail.len() < total {
-            return Ok(None);
-        }
-        let from = self.start;
-        self.start += total;
-        self.frames += 1;
-        Frame::decode(&header, &self.buf[from + HEADER_LEN..from + total]).map(Some)
+        Ok(self.next_frame_and_body()?.map(|(frame, _)| frame))
     }
 }
 

@@ -56,12 +56,13 @@ pub(crate) fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, Failu
     opt_str(p, what)?.ok_or_else(|| Failure::inval(format!("{what} is NULL")))
 }
 
-/// `len` bytes at `p`; NULL is allowed when `len` is 0.
-pub(crate) fn bytes<'a>(p: *const c_void, len: usize, what: &str) -> Result<&'a [u8], Failure> {
+/// Checks a C buffer argument: `Ok(false)` for an empty one (NULL allowed), `Ok(true)` when
+/// `p` may be turned into a slice of `len` bytes.
+fn check_buffer(null: bool, len: usize, what: &str) -> Result<bool, Failure> {
     if len == 0 {
-        return Ok(&[]);
+        return Ok(false);
     }
-    if p.is_null() {
+    if null {
         return Err(Failure::inval(format!(
             "{what} is NULL with a length of {len}"
         )));
@@ -70,6 +71,14 @@ pub(crate) fn bytes<'a>(p: *const c_void, len: usize, what: &str) -> Result<&'a 
         return Err(Failure::inval(format!(
             "{what}: length {len} is impossible"
         )));
+    }
+    Ok(true)
+}
+
+/// `len` bytes at `p`; NULL is allowed when `len` is 0.
+pub(crate) fn bytes<'a>(p: *const c_void, len: usize, what: &str) -> Result<&'a [u8], Failure> {
+    if !check_buffer(p.is_null(), len, what)? {
+        return Ok(&[]);
     }
     // SAFETY: `p` is non-NULL and points to `len` readable bytes that live for the call
     // (header); `len` fits an allocation (checked above). `u8` has no alignment or validity
@@ -83,18 +92,8 @@ pub(crate) fn bytes_mut<'a>(
     len: usize,
     what: &str,
 ) -> Result<&'a mut [u8], Failure> {
-    if len == 0 {
+    if !check_buffer(p.is_null(), len, what)? {
         return Ok(&mut []);
-    }
-    if p.is_null() {
-        return Err(Failure::inval(format!(
-            "{what} is NULL with a length of {len}"
-        )));
-    }
-    if len > isize::MAX as usize {
-        return Err(Failure::inval(format!(
-            "{what}: length {len} is impossible"
-        )));
     }
     // SAFETY: `p` is non-NULL and points to `len` writable bytes that nothing else uses during
     // the call (header); `len` fits an allocation (checked above).

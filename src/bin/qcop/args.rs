@@ -1396,25 +1396,7 @@ fn msg(text: &str, topic: Topic, global: &Global) -> Result<Msg, UsageError> {
     })
 }
 
-/// The argument type names of a normalized argument list (commas inside `<...>` do not
-/// split).
-pub fn split_types(inner: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut depth, mut start) = (0usize, 0);
-    for (i, c) in inner.char_indices() {
-        match c {
-            '<' => depth += 1,
-            '>' => depth = depth.saturating_sub(1),
-            ',' if depth == 0 => {
-                parts.push(&inner[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&inner[start..]);
-    parts
-}
+use qcop::datastream::split_types;
 
 /// Encodes `args` for `message`: strictly with `--strict`, else leniently as the original
 /// tool did (a missing argument is null or 0), with a warning for every guess.
@@ -1690,7 +1672,7 @@ mod tests {
         assert_eq!(s[0].timeout, ms(10));
         assert_eq!(steps(&["services"])[0].command, Command::Services);
         assert_eq!(usage(&["services", "x"]).topic, Some(Topic::Services));
-        assert_eq!(usage(&["monitor", "a[b"]).topic, Some(Topic::Monitor));
+        assert_eq!(usage(&["monitor", "a[b*"]).topic, Some(Topic::Monitor));
         assert_eq!(
             usage(&["monitor", "--credentials"]).topic,
             Some(Topic::Monitor)
@@ -2056,7 +2038,7 @@ mod tests {
             (&["send", "QPE/*", "f()"], "\"QPE/*\" is a pattern"),
             (&["send", "", "f()"], "invalid channel name \"\""),
             (&["watch"], "watch needs at least one CHANNEL"),
-            (&["watch", "cam[0-"], "invalid pattern"),
+            (&["watch", "cam[0-*"], "invalid pattern"),
             (&["watch", "--count", "0", "a"], "at least 1"),
             (&["watch", "--count"], "--count needs a value"),
             (&["wait", "a"], "wait needs CHANNEL"),

@@ -1,6 +1,6 @@
 //! What `qcop` prints: message lines, tables, and a stdout that tolerates being closed.
 
-use crate::args::{self, Format};
+use crate::args::Format;
 use crate::Failure;
 use qcop::client::MonitorEvent;
 use qcop::datastream::{self, ArgType, Value, Variant};
@@ -76,7 +76,7 @@ fn read_signature<'s>(normalized: &'s str, enums: &[String]) -> Option<Read<'s>>
     let names = if inner.is_empty() {
         Vec::new()
     } else {
-        args::split_types(inner)
+        qcop::datastream::split_types(inner)
     };
     let types = names
         .into_iter()

@@ -470,7 +470,7 @@ mod tests {
             "listen = \"localhost:4250\"",
             "key = \"short\"",
             "key = \"0123456789abcdef\"\nkey_file = \"/k\"",
-            "export = [\"a[b\"]",
+            "export = [\"a[b*\"]",
             "[[peer]]\naddress = \"127.0.0.1:0\"",
             "keepalive_ms = 5000\ndead_after_ms = 5000",
             "reconnect_min_ms = 0",

@@ -429,16 +429,7 @@ impl Server {
     /// says, and is not charged to the daemon-wide budget.
     fn enqueue_monitor(&mut self, slot: Slot, frame: &[u8]) {
         let limit = self.cfg.max_queue_bytes as usize;
-        let near_full = self
-            .clients
-            .get(slot)
-            .and_then(Option::as_ref)
-            .is_some_and(|c| {
-                !c.want_write && !c.out.is_empty() && c.out.bytes() + frame.len() + 64 > limit
-            });
-        if near_full {
-            self.flush(slot);
-        }
+        self.flush_if_near_full(slot, frame.len());
         let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
