@@ -1,6 +1,7 @@
 //! Test harness: a real `qcopd` on a private socket, stopped when dropped.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
 pub mod users;
 
 use qcop::{ConnectOptions, Connection};
