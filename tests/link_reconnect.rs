@@ -289,8 +289,13 @@ fn twenty_faults_under_load(dialer: Dialer) {
     assert_eq!(counted_lost, 0, "{report}");
     assert_eq!(got.numbers, (0..TOTAL).collect::<Vec<_>>());
 
-    // The faults really happened, each one a reconnection.
+    // The faults really happened, each one a reconnection, and caught messages on the
+    // wire: those were written again after the reconnect (and arrived once).
     assert_eq!(proxy.applied(), truncations);
+    assert!(
+        link_counter(&la, "messages_out") > TOTAL as u64,
+        "no fault caught a message in flight: {report}"
+    );
     assert!(link_counter(&la, "reconnects") >= CYCLES as u64, "{report}");
     assert!(proxy.connections() > CYCLES as u64);
     assert_eq!(counter(&a, "link_protocol_errors"), 0);
