@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod fault_proxy;
 pub mod users;
 
 use qcop::{ConnectOptions, Connection};

@@ -201,8 +201,13 @@ pub struct Link {
     pub acked: u64,
     /// After coming up, buffered messages may wait for interest until then.
     pub hold_until: Option<Instant>,
-    /// While down: the daemons the link led to and their subscriptions, to decide what to
-    /// buffer for it.
+    /// Up, but the peer's own advert has not arrived on this connection yet: what the peer
+    /// wants now is not known, so messages are routed by the interest last known for the
+    /// link and wait in the backlog until the advert (or `hold_until`) comes.
+    pub adverts_pending: bool,
+    /// The daemons the link led to and their subscriptions, as last known: kept while it is
+    /// down and, after it came back, until [`Link::adverts_pending`] is over. Decides what
+    /// is buffered for it.
     pub frozen: Vec<(DaemonId, Rc<Subs>)>,
     /// Next redial delay.
     pub backoff_ms: u32,
@@ -247,6 +252,7 @@ impl Link {
             rx_count: 0,
             acked: 0,
             hold_until: None,
+            adverts_pending: false,
             frozen: Vec::new(),
             backoff_ms: 0,
             reconnect_at: None,
@@ -272,8 +278,8 @@ impl Link {
             && payload <= self.peer_max_payload as usize
     }
 
-    /// While down: whether a message on `channel` is for a daemon that only this link led
-    /// to (one reachable another way gets it that way).
+    /// Whether a message on `channel` is for a daemon that this link led to when last
+    /// known and that no link leads to now (one reachable another way gets it that way).
     pub fn buffers_for(&self, topo: &Topology, channel: &str, except: DaemonId) -> bool {
         self.frozen
             .iter()

@@ -88,11 +88,18 @@ impl Server {
             let raw = Rc::clone(&self.links.own_raw);
             self.links_relay(&raw, None);
         }
-        let up = self.links.up_links();
-        self.links.topo.recompute(&up, Instant::now());
+        let up = self.links_recompute();
         for (id, _) in up {
             self.link_pump(id);
         }
+    }
+
+    /// Recomputes what each link leads to, at once: a link that just came up or went down
+    /// changes where the very next message goes. Returns the links that are up.
+    pub(super) fn links_recompute(&mut self) -> Vec<(LinkId, DaemonId)> {
+        let up = self.links.up_links();
+        self.links.topo.recompute(&up, Instant::now());
+        up
     }
 
     /// Sends a control frame (an advert) to every authenticated link but `except`.
@@ -124,14 +131,15 @@ impl Server {
                 .copied(),
         );
         let raw: Rc<[u8]> = raw.into();
-        match self.links.topo.learn(
+        let learned = self.links.topo.learn(
             origin,
             version,
             neighbors,
             subs,
             Rc::clone(&raw),
             Instant::now(),
-        ) {
+        );
+        match learned {
             Learned::New => {
                 self.links_relay(&raw, Some(id));
                 self.links.changed = true;
@@ -140,6 +148,16 @@ impl Server {
             Learned::Refused => {
                 log::debug!("links: advert of {origin:016x} refused (too many daemons known)")
             }
+        }
+        // The peer's own advert follows its `Ready`: from now on its interest is current.
+        let Some(link) = self.links.get_mut(id) else {
+            return;
+        };
+        if link.adverts_pending && origin == link.peer_id {
+            link.adverts_pending = false;
+            link.frozen.clear();
+            self.links_recompute();
+            self.link_pump(id);
         }
     }
 
@@ -152,6 +170,14 @@ impl Server {
         };
         if link.state != State::Up {
             return;
+        }
+        if link.adverts_pending {
+            // Everything waits for the peer's advert, for `hold_ms` at most.
+            if link.hold_until.is_some_and(|t| now < t) {
+                return;
+            }
+            link.adverts_pending = false;
+            link.frozen.clear();
         }
         let mut moved = false;
         while let Some(front) = link.queue.backlog_front() {
@@ -201,7 +227,8 @@ impl Server {
     }
 
     /// Fills `links.scratch` with the links a message goes to (`true`: to be buffered
-    /// because the link is down); false if none.
+    /// because the link is down, or came back and its peer's advert is not in yet); false
+    /// if none.
     fn link_targets(
         &mut self,
         channel: &str,
@@ -220,11 +247,19 @@ impl Server {
             if Some(id) == from || link.temp || !link.export.wants(channel) {
                 continue;
             }
-            let buffered = if link.state == State::Up {
+            let buffered = if link.state == State::Up && !link.adverts_pending {
                 if !link.peer_import.wants(channel) || !topo.link_wants(id, channel, origin) {
                     continue;
                 }
                 false
+            } else if link.state == State::Up {
+                // Back up, the peer's advert not in yet: by the interest last known.
+                let wanted =
+                    topo.link_wants(id, channel, origin) || link.buffers_for(topo, channel, origin);
+                if !link.peer_import.wants(channel) || !wanted {
+                    continue;
+                }
+                true
             } else if link.ever_up
                 && link.peer_import.wants(channel)
                 && link.buffers_for(topo, channel, origin)
@@ -258,7 +293,7 @@ impl Server {
                 link.queue.push_msg(Rc::clone(frame), limit)
             };
             link.counters.dropped_buffer_full += dropped;
-            if !buffered {
+            if link.state == State::Up {
                 self.link_pump(id);
                 self.links.mark_dirty(id);
             }

@@ -10,7 +10,7 @@ use crate::daemon::link::auth::{random_bytes, Role};
 use crate::daemon::link::proto::{
     LinkFrame, ADVERT_MAX_BODY, LINK_VERSION, MSG_OVERHEAD, NONCE_LEN, PREAUTH_MAX_BODY,
 };
-use crate::daemon::link::topo::{DaemonId, Subs};
+use crate::daemon::link::topo::{DaemonId, Subs, MAX_DAEMONS};
 use crate::daemon::link::{
     configure, connect_result, dial, printable, send, Conn, LinkId, State, ACK_DELAY, ACK_EVERY,
     FIRST_LINK_TOKEN,
@@ -852,6 +852,9 @@ impl Server {
         let now = Instant::now();
         link.state = State::Up;
         link.hold_until = Some(now + hold);
+        // The peer's advert follows its `Ready`; until it is in, the interest last known
+        // for this link decides (`frozen`, and the adverts held from before).
+        link.adverts_pending = true;
         if let Some(c) = link.conn.as_mut() {
             c.next_ping = now + keepalive;
         }
@@ -860,12 +863,13 @@ impl Server {
         }
         link.ever_up = true;
         link.backoff_ms = 0;
-        link.frozen.clear();
         link.last_failure.clear();
         log::info!("links: link to {} ({:?}) is up", link.label, link.peer_name);
         self.links.own_dirty = true;
         self.links.changed = true;
         self.links.mark_dirty(id);
+        // At once, not at the end of the loop turn: the next message must find the link.
+        self.links_recompute();
     }
 
     /// Writes the link's queue as far as the socket takes it.
@@ -994,20 +998,37 @@ impl Server {
         self.log_link_down(id, &reason, was);
         let link = self.links.slots[id].as_mut().expect("checked above");
         if was == State::Up {
-            // What only this link led to is buffered for it while it is down.
-            link.frozen = self
+            // What only this link led to is buffered for it while it is down. (Still
+            // waiting for the peer's advert, it keeps what it knew before as well.)
+            let mut frozen: Vec<(DaemonId, Rc<Subs>)> = self
                 .links
                 .topo
                 .via(id)
                 .iter()
                 .filter_map(|o| self.links.topo.subs(*o).map(|s| (*o, Rc::clone(s))))
                 .collect();
+            if link.adverts_pending {
+                for (o, s) in std::mem::take(&mut link.frozen) {
+                    if !frozen.iter().any(|(f, _)| *f == o) {
+                        frozen.push((o, s));
+                    }
+                }
+                frozen.truncate(MAX_DAEMONS);
+            }
+            link.frozen = frozen;
             self.links.own_dirty = true;
             self.links.changed = true;
         }
         link.queue.disconnected();
         link.state = State::Down;
         link.hold_until = None;
+        link.adverts_pending = false;
+        if was == State::Up {
+            // Not at the end of the loop turn: a message sent meanwhile must already find
+            // the link down and be buffered, not skipped for a reachability that is gone.
+            self.links_recompute();
+        }
+        let link = self.links.slots[id].as_mut().expect("checked above");
         if link.temp {
             self.links.unauthenticated = self.links.unauthenticated.saturating_sub(1);
             self.links.slots[id] = None;
