@@ -58,10 +58,11 @@ bool QCopClient::failed(int rc, const QString &what)
     setError(QStringLiteral("%1: %2 (%3)")
                  .arg(what, QString::fromUtf8(qcop_strerror(m_conn)),
                       QString::fromLatin1(qcop_error_name(rc))));
-    qWarning("QCop: %s", qPrintable(m_error));
     if (rc == QCOP_E_DISCONNECTED || rc == QCOP_E_IO || rc == QCOP_E_CONNECT
         || rc == QCOP_E_PROTOCOL || rc == QCOP_E_INTERNAL)
-        lost(m_error);
+        lost(m_error);  // warns once
+    else
+        qWarning("QCop: %s", qPrintable(m_error));
     return false;
 }
 
@@ -78,12 +79,17 @@ bool QCopClient::ensure()
         m_conn = nullptr;
         setError(QStringLiteral("cannot connect to qcopd: %1")
                      .arg(QString::fromUtf8(qcop_strerror(nullptr))));
-        m_backoff = 100;
+        if (!m_failedOnce)
+            qWarning("QCop: %s; retrying", qPrintable(m_error));
+        m_failedOnce = true;
+        m_backoff = qMin(m_backoff * 2, 2000);
         m_retry.start(m_backoff);
+        Q_EMIT connectionFailed();
         return false;
     }
     m_reconnects = qcop_reconnects(m_conn);
     m_up = true;
+    m_failedOnce = false;
     m_lib.clear();
     reconcile();
     arm();
@@ -116,8 +122,7 @@ void QCopClient::lost(const QString &why)
 void QCopClient::retry()
 {
     if (!m_conn) {
-        if (!ensure() && !m_retry.isActive())
-            m_retry.start(m_backoff);
+        ensure();  // schedules the next attempt if this one fails
         return;
     }
     // libqcop reconnects inside a receive; with timeout 0 it tries once.
@@ -436,6 +441,7 @@ QCopChannel::QCopChannel(const QString &channel, QObject *parent)
     QCopClient *client = QCopClient::instance();
     connect(client, &QCopClient::connected, this, &QCopChannel::connected);
     connect(client, &QCopClient::connectionDown, this, &QCopChannel::connectionDown);
+    connect(client, &QCopClient::connectionFailed, this, &QCopChannel::connectionFailed);
     client->addChannel(this);
 }
 

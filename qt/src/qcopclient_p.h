@@ -55,6 +55,7 @@ public:
 Q_SIGNALS:
     void connected();
     void connectionDown();
+    void connectionFailed();
 
 private Q_SLOTS:
     void readable();
@@ -80,7 +81,8 @@ private:
     bool m_up = false;
     bool m_draining = false;
     QTimer m_retry;
-    int m_backoff = 100;
+    int m_backoff = 50;
+    bool m_failedOnce = false;
     QString m_error;
     // Every channel object in creation order (delivery order), and how many objects
     // share each subscribed name.

@@ -2,6 +2,8 @@
 //   subscribe CHANNEL   a QCopChannel on CHANNEL; prints "ready"; quits on quit()
 //   adaptor             QCopAdaptor slots on test/adaptor, answered on test/adaptor/back
 //   responder CHANNEL   answers add(int,int) calls with sum(int), fail() with an error
+//   late CHANNEL        started before its qcopd: prints "down", "failed" (a connection
+//                       attempt failed), "up" once connected, "got MSG" per message
 //   app                 QCopApplicationChannel (started by qcopd's activation): echoes
 //                       hello(QString) to test/app/back, then quits
 // SPDX-License-Identifier: MIT OR Apache-2.0
@@ -109,6 +111,24 @@ int main(int argc, char **argv)
         ready();
         return app.exec();
     }
+    if (mode == QLatin1String("late")) {
+        QCopChannel channel(args.value(2));
+        auto say = [](const QString &what) {
+            std::printf("%s\n", qPrintable(what));
+            std::fflush(stdout);
+        };
+        say(channel.isConnected() ? QStringLiteral("up") : QStringLiteral("down"));
+        bool failed = false;
+        QObject::connect(&channel, &QCopChannel::connectionFailed, &app, [&] {
+            if (!failed)
+                say(QStringLiteral("failed"));
+            failed = true;
+        });
+        QObject::connect(&channel, &QCopChannel::connected, &app, [&] { say(QStringLiteral("up")); });
+        QObject::connect(&channel, &QCopChannel::received, &app,
+                         [&](const QString &msg) { say(QStringLiteral("got ") + msg); });
+        return app.exec();
+    }
     if (mode == QLatin1String("adaptor")) {
         Service service;
         Back back(&service);
@@ -134,7 +154,7 @@ int main(int argc, char **argv)
                          });
         return app.exec();
     }
-    std::fprintf(stderr, "usage: qcop-qt-peer subscribe CHANNEL | adaptor | responder CHANNEL | app\n");
+    std::fprintf(stderr, "usage: qcop-qt-peer subscribe CHANNEL | late CHANNEL | adaptor | responder CHANNEL | app\n");
     return 2;
 }
 

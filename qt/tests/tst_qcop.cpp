@@ -101,7 +101,7 @@ private:
 
     QString program(const QString &name) const { return m_bin + QLatin1Char('/') + name; }
     void startDaemon();
-    QProcess *startPeer(const QStringList &args);
+    QProcess *startPeer(const QStringList &args, const QString &socket = QString());
     // Runs the qcop tool to completion; returns its stdout.
     QByteArray qcop(const QStringList &args, int *exitCode = nullptr);
 
@@ -126,6 +126,7 @@ private Q_SLOTS:
     void callsAcrossProcesses();
     void applicationChannelActivation();
     void daemonRestart();
+    void daemonStartedLater();
 };
 
 void TestQCop::startDaemon()
@@ -140,9 +141,14 @@ void TestQCop::startDaemon()
     QTRY_VERIFY_WITH_TIMEOUT(QFile::exists(m_socket), 10000);
 }
 
-QProcess *TestQCop::startPeer(const QStringList &args)
+QProcess *TestQCop::startPeer(const QStringList &args, const QString &socket)
 {
     auto *p = new QProcess(this);
+    if (!socket.isEmpty()) {
+        QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+        env.insert(QStringLiteral("QCOP_SOCKET"), socket);
+        p->setProcessEnvironment(env);
+    }
     m_children.append(p);
     p->setProcessChannelMode(QProcess::ForwardedErrorChannel);
     p->start(qEnvironmentVariable("QCOP_QT_PEER"), args);
@@ -688,6 +694,7 @@ void TestQCop::daemonRestart()
     QCOMPARE(monitor.state(), QCopChannelMonitor::Registered);
     QSignalSpy down(&r, &QCopChannel::connectionDown);
     QSignalSpy up(&r, &QCopChannel::connected);
+    QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("QCop: connection to qcopd lost .*reconnecting")));
     m_daemon.terminate();
     QVERIFY(m_daemon.waitForFinished());
     QTRY_COMPARE(down.count(), 1);
@@ -711,6 +718,33 @@ void TestQCop::daemonRestart()
     QTRY_COMPARE(r.got.size(), 1);
     QTRY_COMPARE(later.got.size(), 1);
     QCOMPARE(r.got[0].first, QStringLiteral("back()"));
+}
+
+void TestQCop::daemonStartedLater()
+{
+    // An application started before qcopd (boot order): it runs, retries, and connects
+    // once the daemon is there, subscribing what it asked for meanwhile.
+    const QString socket = m_dir.filePath(QStringLiteral("late.sock"));
+    QProcess *peer = startPeer({QStringLiteral("late"), QStringLiteral("test/late")}, socket);
+    QByteArray said;
+    auto heard = [&](const char *line) {
+        said += peer->readAll();
+        return said.split('\n').contains(QByteArray(line));
+    };
+    QTRY_VERIFY_WITH_TIMEOUT(heard("down") && heard("failed"), 10000);
+    QProcess daemon;
+    daemon.setProcessChannelMode(QProcess::ForwardedErrorChannel);
+    daemon.start(program(QStringLiteral("qcopd")), {QStringLiteral("--socket"), socket});
+    QVERIFY(daemon.waitForStarted());
+    QTRY_VERIFY_WITH_TIMEOUT(heard("up"), 15000);
+    int rc = -1;
+    qcop({QStringLiteral("--socket"), socket, QStringLiteral("send"), QStringLiteral("test/late"), QStringLiteral("hi()")}, &rc);
+    QCOMPARE(rc, 0);
+    QTRY_VERIFY_WITH_TIMEOUT(heard("got hi()"), 10000);
+    peer->kill();
+    peer->waitForFinished();
+    daemon.terminate();
+    QVERIFY(daemon.waitForFinished());
 }
 
 QTEST_GUILESS_MAIN(TestQCop)
