@@ -9,6 +9,7 @@
 #include <QtCore/qmetaobject.h>
 #include <QtCore/qhash.h>
 #include <QtCore/qpointer.h>
+#include <QtCore/qset.h>
 #include <QtCore/qvarlengtharray.h>
 
 #include <memory>
@@ -137,7 +138,7 @@ class QCopAdaptorPrivate
 public:
     QString channel;
     QCopChannel *receiver = nullptr;  // created with the first remote-to-local connection
-    const QMetaObject *publishedTo = nullptr;
+    QSet<int> published;  // method indexes publishAll() handled
     QMultiHash<QString, QCopInvoker> invokers;
 };
 
@@ -353,22 +354,24 @@ bool QCopAdaptor::publish(const QByteArray &member)
 
 void QCopAdaptor::publishAll(QCopAdaptor::PublishType type)
 {
+    // Each member once, however often and with whichever types this is called.
     const QMetaObject *meta = metaObject();
-    if (meta == d->publishedTo)
-        return;
-    int index = d->publishedTo ? d->publishedTo->methodCount()
-                               : QCopAdaptor::staticMetaObject.methodCount();
-    for (; index < meta->methodCount(); ++index) {
+    for (int index = QCopAdaptor::staticMetaObject.methodCount(); index < meta->methodCount();
+         ++index) {
+        if (d->published.contains(index))
+            continue;
         const QMetaMethod method = meta->method(index);
         const QByteArray name = method.methodSignature();
         if (method.methodType() == QMetaMethod::Slot && method.access() == QMetaMethod::Public
-            && (type == Slots || type == SignalsAndSlots))
+            && (type == Slots || type == SignalsAndSlots)) {
+            d->published.insert(index);
             connectRemoteToLocal("3" + name, this, "1" + name);
-        else if (method.methodType() == QMetaMethod::Signal
-                 && (type == Signals || type == SignalsAndSlots))
+        } else if (method.methodType() == QMetaMethod::Signal
+                   && (type == Signals || type == SignalsAndSlots)) {
+            d->published.insert(index);
             connectLocalToRemote(this, "2" + name, "3" + name);
+        }
     }
-    d->publishedTo = meta;
 }
 
 QString QCopAdaptor::memberToMessage(const QByteArray &member)

@@ -19,6 +19,18 @@ public:
 
     // "QPE/Application/<application>".
     static QString channelFor(const QString &application);
+
+    // QMF: true once the channel is registered with qcopd (from the first turn of the
+    // event loop after the object is made, or after the connection came up); messages
+    // queued for the application then follow in order.
+    bool isStartupComplete() const;
+
+Q_SIGNALS:
+    void startupComplete();
+
+private:
+    void complete();
+    bool m_complete = false;
 };
 
 #endif

@@ -121,6 +121,7 @@ private Q_SLOTS:
     void dataStreamMatchesLibqcop();
     void adaptorAcrossProcesses();
     void adaptorLocalConnectAndEnvelope();
+    void qmfStyleCode();
     void monitorFollowsSubscriber();
     void callsWithReplies();
     void callsAcrossProcesses();
@@ -568,6 +569,63 @@ void TestQCop::adaptorLocalConnectAndEnvelope()
     QCOMPARE(other.calls.size(), 1);
 }
 
+// Written the way QMF applications and QMF's own test use the API: string literals for
+// messages and data, SIGNAL()/SLOT() members, publish() and the protected helpers.
+class QmfStyle : public QCopAdaptor
+{
+    Q_OBJECT
+    friend class TestQCop;
+public:
+    explicit QmfStyle(const QString &channel) : QCopAdaptor(channel) {}
+    QList<QVariantList> calls;
+public slots:
+    void onArg0() { calls.append(QVariantList()); }
+    void onArg1(QVariant one) { calls.append(QVariantList{one}); }
+    void onArg2(QString one, QByteArray two) { calls.append(QVariantList{one, two}); }
+signals:
+    void arg0();
+    void arg1(QVariant one);
+};
+
+void TestQCop::qmfStyleCode()
+{
+    QCopChannel cop("test/qmf/channel");
+    QSignalSpy spy(&cop, SIGNAL(received(const QString&, const QByteArray&)));
+    QVERIFY(QCopChannel::send("test/qmf/channel", "channel test1"));
+    QVERIFY(QCopChannel::send("test/qmf/channel", "channel test2", "check for success"));
+    QVERIFY(QCopChannel::flush());
+    QTRY_COMPARE(spy.count(), 2);
+    QCOMPARE(spy[1][1].toByteArray(), QByteArray("check for success"));
+
+    QmfStyle adapt("test/qmf");
+    QCOMPARE(adapt.sendChannels("test/qmf"), QStringList{"test/qmf"});
+    QCOMPARE(adapt.receiveChannel("test/qmf"), QString("test/qmf"));
+    QCOMPARE(adapt.memberToMessage(SIGNAL(arg1(QVariant))), QString("arg1(QVariant)"));
+    QVERIFY(!adapt.isConnected(SLOT(onArg0())));
+    QVERIFY(adapt.publish(SIGNAL(arg0())));
+    QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("QCopAdaptor::connect: no signal .*")));
+    QVERIFY(!adapt.publish("5invalidMember()"));
+    adapt.publishAll(QCopAdaptor::Slots);
+    QVERIFY(adapt.isConnected(SLOT(onArg0())));
+    QVERIFY(adapt.isConnected(SLOT(onArg2(QString,QByteArray))));
+    adapt.send(SLOT(onArg1(QVariant)), "one");
+    adapt.send(SLOT(onArg2(QString,QByteArray)), "one", "two");  // "two" converted to QByteArray
+    adapt.send(SLOT(onArg1(QVariant)), QVariantList() << "list");
+    adapt.send(SLOT(onArg0()));
+    QTRY_COMPARE(adapt.calls.size(), 4);
+    QCOMPARE(adapt.calls[0], QVariantList{QString("one")});
+    QCOMPARE(adapt.calls[1], (QVariantList{QString("one"), QByteArray("two")}));
+    QCOMPARE(adapt.calls[2], QVariantList{QString("list")});
+    QCOMPARE(adapt.calls[3], QVariantList());
+    // Published signals become messages on the channel.
+    adapt.publishAll(QCopAdaptor::Signals);
+    QCopAdaptor listener("test/qmf");
+    QVERIFY(QCopAdaptor::connect(&listener, MESSAGE(arg1(QVariant)), &adapt, SLOT(onArg1(QVariant))));
+    Q_EMIT adapt.arg1(QVariant(5));
+    QTRY_COMPARE(adapt.calls.size(), 5);
+    QCOMPARE(adapt.calls[4], QVariantList{5});
+}
+
 void TestQCop::monitorFollowsSubscriber()
 {
     const QString name = QStringLiteral("test/monitored");
@@ -675,6 +733,11 @@ void TestQCop::applicationChannelActivation()
 {
     QCopApplicationChannel mine(QStringLiteral("tst"));
     QCOMPARE(mine.channel(), QStringLiteral("QPE/Application/tst"));
+    QVERIFY(!mine.isStartupComplete());  // on the next turn of the event loop
+    QSignalSpy started(&mine, &QCopApplicationChannel::startupComplete);
+    QTRY_COMPARE(started.count(), 1);
+    QVERIFY(mine.isStartupComplete());
+    QVERIFY(QCopChannel::isRegistered(QStringLiteral("QPE/Application/tst")));
     QCOMPARE(QCopApplicationChannel::channelFor(QStringLiteral("x")), QStringLiteral("QPE/Application/x"));
     QCOMPARE(QCopApplicationChannel().channel(), QStringLiteral("QPE/Application/") + QCoreApplication::applicationName());
     // qcopd starts the peer for QPE/Application/qcopqtpeer, queues the message, and
