@@ -265,12 +265,14 @@ void TestQCop::wildcards()
     Recorder digit(QStringLiteral("test/cam[0-3]"));
     Recorder one(QStringLiteral("test/x?"));
     Recorder exact(QStringLiteral("test/wild/a/b"));
+    Recorder notDigit(QStringLiteral("test/cam[!0-9]"));
     QSignalSpy forwarded(&all, &QCopChannel::forwarded);
     // A pattern is not registered as a channel.
     QVERIFY(!QCopChannel::isRegistered(QStringLiteral("test/wild/*")));
     QVERIFY(QCopChannel::send(QStringLiteral("test/wild/a/b"), QStringLiteral("f(int)"), stream(qint32(7))));
     QVERIFY(QCopChannel::send(QStringLiteral("test/cam2"), QStringLiteral("g()")));
     QVERIFY(QCopChannel::send(QStringLiteral("test/cam4"), QStringLiteral("g()")));
+    QVERIFY(QCopChannel::send(QStringLiteral("test/camX"), QStringLiteral("g()")));
     QVERIFY(QCopChannel::send(QStringLiteral("test/xy"), QStringLiteral("h()")));
     QVERIFY(QCopChannel::send(QStringLiteral("test/xyz"), QStringLiteral("h()")));
     QVERIFY(QCopChannel::send(QStringLiteral("test/end"), QStringLiteral("end()")));
@@ -289,6 +291,8 @@ void TestQCop::wildcards()
     QCOMPARE(exact.got.size(), 1);
     QCOMPARE(exact.got[0].first, QStringLiteral("f(int)"));
     QCOMPARE(digit.got.size(), 1);
+    QCOMPARE(notDigit.got.size(), 1);  // test/camX
+    QCOMPARE(notDigit.got[0].first, QStringLiteral("forwardedMessage(QString,QString,QByteArray)"));
     QCOMPARE(one.got.size(), 1);
     // A pattern cannot be sent to.
     QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("QCop: send .*")));
