@@ -10,6 +10,14 @@
 
 class QCopChannelPrivate;
 
+// A subscription to a channel (or a wildcard pattern such as "QPE/*") of qcopd, and the
+// static functions that send. The process has one connection to qcopd, made on first use
+// and watched by a QSocketNotifier in that thread's event loop: use the QCop classes from
+// that thread (normally the GUI thread). QCOP_SOCKET chooses the daemon's socket. When
+// qcopd goes away the library emits connectionDown(), reconnects with a backoff, restores
+// every subscription and emits connected(); sends made meanwhile fail at once (false and
+// lastError()), they are not queued.
+
 class QCOP_QT_EXPORT QCopChannel : public QObject
 {
     Q_OBJECT

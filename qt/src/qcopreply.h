@@ -17,8 +17,9 @@ class QCopReplyPrivate;
 //     QCopReply *r = QCopReply::call("svc/clock", "now()", {}, 2000, this);
 //     connect(r, &QCopReply::finished, this, [r] { ...; r->deleteLater(); });
 // The call waits on a connection of its own in a worker thread, so the GUI thread never
-// blocks and the process's channels keep receiving; finished() is emitted in the thread
-// that made the call once the reply, an error or the timeout came.
+// blocks and the process's channels keep receiving; finished() is emitted in the
+// application's main thread (a QCoreApplication must exist) once the reply, an error or
+// the timeout came. At most 4 calls wait at once; more queue behind them.
 class QCOP_QT_EXPORT QCopReply : public QObject
 {
     Q_OBJECT
