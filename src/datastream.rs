@@ -23,7 +23,7 @@
 //! | `QString`     | `u32` byte length, then UTF-16BE code units                  |
 //! | `QByteArray`  | `u32` byte length, then the raw bytes                        |
 //! | `QStringList` | `u32` element count, then that many `QString`s               |
-//! | `QDateTime`   | `u32` Julian day, `u32` ms since midnight, `u8` time spec    |
+//! | `QDateTime`   | `u32` Julian day, `u32` ms since midnight, `u8` spec (2 UTC) |
 //! | `QUuid`       | `u32`, `u16`, `u16`, then 8 bytes (16 bytes)                 |
 //! | `QUniqueId`   | a `QUuid` context, then a `u32` index (Qt Extended)          |
 //! | `QContentIdList` | `u32` count, then (`u32` database, `u64` id) pairs (Qt Extended) |
@@ -788,8 +788,9 @@ pub struct DateTime {
     pub julian_day: u32,
     /// Milliseconds since midnight; `0xFFFF_FFFF` is a null time.
     pub msecs: u32,
-    /// 0 for local time, 1 for UTC (2 is an offset from UTC, which Qt 4
-    /// does not carry on the stream).
+    /// Qt 4's time spec byte: [`DateTime::SPEC_UTC`] (2) for UTC; local time
+    /// otherwise (`0xFF` "local, daylight saving unknown" as Qt 5 and 6 write
+    /// it, 0 standard and 1 daylight saving time as Qt 4 wrote it).
     pub spec: u8,
 }
 
@@ -799,6 +800,18 @@ const NULL_TIME: u32 = 0xFFFF_FFFF;
 const DAY_MS: u32 = 86_400_000;
 
 impl DateTime {
+    /// The spec byte of a UTC time (Qt 4's `QDateTimePrivate::UTC`).
+    pub const SPEC_UTC: u8 = 2;
+    /// The spec byte written for local time (`LocalUnknown`, what Qt 5 and 6 write
+    /// with Qt 4 stream versions; Qt then works out whether daylight saving applies).
+    pub const SPEC_LOCAL: u8 = 0xFF;
+
+    /// Whether the time is UTC (otherwise it is local time).
+    #[must_use]
+    pub fn is_utc(&self) -> bool {
+        self.spec == Self::SPEC_UTC
+    }
+
     /// The null `QDateTime` (what an unparsable value becomes).
     pub const NULL: DateTime = DateTime {
         julian_day: 0,
@@ -835,8 +848,8 @@ impl DateTime {
     pub fn parse_iso(text: &str) -> Option<DateTime> {
         let text = text.trim();
         let (text, spec) = match text.strip_suffix('Z') {
-            Some(rest) => (rest, 1),
-            None => (text, 0),
+            Some(rest) => (rest, Self::SPEC_UTC),
+            None => (text, Self::SPEC_LOCAL),
         };
         let (date, time) = text.split_once('T').unwrap_or((text, ""));
         let mut parts = date.split('-');
@@ -1274,7 +1287,7 @@ impl fmt::Display for Value {
                 if dt.msecs % 1000 != 0 {
                     write!(f, ".{:03}", dt.msecs % 1000)?;
                 }
-                if dt.spec == 1 {
+                if dt.is_utc() {
                     f.write_str("Z")?;
                 }
                 Ok(())
@@ -2662,8 +2675,18 @@ mod tests {
         let ms = (12 * 3600 + 30 * 60 + 5) * 1000 + 250u32;
         let mut bytes = 2_460_432u32.to_be_bytes().to_vec();
         bytes.extend_from_slice(&ms.to_be_bytes());
-        bytes.push(1);
+        // The spec byte is Qt 4's: 2 for UTC (as Qt 4, 5 and 6 write and read it).
+        bytes.push(2);
         check_bytes(Value::QDateTime(dt), &bytes);
+        assert_eq!(DateTime::parse_iso("2024-05-01").unwrap().spec, 0xFF);
+        let mut local = dt;
+        for spec in [0, 1, 0xFF] {
+            local.spec = spec;
+            assert_eq!(
+                Value::QDateTime(local).to_string(),
+                "2024-05-01T12:30:05.250"
+            );
+        }
         assert_eq!(dt.iso(), "2024-05-01T12:30:05");
         assert_eq!(Value::QDateTime(dt).to_string(), "2024-05-01T12:30:05.250Z");
         assert_eq!(DateTime::parse_iso("2024-02-30"), None);

@@ -1,0 +1,2 @@
+// Qt 4 (QWS) spelling of the header.
+#include "qcopchannel.h"

@@ -1,0 +1,2 @@
+// Qtopia spelling of the header.
+#include "qcopenvelope.h"
