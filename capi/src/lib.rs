@@ -9,6 +9,7 @@
 //! - `error`: the error codes, last-error texts, and the wrapper that turns a panic into
 //!   `QCOP_E_INTERNAL`;
 //! - `conn` and `message`: connections, messages, channel lists and counters;
+//! - `names`: the channel-name rules (what is a pattern, what it matches);
 //! - `args`: the QDataStream argument builder and reader;
 //! - `stream`: shared-memory streams; `segment`: segments and semaphores.
 //!
@@ -26,6 +27,8 @@ pub mod error;
 pub mod ffi;
 #[allow(unsafe_code)]
 pub mod message;
+#[allow(unsafe_code)]
+pub mod names;
 #[allow(unsafe_code)]
 pub mod segment;
 #[allow(unsafe_code)]

@@ -335,6 +335,16 @@ static void test_errors(void) {
     CHECK(qcop_strerror(c)[0] != 0);
     CHECK_RC(qcop_subscribe(c, "", 0), QCOP_E_BADNAME);
     CHECK_RC(qcop_send(c, "capi/*", "x()", NULL, 0), QCOP_E_WILDCARD);
+    /* Only `*` makes a pattern, as in Qt's QCOP; `?` and `[...]` are wildcards inside one. */
+    CHECK_RC(qcop_is_pattern("capi/*"), 1);
+    CHECK_RC(qcop_is_pattern("cam?"), 0);
+    CHECK_RC(qcop_is_pattern(NULL), QCOP_E_INVAL);
+    CHECK_RC(qcop_pattern_matches("*cam[0-3]", "QPE/cam2"), 1);
+    CHECK_RC(qcop_pattern_matches("*cam[0-3]", "QPE/cam4"), 0);
+    CHECK_RC(qcop_pattern_matches("cam?", "cam?"), 1);
+    CHECK_RC(qcop_pattern_matches("cam?", "cam1"), 0);
+    CHECK_RC(qcop_pattern_matches("cam[0-*", "cam0"), QCOP_E_BADNAME);
+    CHECK(strstr(qcop_strerror(NULL), "cam[0-*") != NULL);
     CHECK_RC(qcop_send(c, "capi/x", NULL, NULL, 0), QCOP_E_INVAL);
     CHECK_RC(qcop_send(c, "capi/x", "x()", NULL, 3), QCOP_E_INVAL);
     CHECK_RC(qcop_send(c, "capi/\xff", "x()", NULL, 0), QCOP_E_INVAL);

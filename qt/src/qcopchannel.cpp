@@ -352,83 +352,16 @@ void QCopClient::dispatch(qcop_message *m)
     m_call = outer;
 }
 
+// The daemon's own name rules, from libqcop: only `*` makes a pattern (as Qt's QCOP), and
+// `?` / `[...]` are wildcards inside one.
 bool QCopClient::isPattern(const QString &name)
 {
-    return name.contains(QLatin1Char('*')) || name.contains(QLatin1Char('?'))
-        || name.contains(QLatin1Char('['));
-}
-
-// Matches one `[...]` class at p[i] (i at '['); sets `end` past the `]`.
-static bool classMatches(const QString &p, int i, QChar c, int &end)
-{
-    int j = i + 1;
-    bool negate = false;
-    if (j < p.size() && (p[j] == QLatin1Char('!') || p[j] == QLatin1Char('^'))) {
-        negate = true;
-        ++j;
-    }
-    bool hit = false;
-    bool first = true;
-    for (; j < p.size(); ++j) {
-        if (p[j] == QLatin1Char(']') && !first)
-            break;
-        first = false;
-        if (j + 2 < p.size() && p[j + 1] == QLatin1Char('-') && p[j + 2] != QLatin1Char(']')) {
-            if (c >= p[j] && c <= p[j + 2])
-                hit = true;
-            j += 2;
-        } else if (c == p[j]) {
-            hit = true;
-        }
-    }
-    if (j >= p.size()) {
-        end = -1;  // unclosed: the daemon refuses such a subscription
-        return false;
-    }
-    end = j + 1;
-    return hit != negate;
+    return qcop_is_pattern(name.toUtf8().constData()) == 1;
 }
 
 bool QCopClient::matches(const QString &pattern, const QString &channel)
 {
-    // Iterative glob with backtracking to the last `*`.
-    int p = 0, s = 0, starP = -1, starS = 0;
-    while (s < channel.size()) {
-        if (p < pattern.size()) {
-            const QChar pc = pattern[p];
-            if (pc == QLatin1Char('*')) {
-                starP = p++;
-                starS = s;
-                continue;
-            }
-            if (pc == QLatin1Char('?')) {
-                ++p;
-                ++s;
-                continue;
-            }
-            if (pc == QLatin1Char('[')) {
-                int end = 0;
-                if (classMatches(pattern, p, channel[s], end)) {
-                    p = end;
-                    ++s;
-                    continue;
-                }
-                if (end < 0)
-                    return false;
-            } else if (pc == channel[s]) {
-                ++p;
-                ++s;
-                continue;
-            }
-        }
-        if (starP < 0)
-            return false;
-        p = starP + 1;
-        s = ++starS;
-    }
-    while (p < pattern.size() && pattern[p] == QLatin1Char('*'))
-        ++p;
-    return p == pattern.size();
+    return qcop_pattern_matches(pattern.toUtf8().constData(), channel.toUtf8().constData()) == 1;
 }
 
 // ----- QCopChannel -----------------------------------------------------------------------

@@ -262,13 +262,17 @@ void TestQCop::sharedChannelObjects()
 void TestQCop::wildcards()
 {
     Recorder all(QStringLiteral("test/wild/*"));
-    Recorder digit(QStringLiteral("test/cam[0-3]"));
-    Recorder one(QStringLiteral("test/x?"));
+    // Only `*` makes a pattern (as Qt's QCOP); `?` and `[...]` are wildcards inside one.
+    Recorder digit(QStringLiteral("*test/cam[0-3]"));
+    Recorder one(QStringLiteral("*test/x?"));
     Recorder exact(QStringLiteral("test/wild/a/b"));
-    Recorder notDigit(QStringLiteral("test/cam[!0-9]"));
+    Recorder notDigit(QStringLiteral("*test/cam[!0-9]"));
+    Recorder literal(QStringLiteral("test/lit[1]?"));
     QSignalSpy forwarded(&all, &QCopChannel::forwarded);
-    // A pattern is not registered as a channel.
-    QVERIFY(!QCopChannel::isRegistered(QStringLiteral("test/wild/*")));
+    // A pattern counts as a channel of its own name, and matches no other name here.
+    QVERIFY(QCopChannel::isRegistered(QStringLiteral("test/wild/*")));
+    QVERIFY(!QCopChannel::isRegistered(QStringLiteral("test/other/*")));
+    QVERIFY(QCopChannel::send(QStringLiteral("test/lit[1]?"), QStringLiteral("lit()")));
     QVERIFY(QCopChannel::send(QStringLiteral("test/wild/a/b"), QStringLiteral("f(int)"), stream(qint32(7))));
     QVERIFY(QCopChannel::send(QStringLiteral("test/cam2"), QStringLiteral("g()")));
     QVERIFY(QCopChannel::send(QStringLiteral("test/cam4"), QStringLiteral("g()")));
@@ -294,6 +298,8 @@ void TestQCop::wildcards()
     QCOMPARE(notDigit.got.size(), 1);  // test/camX
     QCOMPARE(notDigit.got[0].first, QStringLiteral("forwardedMessage(QString,QString,QByteArray)"));
     QCOMPARE(one.got.size(), 1);
+    QCOMPARE(literal.got.size(), 1);
+    QCOMPARE(literal.got[0].first, QStringLiteral("lit()"));
     // A pattern cannot be sent to.
     QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("QCop: send .*")));
     QVERIFY(!QCopChannel::send(QStringLiteral("test/wild/*"), QStringLiteral("f()")));
