@@ -425,12 +425,11 @@ impl Server {
             }
             if matches!(reason, LinkClose::Rejected(_)) {
                 // Sealed: the real peer learns why, an attacker learns nothing.
-                let text = reason.to_string();
                 self.link_send(
                     id,
                     &LinkFrame::Close {
                         code: ErrorCode::LinkAuth.to_u16(),
-                        text: &text,
+                        text: "a frame from you was rejected (forged or altered on the way?)",
                     },
                 );
                 self.link_write(id);
