@@ -42,10 +42,12 @@ pub struct Params {
 }
 
 /// The two daemons' configurations: A listens, B dials it.
-fn configs(base: &str, port: Option<u16>, nodelay: bool) -> String {
+/// `integrity`: frames sealed but not encrypted (`protection = "integrity"`) both ways.
+fn configs(base: &str, port: Option<u16>, nodelay: bool, integrity: bool) -> String {
+    let protection = if integrity { "integrity" } else { "encrypt" };
     let common = format!(
         "{base}[links]\nkey = \"{KEY}\"\nexport = [\"bench/*\"]\nimport = [\"bench/*\"]\n\
-         buffer_bytes = 67108864\nnodelay = {nodelay}\n"
+         buffer_bytes = 67108864\nnodelay = {nodelay}\nprotection = \"{protection}\"\n"
     );
     match port {
         None => format!("{common}name = \"a\"\nlisten = \"127.0.0.1:0\"\n"),
@@ -63,15 +65,26 @@ struct Pair {
 }
 
 impl Pair {
-    fn start(dir: &Path, base: &str, pl: &Placement, nodelay: bool) -> Res<Pair> {
-        let a = Daemon::start(dir, "link-a", &configs(base, None, nodelay), pl.cpus(1))?;
+    fn start(
+        dir: &Path,
+        base: &str,
+        pl: &Placement,
+        nodelay: bool,
+        integrity: bool,
+    ) -> Res<Pair> {
+        let a = Daemon::start(
+            dir,
+            "link-a",
+            &configs(base, None, nodelay, integrity),
+            pl.cpus(1),
+        )?;
         let port = stats(&a)?
             .get("link_listen_port")
             .ok_or("qcopd has no link_listen_port (built without links?)")?;
         let b = Daemon::start(
             dir,
             "link-b",
-            &configs(base, Some(port as u16), nodelay),
+            &configs(base, Some(port as u16), nodelay, integrity),
             pl.cpus(2),
         )?;
         let pair = Pair { a, b };
@@ -170,9 +183,13 @@ pub fn run(dir: &Path, base: &str, placements: &[Placement], p: &Params) -> Res<
          single qcopd, for the cost of the link hop. Raw relays: writer → AF_UNIX → relay → \
          TCP → relay → AF_UNIX → reader, the same hops as qcop. Raw TCP: one process writes \
          {frame}-byte records (the link `Msg` frame size) straight to another over loopback. \
-         Messages per sendmsg: qcopd A's link `messages_out ÷ writes`.",
+         Encrypted: the default `protection`; integrity only: `protection = \"integrity\"` on \
+         both daemons (frames authenticated, not encrypted); each link frame travels in a \
+         sealed record {} bytes longer. Messages per sendmsg: qcopd A's link \
+         `messages_out ÷ writes`.",
         grouped(p.stream),
-        p.rounds
+        p.rounds,
+        qcop::daemon::link::seal::SEAL_OVERHEAD
     ));
     for pl in placements {
         eprintln!("link rr: {}", pl.label());
@@ -195,13 +212,14 @@ pub fn run(dir: &Path, base: &str, placements: &[Placement], p: &Params) -> Res<
         eprintln!("link streaming: {}", pl.label());
         let mut runs: Vec<(&str, Vec<f64>, f64, u64)> = Vec::new();
         let mut streamed = Vec::new();
-        for (label, nodelay) in [
-            ("qcop link, Nagle off", true),
-            ("qcop link, Nagle on", false),
+        for (label, nodelay, integrity) in [
+            ("qcop link, encrypted, Nagle off", true, false),
+            ("qcop link, integrity only, Nagle off", true, true),
+            ("qcop link, encrypted, Nagle on", false, false),
         ] {
             let (mut rates, mut per_write, mut dropped) = (Vec::new(), Vec::new(), 0);
             for _ in 0..p.rounds {
-                let r = stream_qcop(dir, base, pl, p.stream, nodelay)?;
+                let r = stream_qcop(dir, base, pl, p.stream, nodelay, integrity)?;
                 rates.push(r.0);
                 per_write.push(r.1);
                 dropped += r.2;
@@ -260,7 +278,7 @@ fn rr_qcop(
     iters: usize,
     nodelay: bool,
 ) -> Res<rr::Outcome> {
-    let pair = Pair::start(dir, base, pl, nodelay)?;
+    let pair = Pair::start(dir, base, pl, nodelay, false)?;
     let args = role_args(&[("socket", &pair.b.socket.display())]);
     let mut responder = role("rr-responder", &args, pl.cpus(3))?;
     responder.expect("ready")?;
@@ -340,8 +358,9 @@ fn stream_qcop(
     pl: &Placement,
     n: u64,
     nodelay: bool,
+    integrity: bool,
 ) -> Res<(f64, f64, u64)> {
-    let pair = Pair::start(dir, base, pl, nodelay)?;
+    let pair = Pair::start(dir, base, pl, nodelay, integrity)?;
     let args = role_args(&[("socket", &pair.b.socket.display()), ("count", &n)]);
     let mut sub = role("bc-sub", &args, pl.cpus(3))?;
     sub.expect("ready")?;
