@@ -120,7 +120,7 @@ impl Sealer {
 
     /// Appends the record carrying `frame` to `out`.
     pub fn seal(&mut self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), Exhausted> {
-        if self.next >= COUNTER_LIMIT {
+        if self.next == COUNTER_LIMIT {
             return Err(Exhausted);
         }
         let n = nonce(self.next);
@@ -191,7 +191,7 @@ impl Opener {
         if record[5..HEADER_LEN].iter().any(|&b| b != 0) {
             return Err(OpenError::Malformed);
         }
-        if record.len() < SEAL_OVERHEAD + HEADER_LEN || self.next >= COUNTER_LIMIT {
+        if record.len() < SEAL_OVERHEAD + HEADER_LEN || self.next == COUNTER_LIMIT {
             return Err(OpenError::Malformed);
         }
         let (head, rest) = record.split_at(HEADER_LEN);
