@@ -126,6 +126,8 @@ fn nothing_before_marker(from: &mut Connection, to: &mut Connection) {
 enum Attack {
     /// Flips one bit in the middle of the frame.
     Alter,
+    /// Flips a high bit of the frame's length field (it announces 256 MiB more).
+    AlterLength,
     /// Forwards the frame, then the same bytes again.
     Replay,
     /// Does not forward the frame.
@@ -245,6 +247,10 @@ fn frames(
                 frame[mid] ^= 0x10;
                 out.extend_from_slice(&frame);
             }
+            Some(Attack::AlterLength) => {
+                frame[0] ^= 0x10;
+                out.extend_from_slice(&frame);
+            }
             Some(Attack::Replay) => {
                 out.extend_from_slice(&frame);
                 out.extend_from_slice(&frame);
@@ -346,6 +352,16 @@ fn integrity_only_is_authenticated_but_readable() {
     );
     // The frames the listener sends cross in the clear, and were still protected.
     assert!(relay.tapped_contains(CHANNEL.as_bytes()));
+}
+
+#[test]
+fn an_altered_length_is_rejected() {
+    attacked(
+        Attack::AlterLength,
+        "link_frames_rejected",
+        "frames_rejected",
+        "",
+    );
 }
 
 #[test]

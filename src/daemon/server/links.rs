@@ -370,9 +370,20 @@ impl Server {
                 l.counters.bytes_in += n as u64;
             }
             loop {
+                let sealed = self
+                    .links
+                    .get(id)
+                    .and_then(|l| l.conn.as_ref())
+                    .is_some_and(|c| c.rx.is_some());
                 let raw = match reader.next_raw() {
                     Ok(Some(raw)) => raw,
                     Ok(None) => break,
+                    // A record header that cannot be right (an altered length) is rejected
+                    // like a record that does not open.
+                    Err(_) if sealed => {
+                        outcome = Some(LinkClose::Rejected(OpenError::Malformed));
+                        break 'read;
+                    }
                     Err(e) => {
                         outcome = Some(LinkClose::Protocol(e.to_string()));
                         break 'read;
