@@ -11,7 +11,7 @@ mod common;
 use common::{eventually, recv, temp_dir, wait_exit, Daemon, WAIT};
 use qcop::daemon::link::auth::{Key, Role};
 use qcop::daemon::link::proto::{LinkFrame, LINK_VERSION, PREAUTH_MAX_BODY};
-use qcop::daemon::link::seal::{Opener, Protection, Sealer};
+use qcop::daemon::link::seal::{split_frame, Opener, Protection, Sealer};
 use qcop::wire::{FrameReader, LinkInfo, HEADER_LEN};
 use qcop::{Connection, Error};
 use std::collections::HashMap;
@@ -1292,11 +1292,15 @@ fn message_names_from_a_link_are_normalised() {
     let mut tx = Sealer::new(&keys.send, Protection::Encrypt);
     let mut rx = Opener::new(&keys.receive);
     let mut scratch = Vec::new();
-    loop {
+    'ready: loop {
         let record = raw.next().expect("the daemon's Ready");
-        let f = rx.open(&record, &mut scratch).expect("a sealed frame");
-        if matches!(LinkFrame::decode(f), Ok(LinkFrame::Ready { .. })) {
-            break;
+        // A record carries one or more frames.
+        let mut frames = rx.open(&record, &mut scratch).expect("a sealed record");
+        while let Some((f, rest)) = split_frame(frames) {
+            if matches!(LinkFrame::decode(f), Ok(LinkFrame::Ready { .. })) {
+                break 'ready;
+            }
+            frames = rest;
         }
     }
     let mut sealed = |frame: &LinkFrame<'_>| {

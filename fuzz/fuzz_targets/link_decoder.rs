@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use qcop::daemon::link::proto::LinkFrame;
-use qcop::daemon::link::seal::{Opener, Protection, Sealer};
+use qcop::daemon::link::seal::{split_frame, Opener, Protection, Sealer};
 use qcop::wire::FrameReader;
 
 fuzz_target!(|data: &[u8]| {
@@ -35,8 +35,11 @@ fuzz_target!(|data: &[u8]| {
                     if let Ok(frame) = LinkFrame::decode(raw) {
                         assert_eq!(frame.to_vec(), raw);
                     }
-                    if let Ok(inner) = opener.open(raw, &mut scratch) {
-                        let _ = LinkFrame::decode(inner);
+                    if let Ok(mut inner) = opener.open(raw, &mut scratch) {
+                        while let Some((frame, rest)) = split_frame(inner) {
+                            let _ = LinkFrame::decode(frame);
+                            inner = rest;
+                        }
                     }
                 }
                 Ok(None) => break,

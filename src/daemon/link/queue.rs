@@ -175,6 +175,11 @@ impl LinkQueue {
         Ok((written, self.advance(written, limit)))
     }
 
+    /// Bytes of the first frame to write.
+    pub fn front_len(&self) -> Option<usize> {
+        self.out.front().map(|i| i.bytes.len())
+    }
+
     /// Takes the first frame to write, whole, as if written: a message is numbered and kept
     /// until acknowledged (within `limit` bytes). Returns it, and whether it is a message.
     pub fn take_out(&mut self, limit: usize) -> Option<(Rc<[u8]>, bool)> {

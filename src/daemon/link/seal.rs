@@ -120,15 +120,30 @@ impl Sealer {
 
     /// Appends the record carrying `frame` to `out`.
     pub fn seal(&mut self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), Exhausted> {
+        let start = Sealer::begin(out);
+        out.extend_from_slice(frame);
+        self.finish(out, start)
+    }
+
+    /// Starts a record at the end of `out`: returns where it starts. The caller appends the
+    /// frames it carries (whole, back to back), then calls [`Sealer::finish`].
+    pub fn begin(out: &mut Vec<u8>) -> usize {
+        let start = out.len();
+        out.extend_from_slice(&[0; HEADER_LEN]);
+        start
+    }
+
+    /// Seals the record begun at `start`: fills its header, encrypts (or not) the frames
+    /// after it and appends the tag.
+    pub fn finish(&mut self, out: &mut Vec<u8>, start: usize) -> Result<(), Exhausted> {
         if self.next == COUNTER_LIMIT {
+            out.truncate(start);
             return Err(Exhausted);
         }
         let n = nonce(self.next);
         self.next += 1;
-        let kind = self.protection.kind();
-        let start = out.len();
-        out.extend_from_slice(&header(kind, frame.len() + TAG_LEN));
-        out.extend_from_slice(frame);
+        let body = out.len() - start - HEADER_LEN + TAG_LEN;
+        out[start..start + HEADER_LEN].copy_from_slice(&header(self.protection.kind(), body));
         let tag = match self.protection {
             Protection::Encrypt => {
                 let (head, body) = out[start..].split_at_mut(HEADER_LEN);
@@ -139,7 +154,7 @@ impl Sealer {
                     .encrypt_in_place_detached(&n, &out[start..], &mut [])
             }
         }
-        // Only plaintexts beyond 256 GiB fail; a frame is at most 4 GiB.
+        // Only plaintexts beyond 256 GiB fail; a record is at most 4 GiB.
         .map_err(|_| Exhausted)?;
         out.extend_from_slice(&tag);
         Ok(())
@@ -171,9 +186,10 @@ impl Opener {
         self.next
     }
 
-    /// Opens one whole record (header and body, as the frame reader cut it). The frame it
-    /// carries is `record[HEADER_LEN..]` minus the tag for an authenticated record, or is
-    /// decrypted into `scratch` for an encrypted one; either way the returned slice.
+    /// Opens one whole record (header and body, as the frame reader cut it). The frames it
+    /// carries are `record[HEADER_LEN..]` minus the tag for an authenticated record, or are
+    /// decrypted into `scratch` for an encrypted one; either way the returned slice, which
+    /// holds one or more whole frames back to back (see [`split_frame`]).
     pub fn open<'a>(
         &mut self,
         record: &'a [u8],
@@ -214,13 +230,26 @@ impl Opener {
             body
         };
         self.next += 1;
-        // The frame inside must be exactly one whole frame.
-        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
-        if frame.len() < HEADER_LEN || frame.len() - HEADER_LEN != len {
-            return Err(OpenError::Malformed);
+        // Inside: one or more whole frames, back to back.
+        let mut rest = frame;
+        while !rest.is_empty() {
+            let (_, after) = split_frame(rest).ok_or(OpenError::Malformed)?;
+            rest = after;
         }
         Ok(frame)
     }
+}
+
+/// The first whole frame of `frames` and what follows it; `None` if `frames` does not start
+/// with a whole frame.
+pub fn split_frame(frames: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = frames.get(..4)?;
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let end = HEADER_LEN.checked_add(len)?;
+    if frames.len() < end {
+        return None;
+    }
+    Some(frames.split_at(end))
 }
 
 #[cfg(test)]
@@ -306,6 +335,36 @@ mod tests {
                 o.open(&recs[0][..HEADER_LEN + 3], &mut scratch),
                 Err(OpenError::Malformed)
             );
+        }
+    }
+
+    #[test]
+    fn a_record_carries_several_frames() {
+        for p in [Protection::Encrypt, Protection::Integrity] {
+            let (mut s, mut o) = pair(p);
+            let mut wire = Vec::new();
+            let start = Sealer::begin(&mut wire);
+            for f in frames() {
+                wire.extend_from_slice(&f);
+            }
+            s.finish(&mut wire, start).unwrap();
+            let mut scratch = Vec::new();
+            let mut inside = o.open(&wire, &mut scratch).unwrap();
+            let mut got = Vec::new();
+            while let Some((f, rest)) = split_frame(inside) {
+                got.push(f.to_vec());
+                inside = rest;
+            }
+            assert!(inside.is_empty());
+            assert_eq!(got, frames());
+            // A record whose frames do not add up is refused, even with a good tag.
+            let (mut s, mut o) = pair(p);
+            let mut bad = Vec::new();
+            let start = Sealer::begin(&mut bad);
+            bad.extend_from_slice(&frames()[0]);
+            bad.extend_from_slice(&frames()[1][..5]);
+            s.finish(&mut bad, start).unwrap();
+            assert_eq!(o.open(&bad, &mut scratch), Err(OpenError::Malformed));
         }
     }
 

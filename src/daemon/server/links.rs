@@ -10,7 +10,7 @@ use crate::daemon::link::auth::{random_bytes, Role};
 use crate::daemon::link::proto::{
     LinkFrame, ADVERT_MAX_BODY, LINK_VERSION, MSG_OVERHEAD, NONCE_LEN, PREAUTH_MAX_BODY,
 };
-use crate::daemon::link::seal::{OpenError, Opener, Sealer, SEAL_OVERHEAD};
+use crate::daemon::link::seal::{split_frame, OpenError, Opener, Sealer, SEAL_OVERHEAD};
 use crate::daemon::link::topo::{DaemonId, Subs};
 use crate::daemon::link::{
     configure, connect_result, dial, printable, send, Conn, LinkId, State, ACK_DELAY, ACK_EVERY,
@@ -333,7 +333,7 @@ impl Server {
             return;
         };
         let mut reader = std::mem::replace(&mut conn.reader, FrameReader::new(0));
-        let mut plain = Vec::new();
+        let mut plain = std::mem::take(&mut conn.scratch);
         let mut budget = READ_BUDGET;
         let mut outcome = None;
         'read: while budget > 0 {
@@ -396,17 +396,24 @@ impl Server {
                     .get_mut(id)
                     .and_then(|l| l.conn.as_mut())
                     .and_then(|c| c.rx.as_mut());
-                let frame = match rx {
+                let mut frames = match rx {
                     None => raw,
                     Some(rx) => match rx.open(raw, &mut plain) {
-                        Ok(frame) => frame,
+                        Ok(frames) => frames,
                         Err(e) => {
                             outcome = Some(LinkClose::Rejected(e));
                             break 'read;
                         }
                     },
                 };
-                self.link_frame(id, frame);
+                // A record carries one or more whole frames (checked when it was opened).
+                while let Some((frame, rest)) = split_frame(frames) {
+                    frames = rest;
+                    self.link_frame(id, frame);
+                    if self.links.get(id).map_or(true, |l| l.conn.is_none()) {
+                        return;
+                    }
+                }
                 match self.links.get(id) {
                     Some(l) if l.conn.is_some() => {
                         let max = if l.state.unauthenticated() {
@@ -468,6 +475,11 @@ impl Server {
             return;
         };
         conn.reader = reader;
+        plain.clear();
+        if plain.capacity() > READ_CHUNK {
+            plain = Vec::new();
+        }
+        conn.scratch = plain;
         if unacked >= ACK_EVERY {
             self.link_ack(id);
         } else if unacked > 0 && conn.ack_due.is_none() {
