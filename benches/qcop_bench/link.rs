@@ -178,8 +178,8 @@ pub fn run(dir: &Path, base: &str, placements: &[Placement], p: &Params) -> Res<
          TCP → relay → AF_UNIX → reader, the same hops as qcop. Raw TCP: one process writes \
          {frame}-byte records (the link `Msg` frame size) straight to another over loopback. \
          Encrypted: the default `protection`; integrity only: `protection = \"integrity\"` on \
-         both daemons (frames authenticated, not encrypted); each link frame travels in a \
-         sealed record {} bytes longer. Messages per sendmsg: qcopd A's link \
+         both daemons (frames authenticated, not encrypted); the frames ready at once travel \
+         in one sealed record, {} bytes longer than they. Messages per sendmsg: qcopd A's link \
          `messages_out ÷ writes`.",
         grouped(p.stream),
         p.rounds,
