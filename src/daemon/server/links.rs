@@ -470,7 +470,13 @@ impl Server {
         let Some(link) = self.links.get_mut(id) else {
             return;
         };
-        let unacked = link.rx_count - link.acked;
+        // Acknowledgements go out once the link is up (during a new connection's handshake
+        // the count travels in `Ready`; an `Ack` before it would break the handshake).
+        let unacked = if link.state == State::Up {
+            link.rx_count - link.acked
+        } else {
+            0
+        };
         let Some(conn) = link.conn.as_mut() else {
             return;
         };
