@@ -11,6 +11,7 @@ mod common;
 use common::{eventually, recv, temp_dir, wait_exit, Daemon, WAIT};
 use qcop::daemon::link::auth::{Key, Role};
 use qcop::daemon::link::proto::{LinkFrame, LINK_VERSION, PREAUTH_MAX_BODY};
+use qcop::daemon::link::seal::{split_frame, Opener, Protection, Sealer};
 use qcop::wire::{FrameReader, LinkInfo, HEADER_LEN};
 use qcop::{Connection, Error};
 use std::collections::HashMap;
@@ -757,7 +758,7 @@ fn hostile_connections_are_dropped_and_the_daemon_carries_on() {
         "a",
         true,
         &[],
-        "max_unauthenticated = 3\nhandshake_timeout_ms = 1500\n",
+        "max_unauthenticated = 3\nhandshakes_per_address = 4\nhandshake_timeout_ms = 1500\n",
     );
     let b = board("b", false, &[port(&a)], "");
     let mut sb = b.connect();
@@ -1279,25 +1280,42 @@ fn message_names_from_a_link_are_normalised() {
     let theirs = raw.next().expect("the daemon's hello");
     let mine = hello(3);
     raw.send(&mine);
-    let mac = Key::new(KEY.as_bytes().to_vec()).proof(Role::Dialer, &mine, &theirs);
-    raw.send(&LinkFrame::Auth { mac }.to_vec());
-    loop {
-        let f = raw.next().expect("the daemon's Ready");
-        if matches!(LinkFrame::decode(&f), Ok(LinkFrame::Ready { .. })) {
-            break;
+    let their_auth = raw.next().expect("the daemon's proof");
+    let key = Key::new(KEY.as_bytes().to_vec());
+    let my_auth = LinkFrame::Auth {
+        mac: key.proof(Role::Dialer, &mine, &theirs),
+    }
+    .to_vec();
+    raw.send(&my_auth);
+    // From here on, every frame travels sealed under the session's keys.
+    let keys = key.session_keys(Role::Dialer, [&mine, &theirs, &my_auth, &their_auth]);
+    let mut tx = Sealer::new(&keys.send, Protection::Encrypt);
+    let mut rx = Opener::new(&keys.receive);
+    let mut scratch = Vec::new();
+    'ready: loop {
+        let record = raw.next().expect("the daemon's Ready");
+        // A record carries one or more frames.
+        let mut frames = rx.open(&record, &mut scratch).expect("a sealed record");
+        while let Some((f, rest)) = split_frame(frames) {
+            if matches!(LinkFrame::decode(f), Ok(LinkFrame::Ready { .. })) {
+                break 'ready;
+            }
+            frames = rest;
         }
     }
-    raw.send(
-        &LinkFrame::Ready {
-            max_payload: 1 << 16,
-            max_channel: 255,
-            max_message: 255,
-            rx_from: 0,
-            rx_count: 0,
-            import: vec!["*"],
-        }
-        .to_vec(),
-    );
+    let mut sealed = |frame: &LinkFrame<'_>| {
+        let mut record = Vec::new();
+        tx.seal(&frame.to_vec(), &mut record).expect("seal");
+        record
+    };
+    raw.send(&sealed(&LinkFrame::Ready {
+        max_payload: 1 << 16,
+        max_channel: 255,
+        max_message: 255,
+        rx_from: 0,
+        rx_count: 0,
+        import: vec!["*"],
+    }));
     for (i, name) in ["reboot( )", "f(const void)", " n ( qint64 ) "]
         .iter()
         .enumerate()
@@ -1309,7 +1327,7 @@ fn message_names_from_a_link_are_normalised() {
             message: name,
             payload: b"",
         };
-        raw.send(&frame.to_vec());
+        raw.send(&sealed(&frame));
     }
     assert_eq!(recv(&mut sub).message, "reboot()");
     assert_eq!(recv(&mut sub).message, "n(qint64)");

@@ -42,10 +42,12 @@ pub struct Params {
 }
 
 /// The two daemons' configurations: A listens, B dials it.
-fn configs(base: &str, port: Option<u16>, nodelay: bool) -> String {
+/// `integrity`: frames sealed but not encrypted (`protection = "integrity"`) both ways.
+fn configs(base: &str, port: Option<u16>, nodelay: bool, integrity: bool) -> String {
+    let protection = if integrity { "integrity" } else { "encrypt" };
     let common = format!(
         "{base}[links]\nkey = \"{KEY}\"\nexport = [\"bench/*\"]\nimport = [\"bench/*\"]\n\
-         buffer_bytes = 67108864\nnodelay = {nodelay}\n"
+         buffer_bytes = 67108864\nnodelay = {nodelay}\nprotection = \"{protection}\"\n"
     );
     match port {
         None => format!("{common}name = \"a\"\nlisten = \"127.0.0.1:0\"\n"),
@@ -63,15 +65,20 @@ struct Pair {
 }
 
 impl Pair {
-    fn start(dir: &Path, base: &str, pl: &Placement, nodelay: bool) -> Res<Pair> {
-        let a = Daemon::start(dir, "link-a", &configs(base, None, nodelay), pl.cpus(1))?;
+    fn start(dir: &Path, base: &str, pl: &Placement, nodelay: bool, integrity: bool) -> Res<Pair> {
+        let a = Daemon::start(
+            dir,
+            "link-a",
+            &configs(base, None, nodelay, integrity),
+            pl.cpus(1),
+        )?;
         let port = stats(&a)?
             .get("link_listen_port")
             .ok_or("qcopd has no link_listen_port (built without links?)")?;
         let b = Daemon::start(
             dir,
             "link-b",
-            &configs(base, Some(port as u16), nodelay),
+            &configs(base, Some(port as u16), nodelay, integrity),
             pl.cpus(2),
         )?;
         let pair = Pair { a, b };
@@ -170,9 +177,13 @@ pub fn run(dir: &Path, base: &str, placements: &[Placement], p: &Params) -> Res<
          single qcopd, for the cost of the link hop. Raw relays: writer → AF_UNIX → relay → \
          TCP → relay → AF_UNIX → reader, the same hops as qcop. Raw TCP: one process writes \
          {frame}-byte records (the link `Msg` frame size) straight to another over loopback. \
-         Messages per sendmsg: qcopd A's link `messages_out ÷ writes`.",
+         Encrypted: the default `protection`; integrity only: `protection = \"integrity\"` on \
+         both daemons (frames authenticated, not encrypted); the frames ready at once travel \
+         in one sealed record, {} bytes longer than they. Messages per sendmsg: qcopd A's link \
+         `messages_out ÷ writes`.",
         grouped(p.stream),
-        p.rounds
+        p.rounds,
+        qcop::daemon::link::seal::SEAL_OVERHEAD
     ));
     for pl in placements {
         eprintln!("link rr: {}", pl.label());
@@ -195,13 +206,14 @@ pub fn run(dir: &Path, base: &str, placements: &[Placement], p: &Params) -> Res<
         eprintln!("link streaming: {}", pl.label());
         let mut runs: Vec<(&str, Vec<f64>, f64, u64)> = Vec::new();
         let mut streamed = Vec::new();
-        for (label, nodelay) in [
-            ("qcop link, Nagle off", true),
-            ("qcop link, Nagle on", false),
+        for (label, nodelay, integrity) in [
+            ("qcop link, encrypted, Nagle off", true, false),
+            ("qcop link, integrity only, Nagle off", true, true),
+            ("qcop link, encrypted, Nagle on", false, false),
         ] {
             let (mut rates, mut per_write, mut dropped) = (Vec::new(), Vec::new(), 0);
             for _ in 0..p.rounds {
-                let r = stream_qcop(dir, base, pl, p.stream, nodelay)?;
+                let r = stream_qcop(dir, base, pl, p.stream, nodelay, integrity)?;
                 rates.push(r.0);
                 per_write.push(r.1);
                 dropped += r.2;
@@ -249,7 +261,101 @@ pub fn run(dir: &Path, base: &str, placements: &[Placement], p: &Params) -> Res<
             ]);
         }
     }
-    Ok(vec![latency, stream])
+    eprintln!("link sealing");
+    Ok(vec![latency, stream, sealing(p.stream, p.rounds)?])
+}
+
+/// The cost of sealing alone, in this process: each frame sealed into a record and opened
+/// again, against copying it into a buffer and out again (the floor, measured alternately).
+fn sealing(stream: u64, rounds: usize) -> Res<Table> {
+    use qcop::daemon::link::seal::{Opener, Protection, Sealer};
+    use std::hint::black_box;
+    let mut t = Table::new(
+        "Sealing link frames, in-process (ns per frame: seal, then open)",
+        vec![
+            "frame bytes",
+            "frames per record",
+            "protection",
+            "ns per frame",
+            "copy floor ns",
+            "÷ copy floor",
+            "MB/s sealed and opened",
+        ],
+    );
+    t.notes.push(format!(
+        "One thread seals `Msg` frames into records (ChaCha20-Poly1305, counter nonce; one \
+         frame per record, or 128 small ones as when a stream flows) and opens them again, as \
+         the two daemons of a link do between them; the floor copies the same bytes into a \
+         buffer and out again. Median of {rounds} run(s), each of about \
+         {} MB of frames. Encrypted: the default; integrity only: the frame in the clear \
+         with its tag.",
+        stream * 124 / 1_000_000
+    ));
+    // A record carries the frames ready at once (up to 16 KiB of them): 128 of the small
+    // ones when a stream is flowing, one when a lone message goes out.
+    for (payload, per_record) in [(64usize, 1usize), (64, 128), (1024, 1), (16 * 1024, 1)] {
+        let body = vec![0x5au8; payload];
+        let frame = LinkFrame::Msg {
+            origin: 1,
+            oseq: 1,
+            channel: "bench/bc",
+            message: "tick(QByteArray)",
+            payload: &body,
+        }
+        .to_vec();
+        let unit = frame.repeat(per_record);
+        let iters = (stream * 124 / unit.len() as u64).max(100);
+        let time = |mode: Option<Protection>| -> Res<f64> {
+            let mut runs = Vec::new();
+            for _ in 0..rounds.max(1) {
+                let key = [9u8; 32];
+                let (mut sealer, mut opener) = (
+                    Sealer::new(&key, mode.unwrap_or_default()),
+                    Opener::new(&key),
+                );
+                let (mut wire, mut scratch) = (Vec::new(), Vec::new());
+                let start = Instant::now();
+                for _ in 0..iters {
+                    wire.clear();
+                    match mode {
+                        Some(_) => {
+                            let start = Sealer::begin(&mut wire);
+                            wire.extend_from_slice(black_box(&unit));
+                            sealer.finish(&mut wire, start).map_err(|_| "seal")?;
+                            let f = opener.open(&wire, &mut scratch).map_err(|_| "open")?;
+                            black_box(f);
+                        }
+                        None => {
+                            wire.extend_from_slice(black_box(&unit));
+                            scratch.clear();
+                            scratch.extend_from_slice(&wire);
+                            black_box(&scratch);
+                        }
+                    }
+                }
+                let frames = iters * per_record as u64;
+                runs.push(start.elapsed().as_nanos() as f64 / frames as f64);
+            }
+            Ok(median_f64(&runs))
+        };
+        for (label, mode) in [
+            ("encrypted", Protection::Encrypt),
+            ("integrity only", Protection::Integrity),
+        ] {
+            let floor = time(None)?;
+            let ns = time(Some(mode))?;
+            t.rows.push(vec![
+                frame.len().to_string(),
+                per_record.to_string(),
+                label.to_owned(),
+                format!("{ns:.0}"),
+                format!("{floor:.0}"),
+                ratio(ns, floor),
+                format!("{:.0}", frame.len() as f64 / ns * 1e3),
+            ]);
+        }
+    }
+    Ok(t)
 }
 
 fn rr_qcop(
@@ -260,7 +366,7 @@ fn rr_qcop(
     iters: usize,
     nodelay: bool,
 ) -> Res<rr::Outcome> {
-    let pair = Pair::start(dir, base, pl, nodelay)?;
+    let pair = Pair::start(dir, base, pl, nodelay, false)?;
     let args = role_args(&[("socket", &pair.b.socket.display())]);
     let mut responder = role("rr-responder", &args, pl.cpus(3))?;
     responder.expect("ready")?;
@@ -340,8 +446,9 @@ fn stream_qcop(
     pl: &Placement,
     n: u64,
     nodelay: bool,
+    integrity: bool,
 ) -> Res<(f64, f64, u64)> {
-    let pair = Pair::start(dir, base, pl, nodelay)?;
+    let pair = Pair::start(dir, base, pl, nodelay, integrity)?;
     let args = role_args(&[("socket", &pair.b.socket.display()), ("count", &n)]);
     let mut sub = role("bc-sub", &args, pl.cpus(3))?;
     sub.expect("ready")?;

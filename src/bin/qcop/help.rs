@@ -427,7 +427,8 @@ DROPPED (messages dropped, the sum of the reasons that follow), then one column 
 FULL (buffer full while down or slow), UNCONFIRMED (in flight when the peer restarted),
 UNWANTED (no subscriber any more when the link came back), NOT_IMPORTED, INVALID,
 TOO_LARGE and LIMIT (calls in flight), DUPLICATES (copies that came by a second path,
-dropped) and RECONNECTS.
+dropped), RECONNECTS and REJECTED (connections closed on a frame that failed
+authentication or was cut short: forged, altered, replayed or truncated on the way).
 
 Examples:
   qcop stats

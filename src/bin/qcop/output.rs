@@ -350,6 +350,7 @@ pub fn links_table(links: &[LinkInfo]) -> (Vec<Vec<String>>, Vec<Align>) {
     .collect();
     header.extend(REASONS.iter().map(|(h, _)| (*h).to_owned()));
     header.push("RECONNECTS".into());
+    header.push("REJECTED".into());
     let mut rows = vec![header];
     for l in links {
         let get = |k: &str| l.get(k).unwrap_or(0);
@@ -369,6 +370,7 @@ pub fn links_table(links: &[LinkInfo]) -> (Vec<Vec<String>>, Vec<Align>) {
         row.push(dropped.to_string());
         row.extend(REASONS.iter().map(|(_, k)| get(k).to_string()));
         row.push(get("reconnects").to_string());
+        row.push((get("frames_rejected") + get("truncated")).to_string());
         rows.push(row);
     }
     let mut align = vec![Align::Right; rows[0].len()];

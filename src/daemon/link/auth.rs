@@ -6,16 +6,35 @@
 //! side's fresh nonce, a recorded session cannot be replayed, and because the role is
 //! covered, a proof cannot be reflected back to its sender. Proofs are compared in constant
 //! time (`Mac::verify_slice`).
+//!
+//! Both sides then derive the session's keys, one per direction, with HKDF-SHA256 from the
+//! key and the whole handshake (both hellos and both proofs): see [`Key::session_keys`].
 
 use super::proto::MAC_LEN;
+use super::seal::SESSION_KEY_LEN;
+use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use std::io::Read;
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// Domain separation: these MACs mean nothing in any other protocol.
-const CONTEXT: &[u8] = b"qcop link auth v1";
+const CONTEXT: &[u8] = b"qcop link auth v2";
+/// Domain separation of the HKDF salt (the handshake's hash).
+const SESSION_CONTEXT: &[u8] = b"qcop link session v2";
+/// HKDF `info` of the key sealing what the dialer sends.
+const INFO_DIALER: &[u8] = b"qcop link v2 dialer to acceptor";
+/// HKDF `info` of the key sealing what the acceptor sends.
+const INFO_ACCEPTOR: &[u8] = b"qcop link v2 acceptor to dialer";
+
+/// The two keys of a session.
+pub struct SessionKeys {
+    /// Seals what this daemon sends.
+    pub send: [u8; SESSION_KEY_LEN],
+    /// Opens what it receives.
+    pub receive: [u8; SESSION_KEY_LEN],
+}
 
 /// Which end of the TCP connection a daemon is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +114,41 @@ impl Key {
     }
 }
 
+impl Key {
+    /// The session keys of `role` after a handshake made of `parts`: the dialer's hello, the
+    /// acceptor's hello, the dialer's `Auth` and the acceptor's `Auth`, as encoded frames.
+    ///
+    /// `salt = SHA-256(SESSION_CONTEXT || for each part: u32 length || part)`, then
+    /// HKDF-SHA256 with that salt and the pre-shared key as input keying material, expanded
+    /// to 32 bytes with `INFO_DIALER` and with `INFO_ACCEPTOR`.
+    pub fn session_keys(&self, role: Role, parts: [&[u8]; 4]) -> SessionKeys {
+        let mut h = Sha256::new();
+        h.update(SESSION_CONTEXT);
+        for part in parts {
+            h.update((part.len() as u32).to_be_bytes());
+            h.update(part);
+        }
+        let salt = h.finalize();
+        let kdf = Hkdf::<Sha256>::new(Some(&salt), &self.0);
+        let (mut dialer, mut acceptor) = ([0u8; SESSION_KEY_LEN], [0u8; SESSION_KEY_LEN]);
+        // 32 bytes are far below HKDF-SHA256's limit (8160): these cannot fail.
+        kdf.expand(INFO_DIALER, &mut dialer)
+            .expect("32-byte HKDF output");
+        kdf.expand(INFO_ACCEPTOR, &mut acceptor)
+            .expect("32-byte HKDF output");
+        match role {
+            Role::Dialer => SessionKeys {
+                send: dialer,
+                receive: acceptor,
+            },
+            Role::Acceptor => SessionKeys {
+                send: acceptor,
+                receive: dialer,
+            },
+        }
+    }
+}
+
 /// Fills `buf` from the kernel's random source.
 pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
     std::fs::File::open("/dev/urandom")?.read_exact(buf)
@@ -155,8 +209,34 @@ mod tests {
         assert!(!k.verify(Role::Dialer, d, a, &p[..16]));
         // Known answer: HMAC-SHA256 over the documented transcript.
         let mut m = <HmacSha256 as Mac>::new_from_slice(b"0123456789abcdef").unwrap();
-        m.update(b"qcop link auth v1D\0\0\0\x0cdialer hello\0\0\0\x0eacceptor hello");
+        m.update(b"qcop link auth v2D\0\0\0\x0cdialer hello\0\0\0\x0eacceptor hello");
         assert_eq!(p[..], m.finalize().into_bytes()[..]);
+    }
+
+    #[test]
+    fn session_keys_pair_up_and_bind_key_and_handshake() {
+        let k = Key::new(b"0123456789abcdef".to_vec());
+        let parts: [&[u8]; 4] = [b"hd", b"ha", b"pd", b"pa"];
+        let d = k.session_keys(Role::Dialer, parts);
+        let a = k.session_keys(Role::Acceptor, parts);
+        assert_eq!((d.send, d.receive), (a.receive, a.send));
+        assert_ne!(d.send, d.receive);
+        // Another key, or any other handshake byte, gives other keys.
+        let other = Key::new(b"0123456789abcdeF".to_vec()).session_keys(Role::Dialer, parts);
+        assert_ne!(other.send, d.send);
+        let moved = k.session_keys(Role::Dialer, [b"hdh", b"a", b"pd", b"pa"]);
+        assert_ne!(moved.send, d.send);
+        // Known answer: the documented derivation.
+        let mut h = Sha256::new();
+        h.update(b"qcop link session v2\0\0\0\x02hd\0\0\0\x02ha\0\0\0\x02pd\0\0\0\x02pa");
+        let salt = h.finalize();
+        // HKDF-Extract is HMAC(salt, key); Expand's first block HMAC(prk, info || 0x01).
+        let mut m = <HmacSha256 as Mac>::new_from_slice(&salt).unwrap();
+        m.update(b"0123456789abcdef");
+        let prk = m.finalize().into_bytes();
+        let mut m = <HmacSha256 as Mac>::new_from_slice(&prk).unwrap();
+        m.update(b"qcop link v2 dialer to acceptor\x01");
+        assert_eq!(d.send[..], m.finalize().into_bytes()[..]);
     }
 
     #[test]

@@ -11,6 +11,8 @@ use serde::de::{self, Deserialize, Deserializer};
 use serde::de::{MapAccess, SeqAccess, Visitor};
 #[cfg(feature = "links")]
 use std::fmt;
+#[cfg(feature = "links")]
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -62,6 +64,15 @@ pub struct LinkConfig {
     pub max_links: u32,
     /// Disable Nagle's algorithm on link sockets (lower latency, more packets).
     pub nodelay: bool,
+    /// Frames this daemon sends are encrypted (`"encrypt"`, the default) or only
+    /// authenticated (`"integrity"`); both are protected against forgery and replay.
+    pub integrity_only: bool,
+    /// Source addresses (`IP` or `IP/prefix`) of the boards that dial this one: their
+    /// handshakes are always served, beside the strangers' share (`max_unauthenticated`).
+    /// The addresses of the configured peers are known too.
+    pub known_addresses: Vec<String>,
+    /// Handshakes in progress from one source address, at most.
+    pub handshakes_per_address: u32,
 }
 
 /// A key given in the configuration: shown as `<secret>` by `qcopd --check-config`.
@@ -265,6 +276,19 @@ impl LinkConfig {
                 "max_unauthenticated" => c.max_unauthenticated = number(w, v)?,
                 "max_links" => c.max_links = number(w, v)?,
                 "nodelay" => c.nodelay = boolean(w, v)?,
+                "protection" => {
+                    c.integrity_only = match string(w, v)?.as_str() {
+                        "encrypt" => false,
+                        "integrity" => true,
+                        other => {
+                            return Err(format!(
+                                "{w} = {other:?}: expected \"encrypt\" or \"integrity\""
+                            ))
+                        }
+                    }
+                }
+                "known_addresses" => c.known_addresses = strings(w, v)?,
+                "handshakes_per_address" => c.handshakes_per_address = number(w, v)?,
                 _ => return Err(format!("unknown field `{w}`")),
             }
         }
@@ -310,10 +334,13 @@ impl Default for LinkConfig {
             reconnect_max_ms: 10_000,
             buffer_bytes: 1024 * 1024,
             hold_ms: 10_000,
-            handshake_timeout_ms: 5_000,
+            handshake_timeout_ms: 3_000,
             max_unauthenticated: 4,
             max_links: 16,
             nodelay: true,
+            integrity_only: false,
+            known_addresses: Vec::new(),
+            handshakes_per_address: 2,
         }
     }
 }
@@ -385,13 +412,36 @@ impl LinkConfig {
                 self.buffer_bytes
             ));
         }
-        if self.handshake_timeout_ms == 0 || self.max_unauthenticated == 0 || self.max_links == 0 {
+        if self.handshake_timeout_ms == 0
+            || self.max_unauthenticated == 0
+            || self.max_links == 0
+            || self.handshakes_per_address == 0
+        {
             return Err(
-                "links: handshake_timeout_ms, max_unauthenticated and max_links must be at least 1"
+                "links: handshake_timeout_ms, max_unauthenticated, handshakes_per_address and \
+                 max_links must be at least 1"
                     .into(),
             );
         }
+        for (i, a) in self.known_addresses.iter().enumerate() {
+            AddrPrefix::parse(a).map_err(|e| format!("links.known_addresses[{i}]: {e}"))?;
+        }
         Ok(())
+    }
+
+    /// The source addresses whose handshakes are served first: `known_addresses` and the
+    /// configured peers' addresses (validated).
+    #[cfg(feature = "links")]
+    pub fn known_prefixes(&self) -> Vec<AddrPrefix> {
+        let listed = self
+            .known_addresses
+            .iter()
+            .filter_map(|a| AddrPrefix::parse(a).ok());
+        let peers = self.peer.iter().filter_map(|p| {
+            let a: SocketAddr = p.address.parse().ok()?;
+            Some(AddrPrefix::host(a.ip()))
+        });
+        listed.chain(peers).collect()
     }
 
     /// Without a key only loopback addresses are allowed, unless `insecure` says otherwise.
@@ -404,6 +454,59 @@ impl LinkConfig {
             "{what} {addr} is not a loopback address: links to other machines need a key \
              (links.key_file), or links.insecure = true to accept the risk"
         ))
+    }
+}
+
+/// An IP address or a network (`10.0.0.0/24`, `fd00::/64`).
+#[cfg(feature = "links")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddrPrefix {
+    addr: IpAddr,
+    bits: u8,
+}
+
+#[cfg(feature = "links")]
+impl AddrPrefix {
+    /// One address.
+    pub fn host(addr: IpAddr) -> AddrPrefix {
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        AddrPrefix { addr, bits }
+    }
+
+    /// `IP` or `IP/prefix`.
+    pub fn parse(text: &str) -> Result<AddrPrefix, String> {
+        let (ip, bits) = match text.split_once('/') {
+            Some((ip, bits)) => (ip, Some(bits)),
+            None => (text, None),
+        };
+        let addr: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or IP/prefix"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            None => max,
+            Some(b) => b
+                .parse::<u8>()
+                .ok()
+                .filter(|b| *b <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(AddrPrefix { addr, bits })
+    }
+
+    /// Whether `ip` lies in the prefix (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (a, b, width) = match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) as u128, u32::from(b) as u128, 32),
+            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+            _ => return false,
+        };
+        let shift = width - self.bits as u32;
+        shift >= 128 || (a >> shift) == (b >> shift)
     }
 }
 
@@ -476,6 +579,38 @@ mod tests {
             "reconnect_min_ms = 0",
             "listen = \"127.0.0.1:1\"\nbuffer_bytes = 1000",
             "max_links = 0",
+        ] {
+            assert!(parse(bad).is_err(), "accepted: {bad}");
+        }
+    }
+
+    #[test]
+    fn protection_and_known_addresses() {
+        let c = parse(
+            "protection = \"integrity\"\nknown_addresses = [\"10.0.0.0/24\", \"fd00::7\"]\n\
+             handshakes_per_address = 3\n[[peer]]\naddress = \"127.0.0.9:4250\"\n",
+        )
+        .unwrap();
+        assert!(c.integrity_only);
+        assert!(!parse("").unwrap().integrity_only);
+        let known = c.known_prefixes();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let is_known = |s: &str| known.iter().any(|p| p.contains(ip(s)));
+        assert!(is_known("10.0.0.200"));
+        assert!(is_known("::ffff:10.0.0.1"));
+        assert!(is_known("fd00::7"));
+        assert!(is_known("127.0.0.9"));
+        assert!(!is_known("10.0.1.1"));
+        assert!(!is_known("127.0.0.1"));
+        assert!(!is_known("fd00::8"));
+        assert!(AddrPrefix::parse("0.0.0.0/0")
+            .unwrap()
+            .contains(ip("1.2.3.4")));
+        for bad in [
+            "protection = \"none\"",
+            "known_addresses = [\"10.0.0.1/33\"]",
+            "known_addresses = [\"host\"]",
+            "handshakes_per_address = 0",
         ] {
             assert!(parse(bad).is_err(), "accepted: {bad}");
         }

@@ -6,9 +6,10 @@ use super::dedupe::Dedupe;
 use super::net;
 use super::proto;
 use super::queue::LinkQueue;
+use super::seal::{Exhausted, Opener, Protection, Sealer};
 use super::topo::{DaemonId, Subs, Topology};
 use crate::wire::{FrameReader, LinkInfo};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,13 @@ pub const FIRST_LINK_TOKEN: u64 = LISTENER_TOKEN + 1;
 pub const ACK_EVERY: u64 = 64;
 /// Otherwise acknowledgements wait at most this long (several go out as one).
 pub const ACK_DELAY: Duration = Duration::from_millis(20);
+/// Sealed bytes kept ready for the socket, per connection (one record more at most).
+pub const WIRE_TARGET: usize = 64 * 1024;
+/// Bytes of frames packed into one sealed record, at most (unless a single frame is larger).
+pub const RECORD_TARGET: usize = 16 * 1024;
+/// Refused connections are logged at most once per this interval (the others are counted
+/// and summed up in the next line).
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Where a link is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +105,12 @@ pub struct LinkCounters {
     pub duplicates: u64,
     /// Times the link came up again after having been up.
     pub reconnects: u64,
+    /// Frames after the handshake refused because they failed authentication (forged,
+    /// altered, replayed, reordered, or following a lost one) or came unprotected; each
+    /// closed the connection.
+    pub frames_rejected: u64,
+    /// Connections that ended in the middle of a frame after the handshake.
+    pub truncated: u64,
 }
 
 /// One TCP connection of a link.
@@ -127,6 +141,18 @@ pub struct Conn {
     pub hello_id: DaemonId,
     /// The name the peer gave in its `Hello`.
     pub hello_name: String,
+    /// Our `Auth`, as sent (part of the session keys' input).
+    pub my_auth: Vec<u8>,
+    /// Seals what we send once the peer's proof checked out.
+    pub tx: Option<Sealer>,
+    /// Opens what the peer sends after its proof.
+    pub rx: Option<Opener>,
+    /// Bytes ready for the socket: handshake frames in the clear, then sealed records.
+    pub wire: Vec<u8>,
+    /// The first `wire_sent` bytes of `wire` are written.
+    pub wire_sent: usize,
+    /// Where received records are decrypted.
+    pub scratch: Vec<u8>,
 }
 
 impl Conn {
@@ -147,7 +173,79 @@ impl Conn {
             want_write: false,
             hello_id: 0,
             hello_name: String::new(),
+            my_auth: Vec::new(),
+            tx: None,
+            rx: None,
+            wire: Vec::new(),
+            wire_sent: 0,
+            scratch: Vec::new(),
         }
+    }
+
+    /// Bytes waiting in [`Conn::wire`].
+    pub fn wire_pending(&self) -> usize {
+        self.wire.len() - self.wire_sent
+    }
+
+    /// Starts the session: what `queue` holds so far (the handshake) goes out in the clear,
+    /// everything after it sealed with `tx`; what arrives from now on is opened with `rx`.
+    pub fn start_session(&mut self, queue: &mut LinkQueue, tx: Sealer, rx: Opener) {
+        self.fill_wire(queue, usize::MAX, usize::MAX)
+            .expect("nothing is sealed before the session");
+        self.tx = Some(tx);
+        self.rx = Some(rx);
+    }
+
+    /// Moves frames from `queue` to [`Conn::wire`], sealed once the session started, until
+    /// the wire holds [`WIRE_TARGET`] bytes. A message moved counts as written (it joins the
+    /// unacknowledged ones, which `limit` bounds). Returns the messages moved.
+    pub fn fill_wire(
+        &mut self,
+        queue: &mut LinkQueue,
+        limit: usize,
+        target: usize,
+    ) -> Result<u64, Exhausted> {
+        if self.wire_sent == self.wire.len() {
+            self.wire.clear();
+            self.wire_sent = 0;
+        } else if self.wire_sent >= WIRE_TARGET {
+            self.wire.drain(..self.wire_sent);
+            self.wire_sent = 0;
+        }
+        let mut msgs = 0;
+        while self.wire_pending() < target {
+            let Some(tx) = self.tx.as_mut() else {
+                let Some((frame, msg)) = queue.take_out(limit) else {
+                    break;
+                };
+                self.wire.extend_from_slice(&frame);
+                msgs += u64::from(msg);
+                continue;
+            };
+            if queue.out_is_empty() {
+                break;
+            }
+            // One record carries the frames ready, up to RECORD_TARGET bytes of them (a
+            // larger frame alone): the sealing's fixed cost is paid once for them all.
+            let start = Sealer::begin(&mut self.wire);
+            let mut inside = 0;
+            while let Some(len) = queue.front_len() {
+                if inside > 0 && inside + len > RECORD_TARGET {
+                    break;
+                }
+                let Some((frame, msg)) = queue.take_out(limit) else {
+                    break;
+                };
+                self.wire.extend_from_slice(&frame);
+                inside += len;
+                msgs += u64::from(msg);
+            }
+            tx.finish(&mut self.wire, start)?;
+        }
+        if self.wire.is_empty() && self.wire.capacity() > 2 * WIRE_TARGET {
+            self.wire = Vec::new();
+        }
+        Ok(msgs)
     }
 
     /// `(dialer's hello, acceptor's hello)`: the transcript both proofs cover.
@@ -314,7 +412,7 @@ impl Link {
     /// The `qcop stats` record.
     pub fn info(&self) -> LinkInfo {
         let c = &self.counters;
-        let rows: [(&str, u64); 22] = [
+        let rows: [(&str, u64); 24] = [
             ("peer_id", self.peer_id),
             ("rtt_us", self.rtt_us),
             ("messages_out", c.messages_out),
@@ -336,6 +434,8 @@ impl Link {
             ("dropped_limit", c.dropped_limit),
             ("duplicates", c.duplicates),
             ("reconnects", c.reconnects),
+            ("frames_rejected", c.frames_rejected),
+            ("truncated", c.truncated),
             ("accepted", u64::from(self.accepted)),
         ];
         LinkInfo {
@@ -362,6 +462,47 @@ pub struct GlobalCounters {
     pub protocol_errors: u64,
     /// Links declared dead by the keepalive.
     pub dead_peers: u64,
+    /// Frames refused after the handshake (as the per-link `frames_rejected`, on every
+    /// connection, accepted strangers' included).
+    pub frames_rejected: u64,
+    /// Connections that ended inside a frame after the handshake.
+    pub truncated: u64,
+    /// Of `refused`: those from an address that had its handshakes' share already.
+    pub refused_per_address: u64,
+}
+
+/// Rate limit of the refusal log.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    /// When the last line was written.
+    last: Option<Instant>,
+    /// Refusals since then, not logged.
+    quiet: u64,
+}
+
+impl RefusalLog {
+    /// Logs a refusal, or counts it for the next line if one was logged recently.
+    pub fn refused(&mut self, from: SocketAddr, why: &str) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < REFUSAL_LOG_INTERVAL)
+        {
+            self.quiet += 1;
+            return;
+        }
+        if self.quiet > 0 {
+            log::warn!(
+                "links: refusing a connection from {from}: {why} ({} more refused since \
+                 the last such line)",
+                self.quiet
+            );
+        } else {
+            log::warn!("links: refusing a connection from {from}: {why}");
+        }
+        self.last = Some(now);
+        self.quiet = 0;
+    }
 }
 
 /// The whole link layer of one daemon.
@@ -413,6 +554,12 @@ pub struct Links {
     pub dirty: Vec<LinkId>,
     /// Set while `accept` on the listener fails for want of descriptors.
     pub accept_pause: crate::daemon::listen::AcceptPause,
+    /// How the frames we send are protected.
+    pub protection: Protection,
+    /// Source addresses served first.
+    pub known: Vec<config::AddrPrefix>,
+    /// Rate limit of the refusal log.
+    pub refusal_log: RefusalLog,
 }
 
 impl Links {
@@ -456,6 +603,13 @@ impl Links {
             counters: GlobalCounters::default(),
             dirty: Vec::new(),
             accept_pause: Default::default(),
+            protection: if cfg.integrity_only {
+                Protection::Integrity
+            } else {
+                Protection::Encrypt
+            },
+            known: cfg.known_prefixes(),
+            refusal_log: RefusalLog::default(),
         };
         if let Some(addr) = cfg.listen_addr() {
             let l = net::listen(addr)
@@ -532,6 +686,35 @@ impl Links {
         }
     }
 
+    /// Whether connections from `ip` are served first (a known address).
+    pub fn is_known(&self, ip: IpAddr) -> bool {
+        self.known.iter().any(|p| p.contains(ip))
+    }
+
+    /// Whether a new connection from `ip` may start a handshake: each address has at most
+    /// `handshakes_per_address` in progress; known addresses are served beyond that the
+    /// strangers share `max_unauthenticated`. `Err` says why not, and whether it is the
+    /// address's own limit.
+    pub fn admit(&self, ip: IpAddr) -> Result<(), (&'static str, bool)> {
+        let known = self.is_known(ip);
+        let (mut same, mut strangers) = (0u32, 0u32);
+        for l in self.slots.iter().flatten().filter(|l| l.temp) {
+            let Some(c) = &l.conn else { continue };
+            let from = c.remote.ip();
+            same += u32::from(from == ip);
+            if !known && !self.is_known(from) {
+                strangers += 1;
+            }
+        }
+        if same >= self.cfg.handshakes_per_address {
+            return Err(("too many handshakes from this address", true));
+        }
+        if !known && strangers >= self.cfg.max_unauthenticated {
+            return Err(("too many unauthenticated connections", false));
+        }
+        Ok(())
+    }
+
     /// Accepted links that are known peers (authenticated at least once).
     pub fn accepted_peers(&self) -> usize {
         self.slots
@@ -572,7 +755,7 @@ impl Links {
     /// Gauges and counters for the daemon-wide part of `qcop stats`.
     pub fn report(&self) -> Vec<(String, u64)> {
         let c = &self.counters;
-        let rows: [(&str, u64); 10] = [
+        let rows: [(&str, u64); 13] = [
             (
                 "links",
                 self.slots.iter().flatten().filter(|l| !l.temp).count() as u64,
@@ -586,6 +769,9 @@ impl Links {
             ("link_handshake_timeouts", c.handshake_timeouts),
             ("link_protocol_errors", c.protocol_errors),
             ("link_dead_peers", c.dead_peers),
+            ("link_frames_rejected", c.frames_rejected),
+            ("link_frames_truncated", c.truncated),
+            ("links_refused_per_address", c.refused_per_address),
         ];
         rows.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
     }

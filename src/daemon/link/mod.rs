@@ -3,7 +3,9 @@
 //! The layers, bottom up:
 //! - [`config`]: the `[links]` configuration section and its rules;
 //! - `proto`: the link frames (same 12-byte header as the client protocol, own kinds);
-//! - `auth`: the pre-shared-key challenge-response and the daemon's randomness;
+//! - `auth`: the pre-shared-key challenge-response, the session keys and the daemon's
+//!   randomness;
+//! - `seal`: every frame after the handshake sealed in a ChaCha20-Poly1305 record;
 //! - `topo`: flooded advertisements, the graph of daemons, interest per link;
 //! - `dedupe`: per-origin windows that drop copies arriving by a second path;
 //! - `queue`: a link's backlog, its unwritten frames and its unacknowledged messages;
@@ -25,6 +27,8 @@ mod net;
 pub mod proto;
 #[cfg(feature = "links")]
 pub mod queue;
+#[cfg(feature = "links")]
+pub mod seal;
 #[cfg(feature = "links")]
 pub mod topo;
 

@@ -10,8 +10,9 @@ use crate::wire::{put_bytes, put_str, DecodeError, Reader, HEADER_LEN};
 
 /// First four bytes of a link `Hello` body.
 pub const LINK_MAGIC: [u8; 4] = *b"QCLK";
-/// Link protocol version spoken by this build.
-pub const LINK_VERSION: u16 = 1;
+/// Link protocol version spoken by this build. Version 2 seals every frame after the
+/// handshake (see `seal`); version 1 carried them in the clear and is refused.
+pub const LINK_VERSION: u16 = 2;
 /// Bytes of a handshake nonce.
 pub const NONCE_LEN: usize = 32;
 /// Bytes of an authentication code (HMAC-SHA256).

@@ -175,6 +175,25 @@ impl LinkQueue {
         Ok((written, self.advance(written, limit)))
     }
 
+    /// Bytes of the first frame to write.
+    pub fn front_len(&self) -> Option<usize> {
+        self.out.front().map(|i| i.bytes.len())
+    }
+
+    /// Takes the first frame to write, whole, as if written: a message is numbered and kept
+    /// until acknowledged (within `limit` bytes). Returns it, and whether it is a message.
+    pub fn take_out(&mut self, limit: usize) -> Option<(Rc<[u8]>, bool)> {
+        let front = self.out.front()?;
+        let (bytes, msg) = (Rc::clone(&front.bytes), front.msg);
+        debug_assert_eq!(
+            self.head_written, 0,
+            "take_out and write_with are not mixed"
+        );
+        self.head_written = 0;
+        self.advance(bytes.len(), limit);
+        Some((bytes, msg))
+    }
+
     fn advance(&mut self, mut n: usize, limit: usize) -> u64 {
         let mut msgs = 0;
         while n > 0 {

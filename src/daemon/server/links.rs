@@ -10,10 +10,11 @@ use crate::daemon::link::auth::{random_bytes, Role};
 use crate::daemon::link::proto::{
     LinkFrame, ADVERT_MAX_BODY, LINK_VERSION, MSG_OVERHEAD, NONCE_LEN, PREAUTH_MAX_BODY,
 };
+use crate::daemon::link::seal::{split_frame, OpenError, Opener, Sealer, SEAL_OVERHEAD};
 use crate::daemon::link::topo::{DaemonId, Subs, MAX_DAEMONS};
 use crate::daemon::link::{
     configure, connect_result, dial, printable, send, Conn, LinkId, State, ACK_DELAY, ACK_EVERY,
-    FIRST_LINK_TOKEN,
+    FIRST_LINK_TOKEN, WIRE_TARGET,
 };
 pub(super) use crate::daemon::link::{Links, LISTENER_TOKEN};
 use crate::pattern::check_name;
@@ -51,6 +52,9 @@ enum LinkClose {
     Replaced,
     SlowPeer,
     Shutdown,
+    Rejected(OpenError),
+    Truncated,
+    Exhausted,
 }
 
 impl std::fmt::Display for LinkClose {
@@ -68,6 +72,11 @@ impl std::fmt::Display for LinkClose {
             LinkClose::Replaced => f.write_str("replaced by a new connection from the same peer"),
             LinkClose::SlowPeer => f.write_str("the peer does not read its frames"),
             LinkClose::Shutdown => f.write_str("shutting down"),
+            LinkClose::Rejected(e) => write!(f, "frame rejected: {e}"),
+            LinkClose::Truncated => f.write_str("the connection ended inside a frame"),
+            LinkClose::Exhausted => {
+                f.write_str("the record counter is exhausted; connecting anew for fresh keys")
+            }
         }
     }
 }
@@ -152,12 +161,11 @@ impl Server {
         let bye = LinkFrame::Close {
             code: ErrorCode::ShuttingDown.to_u16(),
             text: "qcopd is shutting down",
-        }
-        .to_vec();
+        };
         for id in self.links.ids() {
-            if let Some(c) = self.links.get(id).and_then(|l| l.conn.as_ref()) {
-                let _ = send(&c.stream, &[io::IoSlice::new(&bye)]);
-            }
+            // Sealed like any frame once the session started; as far as the socket takes.
+            self.link_send(id, &bye);
+            self.link_write(id);
             self.close_link(id, LinkClose::Shutdown);
         }
     }
@@ -201,15 +209,10 @@ impl Server {
             };
             self.links.accept_pause.succeeded();
             self.links.counters.accepted += 1;
-            let cfg = &self.links.cfg;
-            let busy = if self.links.unauthenticated >= cfg.max_unauthenticated as usize {
-                Some("too many unauthenticated connections")
-            } else {
-                None
-            };
-            if let Some(why) = busy {
+            if let Err((why, own_limit)) = self.links.admit(addr.ip()) {
                 self.links.counters.refused += 1;
-                log::warn!("links: refusing a connection from {addr}: {why}");
+                self.links.counters.refused_per_address += u64::from(own_limit);
+                self.links.refusal_log.refused(addr, why);
                 let _ = stream.set_nonblocking(true);
                 let close = LinkFrame::Close {
                     code: ErrorCode::LinkBusy.to_u16(),
@@ -219,6 +222,7 @@ impl Server {
                 let _ = send(&stream, &[io::IoSlice::new(&close)]);
                 continue;
             }
+            let cfg = &self.links.cfg;
             if let Err(e) = configure(&stream, cfg.nodelay) {
                 log::warn!("links: cannot configure a connection from {addr}: {e}");
                 continue;
@@ -329,6 +333,7 @@ impl Server {
             return;
         };
         let mut reader = std::mem::replace(&mut conn.reader, FrameReader::new(0));
+        let mut plain = std::mem::take(&mut conn.scratch);
         let mut budget = READ_BUDGET;
         let mut outcome = None;
         'read: while budget > 0 {
@@ -336,6 +341,11 @@ impl Server {
                 return; // closed while handling a frame
             };
             let n = match (&conn.stream).read(reader.buffer_mut(READ_CHUNK)) {
+                // After the handshake, an end inside a frame is counted: a truncated stream.
+                Ok(0) if conn.rx.is_some() && reader.pending() > 0 => {
+                    outcome = Some(LinkClose::Truncated);
+                    break;
+                }
                 Ok(0) => {
                     outcome = Some(LinkClose::Eof);
                     break;
@@ -344,6 +354,12 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
+                    if conn.rx.is_some() && reader.pending() > 0 {
+                        self.links.counters.truncated += 1;
+                        if let Some(l) = self.links.get_mut(id) {
+                            l.counters.truncated += 1;
+                        }
+                    }
                     outcome = Some(LinkClose::Io(e));
                     break;
                 }
@@ -354,21 +370,56 @@ impl Server {
                 l.counters.bytes_in += n as u64;
             }
             loop {
+                let sealed = self
+                    .links
+                    .get(id)
+                    .and_then(|l| l.conn.as_ref())
+                    .is_some_and(|c| c.rx.is_some());
                 let raw = match reader.next_raw() {
                     Ok(Some(raw)) => raw,
                     Ok(None) => break,
+                    // A record header that cannot be right (an altered length) is rejected
+                    // like a record that does not open.
+                    Err(_) if sealed => {
+                        outcome = Some(LinkClose::Rejected(OpenError::Malformed));
+                        break 'read;
+                    }
                     Err(e) => {
                         outcome = Some(LinkClose::Protocol(e.to_string()));
                         break 'read;
                     }
                 };
-                self.link_frame(id, raw);
+                // After the peer's proof every frame comes sealed, and is used only if its
+                // record opens with the counter expected next.
+                let rx = self
+                    .links
+                    .get_mut(id)
+                    .and_then(|l| l.conn.as_mut())
+                    .and_then(|c| c.rx.as_mut());
+                let mut frames = match rx {
+                    None => raw,
+                    Some(rx) => match rx.open(raw, &mut plain) {
+                        Ok(frames) => frames,
+                        Err(e) => {
+                            outcome = Some(LinkClose::Rejected(e));
+                            break 'read;
+                        }
+                    },
+                };
+                // A record carries one or more whole frames (checked when it was opened).
+                while let Some((frame, rest)) = split_frame(frames) {
+                    frames = rest;
+                    self.link_frame(id, frame);
+                    if self.links.get(id).map_or(true, |l| l.conn.is_none()) {
+                        return;
+                    }
+                }
                 match self.links.get(id) {
                     Some(l) if l.conn.is_some() => {
                         let max = if l.state.unauthenticated() {
                             PREAUTH_MAX_BODY
                         } else {
-                            self.link_max_body()
+                            self.link_max_body().saturating_add(SEAL_OVERHEAD as u32)
                         };
                         reader.set_max_body(max);
                     }
@@ -380,6 +431,27 @@ impl Server {
             }
         }
         if let Some(reason) = outcome {
+            if matches!(reason, LinkClose::Rejected(_) | LinkClose::Truncated) {
+                let rejected = u64::from(matches!(reason, LinkClose::Rejected(_)));
+                let truncated = 1 - rejected;
+                self.links.counters.frames_rejected += rejected;
+                self.links.counters.truncated += truncated;
+                if let Some(l) = self.links.get_mut(id) {
+                    l.counters.frames_rejected += rejected;
+                    l.counters.truncated += truncated;
+                }
+            }
+            if matches!(reason, LinkClose::Rejected(_)) {
+                // Sealed: the real peer learns why, an attacker learns nothing.
+                self.link_send(
+                    id,
+                    &LinkFrame::Close {
+                        code: ErrorCode::LinkAuth.to_u16(),
+                        text: "a frame from you was rejected (forged or altered on the way?)",
+                    },
+                );
+                self.link_write(id);
+            }
             if matches!(reason, LinkClose::Protocol(_)) {
                 self.links.counters.protocol_errors += 1;
                 let text = reason.to_string();
@@ -398,11 +470,22 @@ impl Server {
         let Some(link) = self.links.get_mut(id) else {
             return;
         };
-        let unacked = link.rx_count - link.acked;
+        // Acknowledgements go out once the link is up (during a new connection's handshake
+        // the count travels in `Ready`; an `Ack` before it would break the handshake).
+        let unacked = if link.state == State::Up {
+            link.rx_count - link.acked
+        } else {
+            0
+        };
         let Some(conn) = link.conn.as_mut() else {
             return;
         };
         conn.reader = reader;
+        plain.clear();
+        if plain.capacity() > READ_CHUNK {
+            plain = Vec::new();
+        }
+        conn.scratch = plain;
         if unacked >= ACK_EVERY {
             self.link_ack(id);
         } else if unacked > 0 && conn.ack_due.is_none() {
@@ -573,7 +656,8 @@ impl Server {
         if !versions.contains(&LINK_VERSION) {
             self.links.counters.protocol_errors += 1;
             let text = format!(
-                "peer speaks link versions {}..={}, this daemon {LINK_VERSION}",
+                "peer speaks link protocol versions {}..={}, this daemon {LINK_VERSION} only \
+                 (version 2 seals every frame; update the older qcopd)",
                 versions.start(),
                 versions.end()
             );
@@ -604,6 +688,7 @@ impl Server {
         conn.hello_name = printable(name);
         let (d, a) = conn.transcript();
         let mac = self.links.key.proof(conn.role, d, a);
+        conn.my_auth = LinkFrame::Auth { mac }.to_vec();
         self.links.slots[id].as_mut().expect("checked").state = State::Auth;
         self.link_send(id, &LinkFrame::Auth { mac });
     }
@@ -629,7 +714,35 @@ impl Server {
             self.link_write(id);
             return self.close_link(id, LinkClose::Auth);
         }
+        self.link_start_session(id, mac);
         self.link_authenticated(id);
+    }
+
+    /// Both proofs are known: derive the session's keys from the whole handshake. What was
+    /// queued so far (our hello and proof) goes out in the clear, everything after sealed.
+    fn link_start_session(&mut self, id: LinkId, peer_mac: &[u8]) {
+        let protection = self.links.protection;
+        let Some(link) = self.links.slots.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(conn) = link.conn.as_mut() else {
+            return;
+        };
+        let mut mac = [0u8; crate::daemon::link::proto::MAC_LEN];
+        mac.copy_from_slice(peer_mac);
+        let peer_auth = LinkFrame::Auth { mac }.to_vec();
+        let (d, a) = conn.transcript();
+        let (my_auth, peer_auth) = (conn.my_auth.as_slice(), peer_auth.as_slice());
+        let (da, aa) = match conn.role {
+            Role::Dialer => (my_auth, peer_auth),
+            Role::Acceptor => (peer_auth, my_auth),
+        };
+        let keys = self.links.key.session_keys(conn.role, [d, a, da, aa]);
+        conn.start_session(
+            &mut link.queue,
+            Sealer::new(&keys.send, protection),
+            Opener::new(&keys.receive),
+        );
     }
 
     /// The peer proved the key: adopt it as a known peer and send our state.
@@ -885,12 +998,24 @@ impl Server {
             return;
         }
         let mut failure = None;
-        while !link.queue.out_is_empty() {
-            let stream = &conn.stream;
-            match link.queue.write_with(limit, |s| send(stream, s)) {
-                Ok((bytes, msgs)) => {
+        loop {
+            // Frames are sealed as they move to the wire buffer, a bounded batch ahead of
+            // the socket; one `send` writes many of them.
+            match conn.fill_wire(&mut link.queue, limit, WIRE_TARGET) {
+                Ok(msgs) => link.counters.messages_out += msgs,
+                Err(_) => {
+                    failure = Some(LinkClose::Exhausted);
+                    break;
+                }
+            }
+            if conn.wire_pending() == 0 {
+                break;
+            }
+            let pending = &conn.wire[conn.wire_sent..];
+            match send(&conn.stream, &[io::IoSlice::new(pending)]) {
+                Ok(bytes) => {
+                    conn.wire_sent += bytes;
                     link.counters.bytes_out += bytes as u64;
-                    link.counters.messages_out += msgs;
                     link.counters.writes += 1;
                 }
                 Err(nix::errno::Errno::EAGAIN) => break,
@@ -903,10 +1028,10 @@ impl Server {
         }
         // Messages are bounded by the buffer; control frames pile up only if the peer
         // stops reading altogether.
-        if link.queue.out_bytes() > 2 * limit + (1 << 20) {
+        if link.queue.out_bytes() + conn.wire_pending() > 2 * limit + (1 << 20) {
             failure = Some(LinkClose::SlowPeer);
         }
-        let want = !link.queue.out_is_empty() && failure.is_none();
+        let want = (!link.queue.out_is_empty() || conn.wire_pending() > 0) && failure.is_none();
         if want != conn.want_write {
             conn.want_write = want;
             let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
