@@ -32,7 +32,7 @@ SRC_URI = "git://github.com/qcop-project/qcop.git;protocol=https;branch=main;des
 # srcrev) fails when it is not an ancestor of HEAD or either differs from HEAD's, so after
 # a change to Cargo.lock (and gen-crates-inc.py) point SRCREV at that commit. To build
 # another commit, set SRCREV:pn-qcop and regenerate qcop-crates.inc from its Cargo.lock.
-SRCREV = "d464cb7623b5a3c7dc2aeb345e76f7a18ac1590b"
+SRCREV = "734dfaad5afe00290e1dd27d4ae4583687955ef7"
 
 # No release tags yet. When the project tags releases vX.Y.Z, upstream-version checks
 # (devtool latest-version, devtool check-upgrade-status) read them with this pattern.
