@@ -11,7 +11,7 @@
 mod common;
 
 use common::fault_proxy::{Dir, Fault, FaultProxy};
-use common::{eventually, Daemon, WAIT};
+use common::{eventually, link_to as link, stat as counter, Daemon, WAIT};
 use qcop::wire::LinkInfo;
 use qcop::Connection;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -56,17 +56,6 @@ fn board(name: &str, peer: Option<u16>) -> Daemon {
 
 fn listen_port(d: &Daemon) -> u16 {
     d.stats().get("link_listen_port").expect("link_listen_port") as u16
-}
-
-fn counter(d: &Daemon, name: &str) -> u64 {
-    d.stats()
-        .get(name)
-        .unwrap_or_else(|| panic!("no counter {name}"))
-}
-
-/// The link of `d` to the daemon called `peer`, once it is known by that name.
-fn link(d: &Daemon, peer: &str) -> Option<LinkInfo> {
-    d.stats().links.into_iter().find(|l| l.name == peer)
 }
 
 fn link_counter(l: &LinkInfo, name: &str) -> u64 {

@@ -10,9 +10,9 @@
 
 mod common;
 
-use common::{eventually, recv, temp_dir, Daemon};
+use common::{eventually, link_to as link, recv, stat as counter, temp_dir, Daemon};
 use qcop::daemon::link::proto::LinkFrame;
-use qcop::wire::{ErrorCode, FrameReader, LinkInfo};
+use qcop::wire::{ErrorCode, FrameReader};
 use qcop::Connection;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -72,16 +72,6 @@ fn logged_daemon(config: &str) -> (Daemon, std::path::PathBuf) {
 
 fn port(d: &Daemon) -> u16 {
     counter(d, "link_listen_port") as u16
-}
-
-fn counter(d: &Daemon, name: &str) -> u64 {
-    d.stats()
-        .get(name)
-        .unwrap_or_else(|| panic!("no counter {name}"))
-}
-
-fn link(d: &Daemon, peer: &str) -> Option<LinkInfo> {
-    d.stats().links.into_iter().find(|l| l.name == peer)
 }
 
 fn link_counter(d: &Daemon, peer: &str, name: &str) -> u64 {

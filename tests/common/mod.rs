@@ -436,3 +436,15 @@ pub fn raw_hello() -> qcop::wire::Frame<'static> {
         name: "raw",
     }
 }
+
+/// A counter of `d`'s `qcop stats`, by name.
+pub fn stat(d: &Daemon, name: &str) -> u64 {
+    d.stats()
+        .get(name)
+        .unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+/// The link of `d` to the daemon called `peer`, once it is known by that name.
+pub fn link_to(d: &Daemon, peer: &str) -> Option<qcop::wire::LinkInfo> {
+    d.stats().links.into_iter().find(|l| l.name == peer)
+}
